@@ -1,0 +1,278 @@
+defmodule RedixRs do
+  @moduledoc """
+  A Redis client whose socket I/O and RESP parsing run in Rust, with Redix's API.
+
+  `RedixRs` is a drop-in for `Redix`: the same functions, options, return values and error structs,
+  under the `RedixRs` prefix. One connection is meant to be shared by many processes: commands sent
+  at the same time by different callers go out in one write and each caller gets its own replies, so
+  there is no need for a pool to get throughput.
+
+  ## Starting a connection
+
+      children = [
+        {RedixRs, name: :redix, host: "localhost", port: 6379}
+      ]
+
+  or, from a URI: `{RedixRs, {"redis://:secret@localhost:6379/3", name: :redix}}`.
+
+  ## Sending commands
+
+  A command is a list whose elements are binaries or anything that implements `String.Chars`
+  (atoms, integers, floats):
+
+      iex> RedixRs.command(:redix, ["SET", "mykey", "foo"])
+      {:ok, "OK"}
+      iex> RedixRs.command(:redix, ["GET", "mykey"])
+      {:ok, "foo"}
+
+  (Examples in these docs use a connection started as `{RedixRs, name: :redix}`, and
+  `RedixRs.Doctest.port()` stands for the port of your Redis server.)
+
+  ## Shared-connection state
+
+  As with Redix, everything sent on a connection shares it: a blocking command (`BLPOP`, `XREAD
+  BLOCK`, `WAIT`) delays every later caller of that connection until it returns, and a `MULTI`,
+  `WATCH` or `SELECT` sent by one caller affects all of them. Use a separate connection for those.
+
+  ## Start options
+
+  #{RedixRs.Options.docs()}
+  """
+
+  alias RedixRs.{Command, ConnectionError, Handles, Native}
+
+  @typedoc "A connection: a pid or a name (atom, `{:global, term}` or `{:via, module, term}`)."
+  @type connection() :: GenServer.server()
+
+  @typedoc "A Redis command: a list of binaries or terms that implement `String.Chars`."
+  @type command() :: [String.Chars.t()]
+
+  @typedoc "A reply, in the shapes Redix returns for RESP2."
+  @type redis_value() :: binary() | integer() | nil | RedixRs.Error.t() | [redis_value()]
+
+  @default_timeout 5_000
+
+  @doc ~S"""
+  Starts a connection with default options (Redis on `localhost:6379`).
+
+  ## Examples
+
+      iex> {:ok, pid} = RedixRs.start_link(port: RedixRs.Doctest.port())
+      iex> is_pid(pid)
+      true
+  """
+  @spec start_link() :: GenServer.on_start()
+  def start_link, do: start_link([])
+
+  @doc ~S"""
+  Starts a connection from a keyword list of options or a `redis://`, `valkey://` or `unix://` URI.
+
+  Unknown or invalid options raise `ArgumentError`. See "Start options" in the module docs.
+
+  ## Examples
+
+      iex> {:ok, conn} = RedixRs.start_link("redis://localhost:#{RedixRs.Doctest.port()}/3")
+      iex> RedixRs.command(conn, ["PING"])
+      {:ok, "PONG"}
+  """
+  @spec start_link(binary() | keyword()) :: GenServer.on_start()
+  def start_link(uri) when is_binary(uri), do: start_link(uri, [])
+  def start_link(opts), do: opts |> RedixRs.Options.validate!() |> RedixRs.Connection.start_link()
+
+  @doc ~S"""
+  Starts a connection from a URI and options; the options win over what the URI says.
+
+  ## Examples
+
+      iex> {:ok, conn} = RedixRs.start_link("redis://localhost:1", port: RedixRs.Doctest.port(), sync_connect: true)
+      iex> RedixRs.command(conn, ["PING"])
+      {:ok, "PONG"}
+  """
+  @spec start_link(binary(), keyword()) :: GenServer.on_start()
+  def start_link(uri, opts) when is_binary(uri) and is_list(opts) do
+    uri |> RedixRs.URI.to_start_options() |> Keyword.merge(opts) |> start_link()
+  end
+
+  @doc """
+  A child specification, from options, a URI, or `{uri, options}`.
+
+  ## Examples
+
+      iex> RedixRs.child_spec(name: :cache)
+      %{id: RedixRs, type: :worker, start: {RedixRs, :start_link, [[name: :cache]]}}
+  """
+  @spec child_spec(keyword() | binary() | {binary(), keyword()}) :: Supervisor.child_spec()
+  def child_spec({uri, opts}) when is_binary(uri), do: spec([uri, opts])
+  def child_spec(uri_or_opts), do: spec([uri_or_opts])
+
+  defp spec(args), do: %{id: __MODULE__, type: :worker, start: {__MODULE__, :start_link, args}}
+
+  @doc ~S"""
+  Closes the connection and stops its process.
+
+  ## Examples
+
+      iex> {:ok, conn} = RedixRs.start_link(port: RedixRs.Doctest.port())
+      iex> RedixRs.stop(conn)
+      :ok
+  """
+  @spec stop(connection(), timeout()) :: :ok
+  def stop(conn, timeout \\ :infinity), do: GenServer.stop(conn, :normal, timeout)
+
+  @doc """
+  Sends one command and returns its reply.
+
+  A Redis error reply becomes `{:error, %RedixRs.Error{}}`; a connection problem
+  `{:error, %RedixRs.ConnectionError{}}`. Options: `:timeout` (milliseconds, default `5000`).
+
+  ## Examples
+
+      iex> RedixRs.command(:redix, ["SET", "counter", 41])
+      {:ok, "OK"}
+      iex> RedixRs.command(:redix, ["INCR", "counter"])
+      {:ok, 42}
+      iex> RedixRs.command(:redix, ["GET", "no such key"])
+      {:ok, nil}
+      iex> {:error, %RedixRs.Error{message: "ERR unknown command" <> _}} = RedixRs.command(:redix, ["NOPE"])
+  """
+  @spec command(connection(), command(), keyword()) ::
+          {:ok, redis_value()} | {:error, RedixRs.Error.t() | ConnectionError.t()}
+  def command(conn, command, opts \\ []) do
+    case pipeline(conn, [command], opts) do
+      {:ok, [%RedixRs.Error{} = error]} -> {:error, error}
+      {:ok, [value]} -> {:ok, value}
+      {:error, _} = error -> error
+    end
+  end
+
+  @doc """
+  Like `command/3`, but returns the value and raises `RedixRs.Error` or `RedixRs.ConnectionError`.
+
+  ## Examples
+
+      iex> RedixRs.command!(:redix, ["PING"])
+      "PONG"
+  """
+  @spec command!(connection(), command(), keyword()) :: redis_value()
+  def command!(conn, command, opts \\ []) do
+    case command(conn, command, opts) do
+      {:ok, value} -> value
+      {:error, error} -> raise error
+    end
+  end
+
+  @doc """
+  Sends several commands at once and returns their replies, in order.
+
+  Redis error replies stay in the list as `%RedixRs.Error{}`; only connection problems give
+  `{:error, %RedixRs.ConnectionError{}}`. The commands are written together, so no other caller's
+  command lands between them. Options: `:timeout` (milliseconds, default `5000`).
+
+  ## Examples
+
+      iex> RedixRs.pipeline(:redix, [["DEL", "n"], ["INCR", "n"], ["INCR", "n"]])
+      {:ok, [0, 1, 2]}
+      iex> {:ok, ["OK", %RedixRs.Error{}]} = RedixRs.pipeline(:redix, [["SET", "s", "x"], ["INCR", "s"]])
+  """
+  @spec pipeline(connection(), [command()], keyword()) ::
+          {:ok, [redis_value()]} | {:error, ConnectionError.t()}
+  def pipeline(conn, commands, opts \\ []) do
+    timeout = call_timeout!(opts)
+
+    case handle(conn, timeout) do
+      {:ok, handle} -> submit(handle, commands, timeout, :fast)
+      {:error, reason} -> {:error, %ConnectionError{reason: reason}}
+    end
+  end
+
+  @doc """
+  Like `pipeline/3`, but returns the replies and raises `RedixRs.ConnectionError`.
+
+  ## Examples
+
+      iex> RedixRs.pipeline!(:redix, [["PING"], ["ECHO", "hi"]])
+      ["PONG", "hi"]
+  """
+  @spec pipeline!(connection(), [command()], keyword()) :: [redis_value()]
+  def pipeline!(conn, commands, opts \\ []) do
+    case pipeline(conn, commands, opts) do
+      {:ok, values} -> values
+      {:error, error} -> raise error
+    end
+  end
+
+  # The hot path: one NIF call to encode and queue, then a receive on a fresh reference.
+  defp submit(handle, commands, timeout, attempt) do
+    ref = make_ref()
+
+    case Native.submit(handle, ref, commands) do
+      :ok ->
+        await(ref, timeout)
+
+      :dirty ->
+        submit_dirty(handle, ref, commands, timeout)
+
+      :normalize when attempt == :fast ->
+        submit(handle, Command.normalize_pipeline!(commands), timeout, :normalized)
+
+      {:error, reason} ->
+        {:error, %ConnectionError{reason: refusal(reason)}}
+    end
+  end
+
+  defp submit_dirty(handle, ref, commands, timeout) do
+    case Native.submit_dirty(handle, ref, commands) do
+      :ok -> await(ref, timeout)
+      :normalize -> submit(handle, Command.normalize_pipeline!(commands), timeout, :normalized)
+      {:error, reason} -> {:error, %ConnectionError{reason: refusal(reason)}}
+    end
+  end
+
+  defp await(ref, timeout) do
+    receive do
+      {^ref, :ok, replies} -> {:ok, replies}
+      {^ref, :error, _reason} -> {:error, %ConnectionError{reason: :disconnected}}
+    after
+      timeout -> {:error, %ConnectionError{reason: :timeout}}
+    end
+  end
+
+  defp refusal(:full), do: :write_queue_full
+  defp refusal(reason), do: reason
+
+  # Callers find the handle in ETS; only when the connection is not up do they ask its process, which
+  # answers at once when it is waiting to reconnect, or when the attempt in progress ends.
+  defp handle(conn, timeout) do
+    key = if is_pid(conn) or is_atom(conn), do: conn, else: GenServer.whereis(conn)
+
+    case Handles.lookup(key) do
+      {:ok, handle} -> {:ok, handle}
+      :error -> ask_connection(conn, timeout)
+    end
+  end
+
+  defp ask_connection(conn, timeout) do
+    GenServer.call(conn, :handle, timeout)
+  catch
+    :exit, {:timeout, _} -> {:error, :timeout}
+  end
+
+  defp call_timeout!([]), do: @default_timeout
+
+  defp call_timeout!(opts) do
+    Enum.reduce(opts, @default_timeout, fn
+      {:timeout, t}, _ when (is_integer(t) and t >= 0) or t == :infinity ->
+        t
+
+      {:timeout, t}, _ ->
+        raise ArgumentError, "invalid value for :timeout option: #{inspect(t)}"
+
+      {:telemetry_metadata, m}, acc when is_map(m) ->
+        acc
+
+      other, _ ->
+        raise ArgumentError,
+              "unknown or invalid option: #{inspect(other)}, valid options are: [:timeout, :telemetry_metadata]"
+    end)
+  end
+end

@@ -1,0 +1,165 @@
+defmodule RedixRs.Connection do
+  # The process behind a `RedixRs` connection. It owns the native handle: it connects, publishes the
+  # handle for callers (`RedixRs.Handles`), and reconnects with backoff. It is never on the path of a
+  # command or a reply: callers submit to the handle and receive replies from the Rust side directly.
+  @moduledoc false
+  use GenServer
+
+  alias RedixRs.{ConnectionError, Handles, Native}
+
+  @gen_opts [:name, :hibernate_after, :spawn_opt, :debug]
+  # `:infinity` as a connect timeout: one day is as good as forever for the native side.
+  @forever_ms 86_400_000
+
+  defstruct [:opts, :handle, :id, :status, :backoff, keys: [], waiting: []]
+
+  def start_link(opts) do
+    gen_opts = for {key, value} <- Keyword.take(opts, @gen_opts), value != nil, do: {key, value}
+
+    GenServer.start_link(
+      __MODULE__,
+      Keyword.drop(opts, @gen_opts) ++ [name: opts[:name]],
+      gen_opts
+    )
+  end
+
+  @impl true
+  def init(opts) do
+    keys =
+      if is_atom(opts[:name]) and opts[:name] != nil, do: [self(), opts[:name]], else: [self()]
+
+    Handles.watch()
+    state = %__MODULE__{opts: opts, keys: keys, status: :connecting}
+
+    if opts[:sync_connect] do
+      connect_synchronously(state)
+    else
+      {:ok, state, {:continue, :connect}}
+    end
+  end
+
+  @impl true
+  def handle_continue(:connect, state), do: {:noreply, start_attempt(state)}
+
+  @impl true
+  def handle_call(:handle, from, %{status: status} = state) do
+    case status do
+      :connected -> {:reply, {:ok, state.handle}, state}
+      :connecting -> {:noreply, %{state | waiting: [from | state.waiting]}}
+      :backoff -> {:reply, {:error, :closed}, state}
+    end
+  end
+
+  @impl true
+  def handle_info({:redix_rs_native, id, event}, %{id: id} = state),
+    do: handle_event(event, state)
+
+  def handle_info({:redix_rs_native, _stale_id, _event}, state), do: {:noreply, state}
+  def handle_info(:reconnect, state), do: {:noreply, start_attempt(state)}
+  def handle_info(_unexpected, state), do: {:noreply, state}
+
+  @impl true
+  def terminate(_reason, state) do
+    Handles.delete(state.keys)
+    if state.handle, do: Native.close(state.handle)
+  end
+
+  defp connect_synchronously(state) do
+    state = start_attempt(state)
+
+    timeout =
+      if state.opts[:timeout] == :infinity, do: :infinity, else: state.opts[:timeout] + 1_000
+
+    receive do
+      {:redix_rs_native, id, :connected} when id == state.id ->
+        {:ok, connected(state)}
+
+      {:redix_rs_native, id, {:connect_failed, reason}} when id == state.id ->
+        {:stop, %ConnectionError{reason: reason}}
+    after
+      timeout -> {:stop, %ConnectionError{reason: :timeout}}
+    end
+  end
+
+  defp handle_event(:connected, state), do: {:noreply, connected(state)}
+
+  defp handle_event({:disconnected, reason}, state) do
+    Handles.delete(state.keys)
+    state = %{state | handle: nil}
+
+    if state.opts[:exit_on_disconnection] do
+      {:stop, %ConnectionError{reason: reason}, state}
+    else
+      {:noreply, schedule_reconnect(state)}
+    end
+  end
+
+  # An error reply to AUTH or SELECT is fatal, as in Redix: retrying cannot fix a wrong password.
+  defp handle_event({:connect_failed, %RedixRs.Error{} = error}, state) do
+    {:stop, error, answer_waiting(%{state | handle: nil}, {:error, :closed})}
+  end
+
+  defp handle_event({:connect_failed, reason}, state) do
+    state = answer_waiting(%{state | handle: nil}, {:error, :closed})
+
+    if state.opts[:exit_on_disconnection] do
+      {:stop, %ConnectionError{reason: reason}, state}
+    else
+      {:noreply, schedule_reconnect(state)}
+    end
+  end
+
+  defp connected(state) do
+    Handles.put(state.keys, state.handle)
+    answer_waiting(%{state | status: :connected, backoff: nil}, {:ok, state.handle})
+  end
+
+  defp answer_waiting(state, reply) do
+    Enum.each(state.waiting, &GenServer.reply(&1, reply))
+    %{state | waiting: []}
+  end
+
+  defp start_attempt(state) do
+    {:ok, handle, id} = Native.connect(native_config(state.opts), self())
+    %{state | handle: handle, id: id, status: :connecting}
+  end
+
+  defp schedule_reconnect(state) do
+    backoff = next_backoff(state.backoff, state.opts)
+    Process.send_after(self(), :reconnect, backoff)
+    %{state | status: :backoff, backoff: backoff}
+  end
+
+  defp next_backoff(nil, opts), do: opts[:backoff_initial]
+
+  defp next_backoff(previous, opts) do
+    case opts[:backoff_max] do
+      :infinity -> round(previous * 1.5)
+      max -> min(round(previous * 1.5), max)
+    end
+  end
+
+  defp native_config(opts) do
+    {:ok, socket} = RedixRs.Options.Socket.parse(opts[:socket_opts])
+
+    address =
+      case opts[:host] do
+        {:local, path} -> {:unix, path}
+        host -> {:tcp, host, opts[:port]}
+      end
+
+    Map.merge(socket, %{
+      address: address,
+      username: opts[:username],
+      password: resolve_password(opts[:password]),
+      database: opts[:database] && Integer.to_string(opts[:database]),
+      client_name: opts[:client_name],
+      timeout: if(opts[:timeout] == :infinity, do: @forever_ms, else: opts[:timeout]),
+      max_queued_bytes: opts[:write_queue_limit]
+    })
+  end
+
+  # A `{m, f, a}` password is called at every connection attempt, so rotated secrets are picked up.
+  defp resolve_password({mod, fun, args}), do: apply(mod, fun, args)
+  defp resolve_password(password), do: password
+end

@@ -1,0 +1,247 @@
+defmodule RedixRs.Options do
+  # The one place where start options are declared and validated. The schema also writes the option
+  # docs shown in `RedixRs.start_link/1`.
+  @moduledoc false
+
+  @schema [
+    host: [
+      type: :host,
+      default: "localhost",
+      doc:
+        "the host where Redis runs, or `{:local, path}` for a Unix socket (then `:port` must be 0)"
+    ],
+    port: [type: :port, default: 6379, doc: "the port Redis listens on (0 with a Unix socket)"],
+    database: [
+      type: :database,
+      default: nil,
+      doc: "the database to `SELECT` after connecting (an integer or a string of digits)"
+    ],
+    username: [
+      type: :string_or_nil,
+      default: nil,
+      doc: "the ACL user to authenticate as (Redis 6+); needs `:password`"
+    ],
+    password: [
+      type: :password,
+      default: nil,
+      doc:
+        "the password for `AUTH`: a string, or `{module, function, args}` called at each connection"
+    ],
+    client_name: [
+      type: :string_or_nil,
+      default: nil,
+      doc: "a name sent with `CLIENT SETNAME` after connecting (shown by `CLIENT LIST`)"
+    ],
+    timeout: [
+      type: :timeout,
+      default: 5_000,
+      doc: "milliseconds allowed to connect and complete the handshake (not a command timeout)"
+    ],
+    sync_connect: [
+      type: :boolean,
+      default: false,
+      doc:
+        "connect inside `start_link/1` and return `{:error, %RedixRs.ConnectionError{}}` if that fails"
+    ],
+    exit_on_disconnection: [
+      type: :boolean,
+      default: false,
+      doc: "stop the process (with the `RedixRs.ConnectionError`) instead of reconnecting"
+    ],
+    backoff_initial: [
+      type: :non_neg_integer,
+      default: 500,
+      doc: "milliseconds before the first reconnection attempt"
+    ],
+    backoff_max: [
+      type: :timeout,
+      default: 30_000,
+      doc: "the longest wait between attempts (each failed attempt multiplies the wait by 1.5)"
+    ],
+    socket_opts: [
+      type: :socket_opts,
+      default: [],
+      doc:
+        "plain-TCP socket options: `:inet6`, `:inet`, `keepalive: boolean`, `nodelay: boolean`, " <>
+          "`sndbuf:`, `recbuf:` and `buffer:` (bytes); other options raise `ArgumentError`"
+    ],
+    ssl: [
+      type: :ssl,
+      default: false,
+      doc: "TLS is not available yet in this version: only `false` is accepted"
+    ],
+    write_queue_limit: [
+      type: :pos_integer,
+      default: 128 * 1024 * 1024,
+      doc:
+        "bytes of encoded commands that may wait to be written; past it, calls get " <>
+          "`%RedixRs.ConnectionError{reason: :write_queue_full}` (one larger submission is still " <>
+          "accepted when nothing is waiting)"
+    ],
+    name: [
+      type: :name,
+      default: nil,
+      doc:
+        "a name to register the connection under: an atom, `{:global, term}` or `{:via, module, term}`"
+    ],
+    hibernate_after: [type: :timeout, default: nil, doc: "passed to `GenServer.start_link/3`"],
+    spawn_opt: [type: :keyword, default: nil, doc: "passed to `GenServer.start_link/3`"],
+    debug: [type: :list, default: nil, doc: "passed to `GenServer.start_link/3`"]
+  ]
+
+  @keys Keyword.keys(@schema)
+
+  @doc "Markdown describing every start option."
+  def docs do
+    Enum.map_join(@schema, "\n", fn {key, spec} ->
+      default =
+        if spec[:default] in [nil, []], do: "", else: " Defaults to `#{inspect(spec[:default])}`."
+
+      "  * `#{inspect(key)}` - #{spec[:doc]}.#{default}"
+    end)
+  end
+
+  @doc """
+  Validates `opts`, fills in defaults and returns a keyword list with every option.
+  Raises `ArgumentError` on unknown or invalid options.
+  """
+  @spec validate!(keyword()) :: keyword()
+  def validate!(opts) when is_list(opts) do
+    unless Keyword.keyword?(opts) do
+      raise ArgumentError, "expected a keyword list of options, got: #{inspect(opts)}"
+    end
+
+    case Keyword.keys(opts) -- @keys do
+      [] ->
+        :ok
+
+      unknown ->
+        raise ArgumentError,
+              "unknown options #{inspect(Enum.uniq(unknown))}, valid options are: #{inspect(@keys)}"
+    end
+
+    validated =
+      Enum.map(@schema, fn {key, spec} ->
+        value = Keyword.get(opts, key, spec[:default])
+        {key, check!(spec[:type], key, value, spec[:default])}
+      end)
+
+    check_unix_port!(validated)
+  end
+
+  def validate!(other) do
+    raise ArgumentError, "expected a keyword list of options, got: #{inspect(other)}"
+  end
+
+  # A default value is always valid (nil means "not set").
+  defp check!(_type, _key, value, value), do: value
+
+  defp check!(type, key, value, _default) do
+    case valid(type, value) do
+      {:ok, value} -> value
+      {:error, expected} -> invalid!(key, expected, value)
+    end
+  end
+
+  defp valid(:host, host) when is_binary(host), do: {:ok, host}
+  defp valid(:host, {:local, path} = host) when is_binary(path), do: {:ok, host}
+  defp valid(:host, {:local, path}) when is_list(path), do: {:ok, {:local, List.to_string(path)}}
+  defp valid(:host, host) when is_list(host), do: {:ok, List.to_string(host)}
+  defp valid(:host, _), do: {:error, "a string or {:local, path}"}
+  defp valid(:port, port) when is_integer(port) and port in 0..65_535, do: {:ok, port}
+  defp valid(:port, _), do: {:error, "an integer between 0 and 65535"}
+  defp valid(:database, db) when is_integer(db) and db >= 0, do: {:ok, db}
+
+  defp valid(:database, db) when is_binary(db) do
+    case Integer.parse(db) do
+      {n, ""} when n >= 0 -> {:ok, n}
+      _ -> {:error, "a non-negative integer"}
+    end
+  end
+
+  defp valid(:database, _), do: {:error, "a non-negative integer"}
+  defp valid(:string_or_nil, value) when is_binary(value), do: {:ok, value}
+  defp valid(:string_or_nil, _), do: {:error, "a string"}
+  defp valid(:password, value) when is_binary(value), do: {:ok, value}
+
+  defp valid(:password, {m, f, a} = mfa) when is_atom(m) and is_atom(f) and is_list(a),
+    do: {:ok, mfa}
+
+  defp valid(:password, _), do: {:error, "a string or a {module, function, args} tuple"}
+  defp valid(:timeout, :infinity), do: {:ok, :infinity}
+  defp valid(:timeout, t) when is_integer(t) and t >= 0, do: {:ok, t}
+  defp valid(:timeout, _), do: {:error, "a non-negative integer or :infinity"}
+  defp valid(:boolean, b) when is_boolean(b), do: {:ok, b}
+  defp valid(:boolean, _), do: {:error, "a boolean"}
+  defp valid(:non_neg_integer, n) when is_integer(n) and n >= 0, do: {:ok, n}
+  defp valid(:non_neg_integer, _), do: {:error, "a non-negative integer"}
+  defp valid(:pos_integer, n) when is_integer(n) and n > 0, do: {:ok, n}
+  defp valid(:pos_integer, _), do: {:error, "a positive integer"}
+  defp valid(:ssl, false), do: {:ok, false}
+
+  defp valid(:ssl, _),
+    do: {:error, "false (TLS is not supported yet in this version of redix_rs)"}
+
+  defp valid(:keyword, kw) when is_list(kw), do: {:ok, kw}
+  defp valid(:keyword, _), do: {:error, "a keyword list"}
+  defp valid(:list, list) when is_list(list), do: {:ok, list}
+  defp valid(:list, _), do: {:error, "a list"}
+  defp valid(:name, name) when is_atom(name), do: {:ok, name}
+  defp valid(:name, {:global, _} = name), do: {:ok, name}
+  defp valid(:name, {:via, mod, _} = name) when is_atom(mod), do: {:ok, name}
+  defp valid(:name, _), do: {:error, "an atom, {:global, term} or {:via, module, term}"}
+
+  defp valid(:socket_opts, opts) when is_list(opts) do
+    with {:ok, _} <- RedixRs.Options.Socket.parse(opts), do: {:ok, opts}
+  end
+
+  defp valid(:socket_opts, _), do: {:error, "a list of socket options"}
+
+  defp invalid!(key, expected, value) do
+    raise ArgumentError,
+          "invalid value for #{inspect(key)} option: expected #{expected}, got: #{inspect(value)}"
+  end
+
+  defp check_unix_port!(opts) do
+    case {opts[:host], opts[:port]} do
+      {{:local, _}, port} when port not in [0, 6379] ->
+        raise ArgumentError,
+              "when using Unix domain sockets, the port must be 0, got: #{inspect(port)}"
+
+      {{:local, _}, _} ->
+        Keyword.put(opts, :port, 0)
+
+      _ ->
+        opts
+    end
+  end
+end
+
+defmodule RedixRs.Options.Socket do
+  # Redix's `:socket_opts` vocabulary for plain TCP, mapped onto what the Rust transport sets.
+  @moduledoc false
+
+  @doc "Parses `:gen_tcp`-style options into a map; `{:error, expected}` names what is unsupported."
+  def parse(opts) do
+    Enum.reduce_while(opts, {:ok, defaults()}, fn opt, {:ok, acc} ->
+      case put(opt, acc) do
+        {:ok, acc} -> {:cont, {:ok, acc}}
+        :error -> {:halt, {:error, "supported socket options (#{inspect(opt)} is not supported)"}}
+      end
+    end)
+  end
+
+  @doc "The settings used when no socket option is given."
+  def defaults, do: %{inet6: false, keepalive: false, nodelay: true, sndbuf: nil, recbuf: nil}
+
+  defp put(:inet6, acc), do: {:ok, %{acc | inet6: true}}
+  defp put(:inet, acc), do: {:ok, %{acc | inet6: false}}
+  defp put({:keepalive, b}, acc) when is_boolean(b), do: {:ok, %{acc | keepalive: b}}
+  defp put({:nodelay, b}, acc) when is_boolean(b), do: {:ok, %{acc | nodelay: b}}
+  defp put({:sndbuf, n}, acc) when is_integer(n) and n > 0, do: {:ok, %{acc | sndbuf: n}}
+  defp put({:recbuf, n}, acc) when is_integer(n) and n > 0, do: {:ok, %{acc | recbuf: n}}
+
+  # `:buffer` is the BEAM's user-space buffer; the nearest native knob is the kernel receive buffer.
+  defp put({:buffer, n}, acc) when is_integer(n) and n > 0, do: {:ok, %{acc | recbuf: n}}
+  defp put(_, _), do: :error
+end

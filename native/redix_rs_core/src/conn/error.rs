@@ -1,0 +1,85 @@
+//! Why a connection could not be made or was lost, in the vocabulary Redix users match on.
+
+use crate::resp::ProtocolError;
+
+/// A disconnection or connection-failure reason, shaped to become an Erlang term:
+/// a bare atom (`:tcp_closed`, `:econnrefused`) or a tagged tuple (`{:protocol_error, "..."}`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reason {
+    Atom(&'static str),
+    Tagged(&'static str, String),
+}
+
+impl Reason {
+    /// Maps an I/O error to the POSIX atom `:gen_tcp` would report (`econnrefused`, `ehostunreach`, ...).
+    pub fn from_io(err: &std::io::Error) -> Reason {
+        if let Some(name) = err.raw_os_error().and_then(posix_name) {
+            return Reason::Atom(name);
+        }
+        use std::io::ErrorKind::*;
+        match err.kind() {
+            ConnectionRefused => Reason::Atom("econnrefused"),
+            ConnectionReset => Reason::Atom("econnreset"),
+            ConnectionAborted => Reason::Atom("econnaborted"),
+            BrokenPipe => Reason::Atom("epipe"),
+            TimedOut => Reason::Atom("timeout"),
+            UnexpectedEof => Reason::Atom("tcp_closed"),
+            NotFound => Reason::Atom("enoent"),
+            PermissionDenied => Reason::Atom("eacces"),
+            _ => Reason::Tagged("io_error", err.to_string()),
+        }
+    }
+}
+
+/// Errno values Linux uses for the failures a client meets; others fall back to the error kind.
+fn posix_name(errno: i32) -> Option<&'static str> {
+    Some(match errno {
+        1 => "eperm",
+        2 => "enoent",
+        13 => "eacces",
+        22 => "einval",
+        32 => "epipe",
+        98 => "eaddrinuse",
+        99 => "eaddrnotavail",
+        100 => "enetdown",
+        101 => "enetunreach",
+        103 => "econnaborted",
+        104 => "econnreset",
+        110 => "etimedout",
+        111 => "econnrefused",
+        113 => "ehostunreach",
+        _ => return None,
+    })
+}
+
+/// Why connecting (socket + handshake) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("host not found")]
+    NotFound,
+    #[error("timed out")]
+    Timeout,
+    #[error("the server closed the connection during the handshake")]
+    Closed,
+    /// The server answered the handshake (AUTH, SELECT, ...) with an error: fatal, as in Redix.
+    #[error("{0}")]
+    Redis(String),
+    #[error("protocol error: {0}")]
+    Protocol(#[from] ProtocolError),
+}
+
+impl ConnectError {
+    /// The reason term for everything but `Redis`, which becomes a `%RedixRs.Error{}` instead.
+    pub fn reason(&self) -> Reason {
+        match self {
+            ConnectError::Io(e) => Reason::from_io(e),
+            ConnectError::NotFound => Reason::Atom("nxdomain"),
+            ConnectError::Timeout => Reason::Atom("timeout"),
+            ConnectError::Closed => Reason::Atom("tcp_closed"),
+            ConnectError::Redis(msg) => Reason::Tagged("redis_error", msg.clone()),
+            ConnectError::Protocol(e) => Reason::Tagged("protocol_error", e.to_string()),
+        }
+    }
+}

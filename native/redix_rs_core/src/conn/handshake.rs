@@ -1,0 +1,85 @@
+//! The commands sent before a connection is shared: AUTH, SELECT, CLIENT SETNAME.
+//!
+//! They run one at a time (as in Redix) so that the first error is the one reported and so that the
+//! Redis < 6 fallback (AUTH with a username is a wrong-arity error there) can retry without it.
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::{ConnectError, ConnectOptions};
+use crate::resp::{encode_command, Frame, Limits, Parsed, Parser};
+
+const OLD_AUTH_ERROR: &[u8] = b"ERR wrong number of arguments for 'auth' command";
+
+/// Runs the handshake on `stream`; returns bytes read past the last reply.
+pub async fn handshake<S>(stream: &mut S, opts: &ConnectOptions) -> Result<BytesMut, ConnectError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut io = Exchange {
+        stream,
+        buf: BytesMut::with_capacity(4096),
+        parser: Parser::new(Limits::default()),
+    };
+    if let Some(password) = &opts.password {
+        io.auth(opts.username.as_deref(), password).await?;
+    }
+    if let Some(db) = &opts.database {
+        io.expect_ok(&[b"SELECT".as_slice(), db]).await?;
+    }
+    if let Some(name) = &opts.client_name {
+        io.expect_ok(&[b"CLIENT".as_slice(), b"SETNAME", name])
+            .await?;
+    }
+    Ok(io.buf)
+}
+
+/// One request/reply at a time over a stream that is not multiplexed yet.
+struct Exchange<'a, S> {
+    stream: &'a mut S,
+    buf: BytesMut,
+    parser: Parser,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Exchange<'_, S> {
+    async fn auth(&mut self, username: Option<&[u8]>, password: &[u8]) -> Result<(), ConnectError> {
+        let Some(user) = username else {
+            return self.expect_ok(&[b"AUTH".as_slice(), password]).await;
+        };
+        match self.request(&[b"AUTH".as_slice(), user, password]).await? {
+            Frame::Error(msg) if msg.as_ref() == OLD_AUTH_ERROR => {
+                self.expect_ok(&[b"AUTH".as_slice(), password]).await
+            }
+            reply => ok_or_error(reply),
+        }
+    }
+
+    async fn expect_ok(&mut self, args: &[&[u8]]) -> Result<(), ConnectError> {
+        let reply = self.request(args).await?;
+        ok_or_error(reply)
+    }
+
+    async fn request(&mut self, args: &[&[u8]]) -> Result<Frame, ConnectError> {
+        let mut out = BytesMut::new();
+        encode_command(args, &mut out);
+        self.stream.write_all(&out).await?;
+        loop {
+            if let Parsed::Complete(frame) = self.parser.parse(&mut self.buf)? {
+                return Ok(frame);
+            }
+            if self.stream.read_buf(&mut self.buf).await? == 0 {
+                return Err(ConnectError::Closed);
+            }
+        }
+    }
+}
+
+/// Any error reply is fatal; any other reply counts as success (servers differ on +OK details).
+fn ok_or_error(reply: Frame) -> Result<(), ConnectError> {
+    match reply {
+        Frame::Error(msg) | Frame::BulkError(msg) => Err(ConnectError::Redis(
+            String::from_utf8_lossy(&msg).into_owned(),
+        )),
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,321 @@
+//! One socket shared by any number of callers.
+//!
+//! Callers `submit` encoded commands together with a [`Waiter`]; both go into one queue under one lock, so
+//! the order of waiters is the order of bytes on the wire. A writer loop takes everything queued and
+//! writes it in one go (automatic pipelining); a reader loop parses replies and hands each to the oldest
+//! waiter (FIFO). Both loops run in one task: whichever ends first ends the connection, and every waiter
+//! still queued is failed exactly once.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::Notify;
+
+use super::{Reason, Stream};
+use crate::resp::{Frame, Limits, Parsed, Parser};
+
+/// How much to read at a time when no large value is pending.
+const READ_CHUNK: usize = 64 * 1024;
+/// The writer drops a buffer grown past this after use rather than hold it forever.
+const KEEP_WRITE_BUFFER: usize = 4 * 1024 * 1024;
+
+/// Someone waiting for replies: receives them in order, then is completed or failed, exactly once.
+pub trait Waiter: Send + 'static {
+    /// Takes the next reply; returns true when this waiter has every reply it expects.
+    fn reply(&mut self, frame: Frame) -> bool;
+    /// Called once after `reply` returned true.
+    fn complete(self);
+    /// Called instead of `complete` when the connection ends first.
+    fn fail(self, reason: &Reason);
+}
+
+/// Why a submission was refused; the waiter is handed back untouched.
+#[derive(Debug)]
+pub enum SubmitError<W, E = std::convert::Infallible> {
+    /// The connection has ended (or is ending).
+    Closed(W),
+    /// Accepting it would queue more than the configured number of unwritten bytes.
+    Full(W),
+    /// The encoder refused the input; nothing was queued.
+    Encode(W, E),
+}
+
+struct State<W> {
+    out: BytesMut,
+    waiters: VecDeque<W>,
+    closed: Option<Reason>,
+    close_requested: Option<Reason>,
+}
+
+struct Shared<W> {
+    state: Mutex<State<W>>,
+    wake_writer: Notify,
+    wake_closer: Notify,
+    max_queued_bytes: usize,
+}
+
+/// A handle on one connection's queues; clones share them.
+pub struct Multiplexer<W> {
+    shared: Arc<Shared<W>>,
+}
+
+impl<W> Clone for Multiplexer<W> {
+    fn clone(&self) -> Self {
+        Multiplexer {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+/// A reply batch in progress: the waiter at the head of the queue, once its first reply arrived.
+type Current<W> = Option<W>;
+
+impl<W: Waiter> Multiplexer<W> {
+    /// A multiplexer that refuses submissions once `max_queued_bytes` unwritten bytes are queued
+    /// (a single submission larger than that is still accepted when the queue is empty).
+    pub fn new(max_queued_bytes: usize) -> Self {
+        let state = State {
+            out: BytesMut::with_capacity(READ_CHUNK),
+            waiters: VecDeque::new(),
+            closed: None,
+            close_requested: None,
+        };
+        let shared = Shared {
+            state: Mutex::new(state),
+            wake_writer: Notify::new(),
+            wake_closer: Notify::new(),
+            max_queued_bytes,
+        };
+        Multiplexer {
+            shared: Arc::new(shared),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State<W>> {
+        // A panic while holding the lock leaves plain data behind: keep going rather than poison every caller.
+        self.shared.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues bytes already encoded elsewhere (large submissions, encoded off the lock).
+    pub fn submit(&self, bytes: BytesMut, waiter: W) -> Result<(), SubmitError<W>> {
+        let mut st = self.lock();
+        if st.closed.is_some() || st.close_requested.is_some() {
+            return Err(SubmitError::Closed(waiter));
+        }
+        if !st.out.is_empty() && st.out.len() + bytes.len() > self.shared.max_queued_bytes {
+            return Err(SubmitError::Full(waiter));
+        }
+        let was_empty = st.out.is_empty();
+        if was_empty && bytes.len() > READ_CHUNK {
+            st.out = bytes; // no copy for a big payload on an idle queue
+        } else {
+            st.out.extend_from_slice(&bytes);
+        }
+        st.waiters.push_back(waiter);
+        drop(st);
+        if was_empty {
+            self.shared.wake_writer.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Encodes straight into the write queue (small submissions: no allocation, no copy).
+    /// If `encode` fails, whatever it wrote is removed and nothing is queued.
+    pub fn submit_with<E>(
+        &self,
+        waiter: W,
+        encode: impl FnOnce(&mut BytesMut) -> Result<(), E>,
+    ) -> Result<(), SubmitError<W, E>> {
+        let mut st = self.lock();
+        if st.closed.is_some() || st.close_requested.is_some() {
+            return Err(SubmitError::Closed(waiter));
+        }
+        let before = st.out.len();
+        if let Err(e) = encode(&mut st.out) {
+            st.out.truncate(before);
+            return Err(SubmitError::Encode(waiter, e));
+        }
+        if before > 0 && st.out.len() > self.shared.max_queued_bytes {
+            st.out.truncate(before);
+            return Err(SubmitError::Full(waiter));
+        }
+        st.waiters.push_back(waiter);
+        drop(st);
+        if before == 0 {
+            self.shared.wake_writer.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Asks the running connection to end; its waiters are failed with `reason`.
+    pub fn close(&self, reason: Reason) {
+        let mut st = self.lock();
+        if st.closed.is_none() && st.close_requested.is_none() {
+            st.close_requested = Some(reason);
+            drop(st);
+            self.shared.wake_closer.notify_one();
+        }
+    }
+
+    /// True once the connection has ended or been asked to.
+    pub fn is_closed(&self) -> bool {
+        let st = self.lock();
+        st.closed.is_some() || st.close_requested.is_some()
+    }
+
+    /// Ends a connection that cannot run (it failed to connect, or its task panicked): marks it closed
+    /// and fails every queued waiter with `reason`.
+    pub fn abort(&self, reason: &Reason) {
+        self.fail_all(None, reason);
+    }
+
+    /// Number of waiters queued and not yet answered (for tests and introspection).
+    pub fn pending(&self) -> usize {
+        self.lock().waiters.len()
+    }
+
+    /// Serves the connection until the socket fails or `close` is called; returns why it ended.
+    /// Every waiter still queued is failed with that reason before this returns.
+    pub async fn run(&self, stream: Stream, leftover: BytesMut) -> Reason {
+        let mut current: Current<W> = None;
+        let reason = match stream {
+            Stream::Tcp(mut s) => {
+                let (r, w) = s.split();
+                self.drive(r, w, leftover, &mut current).await
+            }
+            Stream::Unix(mut s) => {
+                let (r, w) = s.split();
+                self.drive(r, w, leftover, &mut current).await
+            }
+        };
+        self.fail_all(current, &reason);
+        reason
+    }
+
+    async fn drive<R, Wr>(&self, r: R, w: Wr, buf: BytesMut, current: &mut Current<W>) -> Reason
+    where
+        R: AsyncRead + Unpin,
+        Wr: AsyncWrite + Unpin,
+    {
+        tokio::select! {
+            reason = self.read_loop(r, buf, current) => reason,
+            reason = self.write_loop(w) => reason,
+            reason = self.closed_by_owner() => reason,
+        }
+    }
+
+    async fn closed_by_owner(&self) -> Reason {
+        loop {
+            if let Some(reason) = self.lock().close_requested.clone() {
+                return reason;
+            }
+            self.shared.wake_closer.notified().await;
+        }
+    }
+
+    async fn write_loop<Wr: AsyncWrite + Unpin>(&self, mut w: Wr) -> Reason {
+        let mut buf = BytesMut::with_capacity(READ_CHUNK);
+        loop {
+            std::mem::swap(&mut self.lock().out, &mut buf);
+            if buf.is_empty() {
+                self.shared.wake_writer.notified().await;
+                continue;
+            }
+            if let Err(e) = w.write_all(&buf).await {
+                return Reason::from_io(&e);
+            }
+            buf.clear();
+            if buf.capacity() > KEEP_WRITE_BUFFER {
+                buf = BytesMut::with_capacity(READ_CHUNK);
+            }
+        }
+    }
+
+    async fn read_loop<R: AsyncRead + Unpin>(
+        &self,
+        mut r: R,
+        mut buf: BytesMut,
+        current: &mut Current<W>,
+    ) -> Reason {
+        let mut parser = Parser::new(Limits::default());
+        let mut done: Vec<W> = Vec::new();
+        loop {
+            let parsed = self.dispatch_available(&mut parser, &mut buf, current, &mut done);
+            // Completions go out per read, not per frame, and always before an error ends the loop, so a
+            // waiter already answered is never failed as well.
+            done.drain(..).for_each(Waiter::complete);
+            if let Err(reason) = parsed {
+                return reason;
+            }
+            let want = parser
+                .pending_bulk_remaining(&buf)
+                .unwrap_or(0)
+                .max(READ_CHUNK);
+            buf.reserve(want);
+            match r.read_buf(&mut buf).await {
+                Ok(0) => return Reason::Atom("tcp_closed"),
+                Ok(_) => {}
+                Err(e) => return Reason::from_io(&e),
+            }
+        }
+    }
+
+    /// Parses every complete frame in `buf` and dispatches it.
+    fn dispatch_available(
+        &self,
+        parser: &mut Parser,
+        buf: &mut BytesMut,
+        current: &mut Current<W>,
+        done: &mut Vec<W>,
+    ) -> Result<(), Reason> {
+        loop {
+            match parser.parse(buf) {
+                Ok(Parsed::Complete(frame)) => self.dispatch(frame, current, done)?,
+                Ok(Parsed::Incomplete) => return Ok(()),
+                Err(e) => return Err(Reason::Tagged("protocol_error", e.to_string())),
+            }
+        }
+    }
+
+    /// Gives `frame` to the waiter at the head of the queue.
+    fn dispatch(
+        &self,
+        frame: Frame,
+        current: &mut Current<W>,
+        done: &mut Vec<W>,
+    ) -> Result<(), Reason> {
+        if matches!(frame, Frame::Push(_)) {
+            return Ok(()); // out-of-band (RESP3): never a reply to a caller
+        }
+        let mut waiter = match current.take() {
+            Some(w) => w,
+            None => self
+                .lock()
+                .waiters
+                .pop_front()
+                .ok_or(Reason::Atom("unexpected_reply"))?,
+        };
+        if waiter.reply(frame) {
+            done.push(waiter);
+        } else {
+            *current = Some(waiter);
+        }
+        Ok(())
+    }
+
+    /// Marks the connection closed and fails every waiter, the one mid-reply first (it was oldest).
+    fn fail_all(&self, current: Current<W>, reason: &Reason) {
+        let waiters = {
+            let mut st = self.lock();
+            st.closed = Some(reason.clone());
+            st.out.clear();
+            std::mem::take(&mut st.waiters)
+        };
+        current
+            .into_iter()
+            .chain(waiters)
+            .for_each(|w| w.fail(reason));
+    }
+}

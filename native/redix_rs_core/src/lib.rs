@@ -1,0 +1,7 @@
+//! Pure-Rust core of redix_rs: everything that can be tested without the BEAM.
+//!
+//! * [`resp`]: the RESP2/RESP3 frame type, the incremental parser and command encoding.
+//! * [`conn`]: one connection: transport, handshake and the multiplexer shared by many callers.
+
+pub mod conn;
+pub mod resp;

@@ -1,0 +1,188 @@
+//! Commands as Erlang terms → RESP bytes, written straight into the connection's write queue.
+//!
+//! Elements may be binaries, integers or atoms (as `to_string/1` would render them). Anything else, and
+//! every command Redix refuses (pub/sub, `CLIENT REPLY`, empty or non-list commands), makes the encoder
+//! stop with `Normalize`: the Elixir side then validates the input itself, raising Redix's
+//! `ArgumentError` or converting the elements with `String.Chars`, and submits again. The fast path thus
+//! never has to reproduce Redix's error messages.
+
+use bytes::BytesMut;
+use redix_rs_core::resp::{encode_array_header, encode_bulk};
+use rustler::{Binary, Term};
+
+/// How much work one call may do; past it the encoder stops with `OverBudget`.
+#[derive(Clone, Copy)]
+pub struct Budget {
+    pub bytes: usize,
+    pub elements: usize,
+}
+
+impl Budget {
+    /// What a NIF on a normal scheduler may encode (well under a millisecond).
+    pub const NORMAL: Budget = Budget {
+        bytes: 256 * 1024,
+        elements: 4096,
+    };
+    pub const UNLIMITED: Budget = Budget {
+        bytes: usize::MAX,
+        elements: usize::MAX,
+    };
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum EncodeStop {
+    /// The input needs the Elixir-side validation or conversion.
+    Normalize,
+    /// Too large for this scheduler: retry on a dirty one.
+    OverBudget,
+}
+
+/// Counts the commands of a pipeline, giving up past `max` (so a normal scheduler never walks a long list).
+pub fn count_commands(commands: Term<'_>, max: usize) -> Result<usize, EncodeStop> {
+    let mut n = 0;
+    let mut rest = commands;
+    while !rest.is_empty_list() {
+        let (_, tail) = rest.list_get_cell().map_err(|_| EncodeStop::Normalize)?;
+        n += 1;
+        if n > max {
+            return Err(EncodeStop::OverBudget);
+        }
+        rest = tail;
+    }
+    if n == 0 {
+        return Err(EncodeStop::Normalize);
+    }
+    Ok(n)
+}
+
+/// Encodes every command of `commands` into `out`.
+pub fn encode_pipeline(
+    commands: Term<'_>,
+    out: &mut BytesMut,
+    budget: Budget,
+) -> Result<(), EncodeStop> {
+    let start = out.len();
+    let mut elements = 0usize;
+    let mut rest = commands;
+    while let Ok((command, tail)) = rest.list_get_cell() {
+        elements += encode_command(command, out, budget.elements.saturating_sub(elements))?;
+        if out.len() - start > budget.bytes {
+            return Err(EncodeStop::OverBudget);
+        }
+        rest = tail;
+    }
+    Ok(())
+}
+
+/// Encodes one command; returns its number of elements.
+fn encode_command(
+    command: Term<'_>,
+    out: &mut BytesMut,
+    max_elements: usize,
+) -> Result<usize, EncodeStop> {
+    let len = bounded_len(command, max_elements)?;
+    if len == 0 {
+        return Err(EncodeStop::Normalize);
+    }
+    encode_array_header(len, out);
+    let mut rest = command;
+    let mut index = 0;
+    let mut first = [0u8; 12]; // enough for the longest command name checked below
+    let mut first_len = 0;
+    while let Ok((element, tail)) = rest.list_get_cell() {
+        let written_from = out.len();
+        encode_element(element, out)?;
+        if index == 0 {
+            first_len = copy_name(&out[written_from..], &mut first);
+        } else if index == 1 && refused(&first[..first_len], &out[written_from..]) {
+            return Err(EncodeStop::Normalize);
+        }
+        index += 1;
+        rest = tail;
+    }
+    Ok(len)
+}
+
+/// The length of a proper list, or `OverBudget` past `max`, or `Normalize` when it is not a proper list.
+fn bounded_len(list: Term<'_>, max: usize) -> Result<usize, EncodeStop> {
+    let mut n = 0;
+    let mut rest = list;
+    while !rest.is_empty_list() {
+        let (_, tail) = rest.list_get_cell().map_err(|_| EncodeStop::Normalize)?;
+        n += 1;
+        if n > max {
+            return Err(EncodeStop::OverBudget);
+        }
+        rest = tail;
+    }
+    Ok(n)
+}
+
+fn encode_element(element: Term<'_>, out: &mut BytesMut) -> Result<(), EncodeStop> {
+    if let Ok(bin) = element.decode::<Binary>() {
+        encode_bulk(bin.as_slice(), out);
+    } else if let Ok(i) = element.decode::<i64>() {
+        let mut digits = [0u8; 20];
+        encode_bulk(format_i64(i, &mut digits), out);
+    } else if element.is_atom() {
+        let name = element
+            .atom_to_string()
+            .map_err(|_| EncodeStop::Normalize)?;
+        // to_string(nil) is "" in Elixir; every other atom renders as its name.
+        encode_bulk(if name == "nil" { b"" } else { name.as_bytes() }, out);
+    } else {
+        return Err(EncodeStop::Normalize);
+    }
+    Ok(())
+}
+
+/// Decimal digits of `i` in a stack buffer (no allocation per argument).
+fn format_i64(i: i64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut n = i.unsigned_abs();
+    let mut pos = buf.len();
+    loop {
+        pos -= 1;
+        buf[pos] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    if i < 0 {
+        pos -= 1;
+        buf[pos] = b'-';
+    }
+    &buf[pos..]
+}
+
+/// Copies the bulk payload of an encoded element (`$len\r\npayload\r\n`), upper-cased, into `name`.
+/// Returns 0 when it does not fit (no command name we refuse is that long).
+fn copy_name(encoded: &[u8], name: &mut [u8; 12]) -> usize {
+    let payload = bulk_payload(encoded);
+    if payload.len() > name.len() {
+        return 0;
+    }
+    for (dst, src) in name.iter_mut().zip(payload) {
+        *dst = src.to_ascii_uppercase();
+    }
+    payload.len()
+}
+
+fn bulk_payload(encoded: &[u8]) -> &[u8] {
+    let header_end = encoded
+        .iter()
+        .position(|&b| b == b'\n')
+        .map_or(encoded.len(), |p| p + 1);
+    let body = &encoded[header_end..];
+    &body[..body.len().saturating_sub(2)]
+}
+
+/// Commands Redix refuses on a plain connection (given with at least two elements, as Redix checks).
+fn refused(name: &[u8], second_encoded: &[u8]) -> bool {
+    match name {
+        b"SUBSCRIBE" | b"PSUBSCRIBE" | b"UNSUBSCRIBE" | b"PUNSUBSCRIBE" | b"SSUBSCRIBE"
+        | b"SUNSUBSCRIBE" => true,
+        b"CLIENT" => bulk_payload(second_encoded).eq_ignore_ascii_case(b"REPLY"),
+        _ => false,
+    }
+}

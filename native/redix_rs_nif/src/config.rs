@@ -1,0 +1,70 @@
+//! Decodes the options map built by `RedixRs.Connection` into `ConnectOptions`.
+//!
+//! The Elixir side has already validated every option, so a decoding failure here is a bug and is
+//! reported as `badarg` rather than explained.
+
+use std::time::Duration;
+
+use redix_rs_core::conn::{Address, ConnectOptions, TcpOptions};
+use rustler::{Binary, Error, NifResult, Term};
+
+/// What `connect/2` needs: how to connect, and how much may be queued unwritten.
+pub struct NativeConfig {
+    pub connect: ConnectOptions,
+    pub max_queued_bytes: usize,
+}
+
+pub fn decode(map: Term<'_>) -> NifResult<NativeConfig> {
+    let get = |key: &str| -> NifResult<Term<'_>> {
+        let atom = rustler::Atom::from_str(map.get_env(), key)?;
+        map.map_get(atom)
+    };
+    let connect = ConnectOptions {
+        address: decode_address(get("address")?)?,
+        tcp: TcpOptions {
+            inet6: get("inet6")?.decode()?,
+            keepalive: get("keepalive")?.decode()?,
+            send_buffer: get("sndbuf")?.decode()?,
+            recv_buffer: get("recbuf")?.decode()?,
+            nodelay: get("nodelay")?.decode()?,
+        },
+        username: optional_bytes(get("username")?)?,
+        password: optional_bytes(get("password")?)?,
+        database: optional_bytes(get("database")?)?,
+        client_name: optional_bytes(get("client_name")?)?,
+        timeout: Duration::from_millis(get("timeout")?.decode()?),
+    };
+    let max_queued_bytes = get("max_queued_bytes")?.decode()?;
+    Ok(NativeConfig {
+        connect,
+        max_queued_bytes,
+    })
+}
+
+/// `{:tcp, host, port}` or `{:unix, path}`.
+fn decode_address(term: Term<'_>) -> NifResult<Address> {
+    let tuple = rustler::types::tuple::get_tuple(term)?;
+    match tuple.as_slice() {
+        [tag, host, port] if tag.atom_to_string()? == "tcp" => Ok(Address::Tcp {
+            host: string(*host)?,
+            port: port.decode()?,
+        }),
+        [tag, path] if tag.atom_to_string()? == "unix" => Ok(Address::Unix {
+            path: string(*path)?,
+        }),
+        _ => Err(Error::BadArg),
+    }
+}
+
+fn string(term: Term<'_>) -> NifResult<String> {
+    let bin: Binary = term.decode()?;
+    String::from_utf8(bin.as_slice().to_vec()).map_err(|_| Error::BadArg)
+}
+
+fn optional_bytes(term: Term<'_>) -> NifResult<Option<Vec<u8>>> {
+    if term.is_atom() {
+        return Ok(None); // nil
+    }
+    let bin: Binary = term.decode()?;
+    Ok(Some(bin.as_slice().to_vec()))
+}

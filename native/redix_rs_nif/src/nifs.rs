@@ -1,0 +1,158 @@
+//! The NIF functions: `connect`, `submit`, `submit_dirty`, `close`. Each returns in microseconds;
+//! everything that waits happens on the tokio runtime.
+
+use bytes::BytesMut;
+use redix_rs_core::conn::{
+    establish, ConnectError, ConnectOptions, Multiplexer, Reason, SubmitError,
+};
+use rustler::{Encoder, Env, Error, LocalPid, NifResult, OwnedEnv, ResourceArc, Term};
+
+use crate::args::{count_commands, encode_pipeline, Budget, EncodeStop};
+use crate::handle::{ConnectionHandle, ReplyWaiter};
+use crate::{atoms, config, reply, runtime};
+
+/// Starts connecting in the background; returns `{:ok, handle, id}` at once.
+///
+/// The owner receives `{:redix_rs_native, id, :connected}`, then `{:redix_rs_native, id, {:disconnected,
+/// reason}}` when the connection ends, or `{:redix_rs_native, id, {:connect_failed, reason}}` instead of
+/// both. The handle monitors the owner: when it dies, the connection closes.
+#[rustler::nif]
+fn connect<'a>(env: Env<'a>, config: Term<'a>, owner: LocalPid) -> NifResult<Term<'a>> {
+    let config = config::decode(config)?;
+    let runtime = runtime::get().map_err(|e| Error::Term(Box::new(e)))?;
+    let handle = ResourceArc::new(ConnectionHandle::new(config.max_queued_bytes));
+    env.monitor(&handle, &owner);
+    let (mux, id) = (handle.mux.clone(), handle.id);
+    runtime.spawn(supervise(mux, config.connect, owner, id));
+    Ok((atoms::ok(), handle, id).encode(env))
+}
+
+/// Queues `commands` (a list of commands) for the calling process; the replies come back as
+/// `{reference, :ok, replies}` or `{reference, :error, reason}`.
+///
+/// Returns `:ok`, `{:error, :closed | :full}`, `:dirty` when the input is too large for a normal
+/// scheduler (call `submit_dirty/3`), or `:normalize` when the input needs Elixir's validation first.
+#[rustler::nif]
+fn submit<'a>(
+    env: Env<'a>,
+    handle: ResourceArc<ConnectionHandle>,
+    reference: Term<'a>,
+    commands: Term<'a>,
+) -> Term<'a> {
+    let count = match count_commands(commands, Budget::NORMAL.elements) {
+        Ok(n) => n,
+        Err(stop) => return stop_term(env, stop),
+    };
+    let waiter = ReplyWaiter::new(env.pid(), reference, count);
+    match handle
+        .mux
+        .submit_with(waiter, |out| encode_pipeline(commands, out, Budget::NORMAL))
+    {
+        Ok(()) => atoms::ok().encode(env),
+        Err(SubmitError::Encode(_, stop)) => stop_term(env, stop),
+        Err(e) => refused_term(env, e),
+    }
+}
+
+/// `submit/3` for inputs of any size, on a dirty CPU scheduler; encodes off the queue lock.
+#[rustler::nif(schedule = "DirtyCpu")]
+fn submit_dirty<'a>(
+    env: Env<'a>,
+    handle: ResourceArc<ConnectionHandle>,
+    reference: Term<'a>,
+    commands: Term<'a>,
+) -> Term<'a> {
+    let count = match count_commands(commands, usize::MAX) {
+        Ok(n) => n,
+        Err(stop) => return stop_term(env, stop),
+    };
+    let mut out = BytesMut::new();
+    if let Err(stop) = encode_pipeline(commands, &mut out, Budget::UNLIMITED) {
+        return stop_term(env, stop);
+    }
+    let waiter = ReplyWaiter::new(env.pid(), reference, count);
+    match handle.mux.submit(out, waiter) {
+        Ok(()) => atoms::ok().encode(env),
+        Err(e) => refused_term(env, e),
+    }
+}
+
+/// Closes the connection; its waiters get `{:error, :closed}`. Idempotent.
+#[rustler::nif]
+fn close(handle: ResourceArc<ConnectionHandle>) -> rustler::Atom {
+    handle.mux.close(Reason::Atom("closed"));
+    atoms::ok()
+}
+
+fn stop_term(env: Env<'_>, stop: EncodeStop) -> Term<'_> {
+    match stop {
+        EncodeStop::Normalize => atoms::normalize().encode(env),
+        EncodeStop::OverBudget => atoms::dirty().encode(env),
+    }
+}
+
+fn refused_term<E>(env: Env<'_>, err: SubmitError<ReplyWaiter, E>) -> Term<'_> {
+    let reason = match err {
+        SubmitError::Full(_) => atoms::full(),
+        _ => atoms::closed(),
+    };
+    (atoms::error(), reason).encode(env)
+}
+
+/// Runs the connection in its own task so that a panic fails only this connection, reported as a
+/// disconnection with every waiter answered.
+async fn supervise(mux: Multiplexer<ReplyWaiter>, opts: ConnectOptions, owner: LocalPid, id: u64) {
+    let task = tokio::spawn(serve(mux.clone(), opts, owner, id));
+    if let Err(err) = task.await {
+        let reason = Reason::Tagged("panic", panic_message(err));
+        mux.abort(&reason);
+        notify(&owner, id, |env| {
+            (atoms::disconnected(), reply::reason(env, &reason)).encode(env)
+        });
+    }
+}
+
+async fn serve(mux: Multiplexer<ReplyWaiter>, opts: ConnectOptions, owner: LocalPid, id: u64) {
+    match establish(&opts).await {
+        Ok((stream, leftover)) => {
+            notify(&owner, id, |env| atoms::connected().encode(env));
+            let reason = mux.run(stream, leftover).await;
+            notify(&owner, id, |env| {
+                (atoms::disconnected(), reply::reason(env, &reason)).encode(env)
+            });
+        }
+        Err(err) => {
+            mux.abort(&err.reason());
+            notify(&owner, id, |env| {
+                (atoms::connect_failed(), connect_error(env, &err)).encode(env)
+            });
+        }
+    }
+}
+
+/// A handshake error reply becomes `%RedixRs.Error{}` (fatal, as in Redix); the rest are reasons.
+fn connect_error<'a>(env: Env<'a>, err: &ConnectError) -> Term<'a> {
+    match err {
+        ConnectError::Redis(message) => reply::redis_error(env, message.as_bytes()),
+        other => reply::reason(env, &other.reason()),
+    }
+}
+
+fn notify(owner: &LocalPid, id: u64, event: impl for<'a> FnOnce(Env<'a>) -> Term<'a>) {
+    let mut env = OwnedEnv::new();
+    let _ = env.send_and_clear(owner, |env| {
+        (atoms::redix_rs_native(), id, event(env)).encode(env)
+    });
+}
+
+fn panic_message(err: tokio::task::JoinError) -> String {
+    if !err.is_panic() {
+        return "connection task cancelled".to_string();
+    }
+    let payload = err.into_panic();
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_string())
+}
