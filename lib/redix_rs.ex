@@ -77,7 +77,13 @@ defmodule RedixRs do
   """
   @spec start_link(binary() | keyword()) :: GenServer.on_start()
   def start_link(uri) when is_binary(uri), do: start_link(uri, [])
-  def start_link(opts), do: opts |> RedixRs.Options.validate!() |> RedixRs.Connection.start_link()
+
+  def start_link(opts) do
+    opts = RedixRs.Options.validate!(opts)
+    # Raised here, in the caller, rather than as a crash of the connection process.
+    Native.ensure_loaded!()
+    RedixRs.Connection.start_link(opts)
+  end
 
   @doc ~S"""
   Starts a connection from a URI and options; the options win over what the URI says.

@@ -11,7 +11,11 @@ defmodule RedixRs.Command do
   def normalize_pipeline!([]), do: raise(ArgumentError, "no commands passed to the pipeline")
 
   def normalize_pipeline!(commands) when is_list(commands) do
-    Enum.map(commands, &normalize_command!/1)
+    if proper_list?(commands) do
+      Enum.map(commands, &normalize_command!/1)
+    else
+      raise ArgumentError, "expected a list of Redis commands, got: #{inspect(commands)}"
+    end
   end
 
   def normalize_pipeline!(other) do

@@ -22,6 +22,11 @@ defmodule RedixRs.Native do
     end
   end
 
+  @doc "Raises the load error, if the library could not be loaded; called before starting a connection."
+  def ensure_loaded! do
+    if :persistent_term.get({__MODULE__, :load_error}, nil), do: not_loaded(), else: :ok
+  end
+
   def connect(_config, _owner), do: not_loaded()
   def submit(_handle, _ref, _commands), do: not_loaded()
   def submit_dirty(_handle, _ref, _commands), do: not_loaded()
