@@ -94,5 +94,6 @@ defmodule RedixRs.MixProject do
   end
 
   defp elixirc_paths(:test), do: ["lib", "test/support"]
+  defp elixirc_paths(:bench), do: ["lib", "test/support", "bench/lib"]
   defp elixirc_paths(_), do: ["lib"]
 end

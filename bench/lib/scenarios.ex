@@ -1,0 +1,87 @@
+defmodule RedixRs.Bench.Scenarios do
+  @moduledoc false
+  # Benchmark loops live here, compiled, not in .exs bodies (interpreted loops run 3-5x slower).
+  # Each scenario returns %{ops: n, micros: total, latencies: [micros per op]}.
+
+  alias RedixRs.Bench.Clients
+
+  @value :binary.copy("v", 32)
+
+  def prepare(port) do
+    conn = Clients.connect(:redix_rs, port)
+    RedixRs.command!(conn, ["SET", "bench:32", @value])
+    RedixRs.command!(conn, ["SET", "bench:16k", :binary.copy("x", 16 * 1024)])
+    RedixRs.stop(conn)
+  end
+
+  @doc "a: one process, sequential GETs of a 32-byte value."
+  def sequential_get(client, port, n \\ 20_000, key \\ "bench:32") do
+    conn = Clients.connect(client, port)
+
+    result =
+      timed(fn ->
+        for _ <- 1..n,
+            do: time_one(fn -> {:ok, _} = Clients.command(client, conn, ["GET", key]) end)
+      end)
+
+    Clients.stop(client, conn)
+    result
+  end
+
+  @doc "b/c: `procs` processes x `per` GETs over `conns` connections."
+  def concurrent_get(client, port, procs \\ 200, per \\ 500, conns \\ 1) do
+    pool = for _ <- 1..conns, do: Clients.connect(client, port)
+    pool = List.to_tuple(pool)
+
+    result =
+      timed(fn ->
+        1..procs
+        |> Enum.map(fn i ->
+          conn = elem(pool, rem(i, conns))
+
+          Task.async(fn ->
+            for _ <- 1..per,
+                do:
+                  time_one(fn -> {:ok, _} = Clients.command(client, conn, ["GET", "bench:32"]) end)
+          end)
+        end)
+        |> Task.await_many(120_000)
+        |> List.flatten()
+      end)
+
+    pool |> Tuple.to_list() |> Enum.each(&Clients.stop(client, &1))
+    result
+  end
+
+  @doc "d: one process, `batches` pipelines of `size` SETs, one after another."
+  def pipelined_set(client, port, batches \\ 50, size \\ 1_000) do
+    conn = Clients.connect(client, port)
+    cmds = for i <- 1..size, do: ["SET", "bench:p:#{i}", @value]
+
+    result =
+      timed(fn ->
+        for _ <- 1..batches do
+          time_one(fn ->
+            {:ok, replies} = Clients.pipeline(client, conn, cmds)
+            ^size = length(replies)
+          end) / size
+        end
+      end)
+
+    Clients.stop(client, conn)
+    %{result | ops: batches * size}
+  end
+
+  defp time_one(fun) do
+    t0 = System.monotonic_time(:microsecond)
+    fun.()
+    System.monotonic_time(:microsecond) - t0
+  end
+
+  defp timed(fun) do
+    t0 = System.monotonic_time(:microsecond)
+    latencies = fun.()
+    micros = System.monotonic_time(:microsecond) - t0
+    %{ops: length(latencies), micros: micros, latencies: latencies}
+  end
+end
