@@ -3,6 +3,7 @@ defmodule RedixRsTest do
 
   alias RedixRs.{ConnectionError, Error}
   alias RedixRs.Test.Servers
+  import RedixRs.Test.Helpers
 
   doctest RedixRs
   doctest RedixRs.Error
@@ -273,13 +274,5 @@ defmodule RedixRsTest do
     {:ok, port} = :inet.port(socket)
     :gen_tcp.close(socket)
     port
-  end
-
-  def eventually(fun, tries \\ 100) do
-    cond do
-      fun.() -> true
-      tries == 0 -> false
-      true -> Process.sleep(20) && eventually(fun, tries - 1)
-    end
   end
 end

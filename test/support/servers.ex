@@ -12,3 +12,16 @@ defmodule RedixRs.Doctest do
   # The port the docs' examples connect to: in the docs it stands for "your Redis port".
   def port, do: RedixRs.Test.Servers.port(:plain)
 end
+
+defmodule RedixRs.Test.Helpers do
+  @moduledoc false
+
+  @doc "Polls `fun` every 20 ms until it returns true; false after `tries` attempts."
+  def eventually(fun, tries \\ 100) do
+    cond do
+      fun.() -> true
+      tries == 0 -> false
+      true -> Process.sleep(20) && eventually(fun, tries - 1)
+    end
+  end
+end
