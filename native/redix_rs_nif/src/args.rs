@@ -39,20 +39,10 @@ pub enum EncodeStop {
 
 /// Counts the commands of a pipeline, giving up past `max` (so a normal scheduler never walks a long list).
 pub fn count_commands(commands: Term<'_>, max: usize) -> Result<usize, EncodeStop> {
-    let mut n = 0;
-    let mut rest = commands;
-    while !rest.is_empty_list() {
-        let (_, tail) = rest.list_get_cell().map_err(|_| EncodeStop::Normalize)?;
-        n += 1;
-        if n > max {
-            return Err(EncodeStop::OverBudget);
-        }
-        rest = tail;
+    match bounded_len(commands, max)? {
+        0 => Err(EncodeStop::Normalize),
+        n => Ok(n),
     }
-    if n == 0 {
-        return Err(EncodeStop::Normalize);
-    }
-    Ok(n)
 }
 
 /// Encodes every command of `commands` into `out`.
