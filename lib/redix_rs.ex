@@ -39,7 +39,7 @@ defmodule RedixRs do
   #{RedixRs.Options.docs()}
   """
 
-  alias RedixRs.{Command, ConnectionError, Handles, Native}
+  alias RedixRs.{ConnectionError, Native}
 
   @typedoc "A connection: a pid or a name (atom, `{:global, term}` or `{:via, module, term}`)."
   @type connection() :: GenServer.server()
@@ -49,8 +49,6 @@ defmodule RedixRs do
 
   @typedoc "A reply, in the shapes Redix returns for RESP2."
   @type redis_value() :: binary() | integer() | nil | RedixRs.Error.t() | [redis_value()]
-
-  @default_timeout 5_000
 
   @doc ~S"""
   Starts a connection with default options (Redis on `localhost:6379`).
@@ -182,14 +180,7 @@ defmodule RedixRs do
   """
   @spec pipeline(connection(), [command()], keyword()) ::
           {:ok, [redis_value()]} | {:error, ConnectionError.t()}
-  def pipeline(conn, commands, opts \\ []) do
-    timeout = call_timeout!(opts)
-
-    case handle(conn, timeout) do
-      {:ok, handle} -> submit(handle, commands, timeout, :fast)
-      {:error, reason} -> {:error, %ConnectionError{reason: reason}}
-    end
-  end
+  def pipeline(conn, commands, opts \\ []), do: RedixRs.Call.run(conn, commands, :pipeline, opts)
 
   @doc """
   Like `pipeline/3`, but returns the replies and raises `RedixRs.ConnectionError`.
@@ -207,78 +198,112 @@ defmodule RedixRs do
     end
   end
 
-  # The hot path: one NIF call to encode and queue, then a receive on a fresh reference.
-  defp submit(handle, commands, timeout, attempt) do
-    ref = make_ref()
+  @doc """
+  Sends commands without waiting for their replies: Redis is told not to answer them
+  (`CLIENT REPLY OFF` ... `CLIENT REPLY ON`, all in one write), so only a final `OK` comes back.
 
-    case Native.submit(handle, ref, commands) do
-      :ok ->
-        await(ref, timeout)
+  Returns `:ok` once Redis has run them. Servers that disable the `CLIENT` command (some managed
+  offerings) give `{:error, %RedixRs.Error{}}`, and the connection stays usable. Options as for
+  `pipeline/3`.
 
-      :dirty ->
-        submit_dirty(handle, ref, commands, timeout)
+  ## Examples
 
-      :normalize when attempt == :fast ->
-        submit(handle, Command.normalize_pipeline!(commands), timeout, :normalized)
-
-      {:error, reason} ->
-        {:error, %ConnectionError{reason: refusal(reason)}}
+      iex> RedixRs.noreply_pipeline(:redix, [["SET", "a", "1"], ["INCR", "a"]])
+      :ok
+      iex> RedixRs.command(:redix, ["GET", "a"])
+      {:ok, "2"}
+  """
+  @spec noreply_pipeline(connection(), [command()], keyword()) ::
+          :ok | {:error, RedixRs.Error.t() | ConnectionError.t()}
+  def noreply_pipeline(conn, commands, opts \\ []) do
+    case RedixRs.Call.run(conn, commands, :noreply, opts) do
+      {:ok, [%RedixRs.Error{} = error | _]} -> {:error, error}
+      {:ok, [_ok]} -> :ok
+      {:error, _} = error -> error
     end
   end
 
-  defp submit_dirty(handle, ref, commands, timeout) do
-    case Native.submit_dirty(handle, ref, commands) do
-      :ok -> await(ref, timeout)
-      :normalize -> submit(handle, Command.normalize_pipeline!(commands), timeout, :normalized)
-      {:error, reason} -> {:error, %ConnectionError{reason: refusal(reason)}}
+  @doc """
+  Like `noreply_pipeline/3`, but raises on errors.
+
+  ## Examples
+
+      iex> RedixRs.noreply_pipeline!(:redix, [["SET", "b", "1"]])
+      :ok
+  """
+  @spec noreply_pipeline!(connection(), [command()], keyword()) :: :ok
+  def noreply_pipeline!(conn, commands, opts \\ []) do
+    with {:error, error} <- noreply_pipeline(conn, commands, opts), do: raise(error)
+  end
+
+  @doc """
+  Sends one command without waiting for its reply; see `noreply_pipeline/3`.
+
+  ## Examples
+
+      iex> RedixRs.noreply_command(:redix, ["SET", "c", "1"])
+      :ok
+  """
+  @spec noreply_command(connection(), command(), keyword()) ::
+          :ok | {:error, RedixRs.Error.t() | ConnectionError.t()}
+  def noreply_command(conn, command, opts \\ []), do: noreply_pipeline(conn, [command], opts)
+
+  @doc """
+  Like `noreply_command/3`, but raises on errors.
+
+  ## Examples
+
+      iex> RedixRs.noreply_command!(:redix, ["SET", "d", "1"])
+      :ok
+  """
+  @spec noreply_command!(connection(), command(), keyword()) :: :ok
+  def noreply_command!(conn, command, opts \\ []), do: noreply_pipeline!(conn, [command], opts)
+
+  @doc """
+  Runs commands in a `MULTI`/`EXEC` transaction and returns the replies of `EXEC`.
+
+  The whole transaction is one write, so no other caller's command lands between `MULTI` and
+  `EXEC`. An error while queueing (such as a wrong number of arguments) makes Redis abort it:
+  `{:error, %RedixRs.Error{message: "EXECABORT ..."}}`. Errors while running stay in the list, as
+  in `pipeline/3`. Options as for `pipeline/3`.
+
+  ## Examples
+
+      iex> RedixRs.transaction_pipeline(:redix, [["SET", "t", "1"], ["INCR", "t"], ["GET", "t"]])
+      {:ok, ["OK", 2, "2"]}
+      iex> {:error, %RedixRs.Error{message: "EXECABORT" <> _}} =
+      ...>   RedixRs.transaction_pipeline(:redix, [["SET", "t"]])
+  """
+  @spec transaction_pipeline(connection(), [command()], keyword()) ::
+          {:ok, [redis_value()]} | {:error, RedixRs.Error.t() | ConnectionError.t()}
+  def transaction_pipeline(conn, [_ | _] = commands, opts \\ []) do
+    case RedixRs.Call.run(conn, commands, :transaction, opts) do
+      {:ok, replies} ->
+        case List.last(replies) do
+          %RedixRs.Error{} = error -> {:error, error}
+          # A WATCHed key changed: Redis ran nothing (a null reply), as Redix reports it.
+          nil -> {:ok, nil}
+          exec_replies -> {:ok, exec_replies}
+        end
+
+      {:error, _} = error ->
+        error
     end
   end
 
-  defp await(ref, timeout) do
-    receive do
-      {^ref, :ok, replies} -> {:ok, replies}
-      {^ref, :error, _reason} -> {:error, %ConnectionError{reason: :disconnected}}
-    after
-      timeout -> {:error, %ConnectionError{reason: :timeout}}
+  @doc """
+  Like `transaction_pipeline/3`, but returns the replies and raises on errors.
+
+  ## Examples
+
+      iex> RedixRs.transaction_pipeline!(:redix, [["DEL", "u"], ["INCR", "u"]])
+      [0, 1]
+  """
+  @spec transaction_pipeline!(connection(), [command()], keyword()) :: [redis_value()] | nil
+  def transaction_pipeline!(conn, commands, opts \\ []) do
+    case transaction_pipeline(conn, commands, opts) do
+      {:ok, replies} -> replies
+      {:error, error} -> raise error
     end
-  end
-
-  defp refusal(:full), do: :write_queue_full
-  defp refusal(reason), do: reason
-
-  # Callers find the handle in ETS; only when the connection is not up do they ask its process, which
-  # answers at once when it is waiting to reconnect, or when the attempt in progress ends.
-  defp handle(conn, timeout) do
-    key = if is_pid(conn) or is_atom(conn), do: conn, else: GenServer.whereis(conn)
-
-    case Handles.lookup(key) do
-      {:ok, handle} -> {:ok, handle}
-      :error -> ask_connection(conn, timeout)
-    end
-  end
-
-  defp ask_connection(conn, timeout) do
-    GenServer.call(conn, :handle, timeout)
-  catch
-    :exit, {:timeout, _} -> {:error, :timeout}
-  end
-
-  defp call_timeout!([]), do: @default_timeout
-
-  defp call_timeout!(opts) do
-    Enum.reduce(opts, @default_timeout, fn
-      {:timeout, t}, _ when (is_integer(t) and t >= 0) or t == :infinity ->
-        t
-
-      {:timeout, t}, _ ->
-        raise ArgumentError, "invalid value for :timeout option: #{inspect(t)}"
-
-      {:telemetry_metadata, m}, acc when is_map(m) ->
-        acc
-
-      other, _ ->
-        raise ArgumentError,
-              "unknown or invalid option: #{inspect(other)}, valid options are: [:timeout, :telemetry_metadata]"
-    end)
   end
 end

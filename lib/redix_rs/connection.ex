@@ -1,35 +1,42 @@
 defmodule RedixRs.Connection do
   # The process behind a `RedixRs` connection. It owns the native handle: it connects, publishes the
-  # handle for callers (`RedixRs.Handles`), and reconnects with backoff. It is never on the path of a
-  # command or a reply: callers submit to the handle and receive replies from the Rust side directly.
+  # handle for callers (`RedixRs.Handles`), reconnects with backoff and emits the connection telemetry.
+  # It is never on the path of a command or a reply, except for callers on other nodes (a native handle
+  # cannot cross nodes), whose calls it runs on their behalf.
   @moduledoc false
   use GenServer
 
-  alias RedixRs.{ConnectionError, Handles, Native}
+  alias RedixRs.{ConnectionError, Handles, Native, Telemetry}
 
   @gen_opts [:name, :hibernate_after, :spawn_opt, :debug]
   # `:infinity` as a connect timeout: one day is as good as forever for the native side.
   @forever_ms 86_400_000
 
-  defstruct [:opts, :handle, :id, :status, :backoff, keys: [], waiting: []]
+  defstruct [
+    :opts,
+    :handle,
+    :id,
+    :status,
+    :backoff,
+    :address,
+    keys: [],
+    waiting: [],
+    remote_calls: %{},
+    connected_before: false
+  ]
 
   def start_link(opts) do
     gen_opts = for {key, value} <- Keyword.take(opts, @gen_opts), value != nil, do: {key, value}
-
-    GenServer.start_link(
-      __MODULE__,
-      Keyword.drop(opts, @gen_opts) ++ [name: opts[:name]],
-      gen_opts
-    )
+    GenServer.start_link(__MODULE__, opts, gen_opts)
   end
 
   @impl true
   def init(opts) do
-    keys =
-      if is_atom(opts[:name]) and opts[:name] != nil, do: [self(), opts[:name]], else: [self()]
-
+    name = opts[:name]
+    keys = if is_atom(name) and name != nil, do: [self(), name], else: [self()]
     Handles.watch()
-    state = %__MODULE__{opts: opts, keys: keys, status: :connecting}
+
+    state = %__MODULE__{opts: opts, keys: keys, status: :connecting, address: address(opts)}
 
     if opts[:sync_connect] do
       connect_synchronously(state)
@@ -44,9 +51,17 @@ defmodule RedixRs.Connection do
   @impl true
   def handle_call(:handle, from, %{status: status} = state) do
     case status do
-      :connected -> {:reply, {:ok, state.handle}, state}
+      :connected -> {:reply, {:ok, state.handle, self()}, state}
       :connecting -> {:noreply, %{state | waiting: [from | state.waiting]}}
-      :backoff -> {:reply, {:error, :closed}, state}
+      :backoff -> {:reply, {:error, %ConnectionError{reason: :closed}}, state}
+    end
+  end
+
+  def handle_call({:run, commands, kind, _timeout}, from, state) do
+    if state.status == :connected do
+      {:noreply, run_for_remote_caller(commands, kind, from, state)}
+    else
+      {:reply, {:error, %ConnectionError{reason: :closed}}, state}
     end
   end
 
@@ -56,11 +71,19 @@ defmodule RedixRs.Connection do
 
   def handle_info({:redix_rs_native, _stale_id, _event}, state), do: {:noreply, state}
   def handle_info(:reconnect, state), do: {:noreply, start_attempt(state)}
+
+  def handle_info({ref, tag, payload}, state) when is_map_key(state.remote_calls, ref) do
+    {from, remote_calls} = Map.pop(state.remote_calls, ref)
+    GenServer.reply(from, remote_reply(tag, payload))
+    {:noreply, %{state | remote_calls: remote_calls}}
+  end
+
   def handle_info(_unexpected, state), do: {:noreply, state}
 
   @impl true
   def terminate(_reason, state) do
     Handles.delete(state.keys)
+    # Callers in flight learn this process's exit reason through RedixRs.Handles.
     if state.handle, do: Native.close(state.handle)
   end
 
@@ -75,7 +98,9 @@ defmodule RedixRs.Connection do
         {:ok, connected(state)}
 
       {:redix_rs_native, id, {:connect_failed, reason}} when id == state.id ->
-        {:stop, %ConnectionError{reason: reason}}
+        error = %ConnectionError{reason: reason}
+        emit(:failed_connection, state, %{reason: error})
+        {:stop, error}
     after
       timeout -> {:stop, %ConnectionError{reason: :timeout}}
     end
@@ -85,10 +110,12 @@ defmodule RedixRs.Connection do
 
   defp handle_event({:disconnected, reason}, state) do
     Handles.delete(state.keys)
-    state = %{state | handle: nil}
+    error = %ConnectionError{reason: reason}
+    emit(:disconnection, state, %{reason: error})
+    state = fail_remote_calls(%{state | handle: nil})
 
     if state.opts[:exit_on_disconnection] do
-      {:stop, %ConnectionError{reason: reason}, state}
+      {:stop, error, state}
     else
       {:noreply, schedule_reconnect(state)}
     end
@@ -96,14 +123,17 @@ defmodule RedixRs.Connection do
 
   # An error reply to AUTH or SELECT is fatal, as in Redix: retrying cannot fix a wrong password.
   defp handle_event({:connect_failed, %RedixRs.Error{} = error}, state) do
-    {:stop, error, answer_waiting(%{state | handle: nil}, {:error, :closed})}
+    emit(:failed_connection, state, %{reason: %ConnectionError{reason: error}})
+    {:stop, error, answer_waiting(%{state | handle: nil}, closed())}
   end
 
   defp handle_event({:connect_failed, reason}, state) do
-    state = answer_waiting(%{state | handle: nil}, {:error, :closed})
+    error = %ConnectionError{reason: reason}
+    emit(:failed_connection, state, %{reason: error})
+    state = answer_waiting(%{state | handle: nil}, closed())
 
     if state.opts[:exit_on_disconnection] do
-      {:stop, %ConnectionError{reason: reason}, state}
+      {:stop, error, state}
     else
       {:noreply, schedule_reconnect(state)}
     end
@@ -111,8 +141,12 @@ defmodule RedixRs.Connection do
 
   defp connected(state) do
     Handles.put(state.keys, state.handle)
-    answer_waiting(%{state | status: :connected, backoff: nil}, {:ok, state.handle})
+    emit(:connection, state, %{reconnection: state.connected_before})
+    state = %{state | status: :connected, backoff: nil, connected_before: true}
+    answer_waiting(state, {:ok, state.handle, self()})
   end
+
+  defp closed, do: {:error, %ConnectionError{reason: :closed}}
 
   defp answer_waiting(state, reply) do
     Enum.each(state.waiting, &GenServer.reply(&1, reply))
@@ -136,6 +170,54 @@ defmodule RedixRs.Connection do
     case opts[:backoff_max] do
       :infinity -> round(previous * 1.5)
       max -> min(round(previous * 1.5), max)
+    end
+  end
+
+  # Remote callers: this process submits for them and forwards the answer.
+  defp run_for_remote_caller(commands, kind, from, state) do
+    ref = make_ref()
+
+    result =
+      case Native.submit(state.handle, ref, commands, kind) do
+        :dirty -> Native.submit_dirty(state.handle, ref, commands, kind)
+        other -> other
+      end
+
+    case result do
+      {:ok, _token} ->
+        %{state | remote_calls: Map.put(state.remote_calls, ref, from)}
+
+      {:error, reason} ->
+        GenServer.reply(from, {:error, %ConnectionError{reason: reason}})
+        state
+    end
+  end
+
+  defp remote_reply(:ok, replies), do: {:ok, replies}
+  defp remote_reply(:error, _reason), do: {:error, %ConnectionError{reason: :disconnected}}
+
+  defp fail_remote_calls(state) do
+    Enum.each(state.remote_calls, fn {_ref, from} ->
+      GenServer.reply(from, remote_reply(:error, nil))
+    end)
+
+    %{state | remote_calls: %{}}
+  end
+
+  defp emit(event, state, extra) do
+    metadata =
+      Map.merge(
+        %{connection: self(), connection_name: state.opts[:name], address: state.address},
+        extra
+      )
+
+    Telemetry.execute([:redix_rs, event], %{}, metadata)
+  end
+
+  defp address(opts) do
+    case opts[:host] do
+      {:local, path} -> path
+      host -> "#{host}:#{opts[:port]}"
     end
   end
 

@@ -28,8 +28,9 @@ defmodule RedixRs.Native do
   end
 
   def connect(_config, _owner), do: not_loaded()
-  def submit(_handle, _ref, _commands), do: not_loaded()
-  def submit_dirty(_handle, _ref, _commands), do: not_loaded()
+  def submit(_handle, _ref, _commands, _kind), do: not_loaded()
+  def submit_dirty(_handle, _ref, _commands, _kind), do: not_loaded()
+  def cancel(_token), do: not_loaded()
   def close(_handle), do: not_loaded()
 
   defp not_loaded do

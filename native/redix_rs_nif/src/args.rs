@@ -37,6 +37,54 @@ pub enum EncodeStop {
     OverBudget,
 }
 
+/// What a submission is: its commands alone, or wrapped by the commands that make it a
+/// `noreply_pipeline` (CLIENT REPLY OFF … ON) or a `transaction_pipeline` (MULTI … EXEC). The wrappers
+/// are written here so the check that refuses a user's `CLIENT REPLY` never sees them.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Pipeline,
+    NoReply,
+    Transaction,
+}
+
+const REPLY_OFF: &[u8] = b"*3\r\n$6\r\nCLIENT\r\n$5\r\nREPLY\r\n$3\r\nOFF\r\n";
+const REPLY_ON: &[u8] = b"*3\r\n$6\r\nCLIENT\r\n$5\r\nREPLY\r\n$2\r\nON\r\n";
+const MULTI: &[u8] = b"*1\r\n$5\r\nMULTI\r\n";
+const EXEC: &[u8] = b"*1\r\n$4\r\nEXEC\r\n";
+
+impl Kind {
+    pub fn decode(term: Term<'_>) -> Option<Kind> {
+        match term.atom_to_string().ok()?.as_str() {
+            "pipeline" => Some(Kind::Pipeline),
+            "noreply" => Some(Kind::NoReply),
+            "transaction" => Some(Kind::Transaction),
+            _ => None,
+        }
+    }
+
+    fn wrappers(self) -> (&'static [u8], &'static [u8]) {
+        match self {
+            Kind::Pipeline => (b"", b""),
+            Kind::NoReply => (REPLY_OFF, REPLY_ON),
+            Kind::Transaction => (MULTI, EXEC),
+        }
+    }
+}
+
+/// Encodes a whole submission of `kind`: wrappers, then the user's commands between them.
+pub fn encode_submission(
+    kind: Kind,
+    commands: Term<'_>,
+    out: &mut BytesMut,
+    budget: Budget,
+) -> Result<(), EncodeStop> {
+    let (before, after) = kind.wrappers();
+    out.extend_from_slice(before);
+    encode_pipeline(commands, out, budget)?;
+    out.extend_from_slice(after);
+    Ok(())
+}
+
 /// Counts the commands of a pipeline, giving up past `max` (so a normal scheduler never walks a long list).
 pub fn count_commands(commands: Term<'_>, max: usize) -> Result<usize, EncodeStop> {
     match bounded_len(commands, max)? {
@@ -46,7 +94,7 @@ pub fn count_commands(commands: Term<'_>, max: usize) -> Result<usize, EncodeSto
 }
 
 /// Encodes every command of `commands` into `out`.
-pub fn encode_pipeline(
+fn encode_pipeline(
     commands: Term<'_>,
     out: &mut BytesMut,
     budget: Budget,

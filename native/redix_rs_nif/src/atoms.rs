@@ -19,6 +19,8 @@ rustler::atoms! {
     __struct__,
     __exception__,
     panic,
+    cancelled,
+    sent,
 }
 
 /// `RedixRs.Error`, the struct a Redis error reply becomes.

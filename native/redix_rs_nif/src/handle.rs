@@ -1,11 +1,11 @@
 //! The connection resource handed to Elixir, and the waiter that answers one caller.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 
 use redix_rs_core::conn::{Multiplexer, Reason, Waiter};
 use redix_rs_core::resp::Frame;
 use rustler::env::SavedTerm;
-use rustler::{Encoder, Env, LocalPid, Monitor, OwnedEnv, Resource, Term};
+use rustler::{Encoder, Env, LocalPid, Monitor, OwnedEnv, Resource, ResourceArc, Term};
 
 use crate::{atoms, reply};
 
@@ -31,7 +31,9 @@ impl ConnectionHandle {
 #[rustler::resource_impl]
 impl Resource for ConnectionHandle {
     fn down<'a>(&'a self, _env: Env<'a>, _pid: LocalPid, _monitor: Monitor) {
-        self.mux.close(Reason::Atom("closed"));
+        // Callers seeing this reason ask `RedixRs.Handles` for the owner's exit reason, so they can
+        // exit with `{:redix_exited_during_call, reason}` as Redix callers do.
+        self.mux.close(Reason::Atom("owner_down"));
     }
 }
 
@@ -41,29 +43,87 @@ impl Drop for ConnectionHandle {
     }
 }
 
-/// A caller waiting for `expected` replies; sends `{ref, :ok, replies}` or `{ref, :error, reason}`.
+/// How many replies a waiter takes.
+#[derive(Clone, Copy)]
+pub enum Expect {
+    Replies(usize),
+    /// A `noreply_pipeline` of this many commands: normally one reply (the OK of CLIENT REPLY ON). If the
+    /// first reply is an error, CLIENT REPLY OFF was refused (servers that disable CLIENT), so every
+    /// command answered too: OFF's error, one reply per command, ON's reply. Taking them all keeps the
+    /// connection in sync.
+    NoReply {
+        commands: usize,
+    },
+}
+
+const PENDING: u8 = 0;
+const SENT: u8 = 1;
+const CANCELLED: u8 = 2;
+
+/// Whether a call's answer was sent or the caller gave up first. `enif_send` cannot target a process
+/// alias, so this is how a caller that timed out makes sure no late reply lands in its mailbox: the
+/// reader sends only if it wins pending → sent; the caller cancels only if it wins pending → cancelled.
+pub struct CallState(AtomicU8);
+
+#[rustler::resource_impl]
+impl Resource for CallState {}
+
+impl CallState {
+    pub fn new() -> Self {
+        CallState(AtomicU8::new(PENDING))
+    }
+
+    fn claim(&self, to: u8) -> bool {
+        self.0
+            .compare_exchange(PENDING, to, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// True if the answer will never be sent; false if it was (or is being) sent.
+    pub fn cancel(&self) -> bool {
+        self.claim(CANCELLED)
+    }
+}
+
+/// A caller waiting for `expected` replies; sends `{ref, :ok, replies}` or `{ref, :error, reason}`
+/// unless the caller cancelled first.
 pub struct ReplyWaiter {
+    state: ResourceArc<CallState>,
     pid: LocalPid,
     env: OwnedEnv,
     reference: SavedTerm,
-    expected: usize,
+    expect: Expect,
     replies: Vec<Frame>,
 }
 
 impl ReplyWaiter {
-    pub fn new(pid: LocalPid, reference: Term<'_>, expected: usize) -> Self {
+    pub fn new(
+        state: ResourceArc<CallState>,
+        pid: LocalPid,
+        reference: Term<'_>,
+        expect: Expect,
+    ) -> Self {
         let env = OwnedEnv::new();
         let reference = env.save(reference);
+        let capacity = match expect {
+            Expect::Replies(n) => n.min(1024),
+            Expect::NoReply { .. } => 1,
+        };
+        let replies = Vec::with_capacity(capacity);
         ReplyWaiter {
+            state,
             pid,
             env,
             reference,
-            expected,
-            replies: Vec::with_capacity(expected.min(1024)),
+            expect,
+            replies,
         }
     }
 
     fn send(self, body: impl for<'a> FnOnce(Env<'a>, &[Frame]) -> (Term<'a>, Term<'a>)) {
+        if !self.state.claim(SENT) {
+            return; // the caller timed out and is gone from this call
+        }
         let ReplyWaiter {
             pid,
             mut env,
@@ -82,7 +142,14 @@ impl ReplyWaiter {
 impl Waiter for ReplyWaiter {
     fn reply(&mut self, frame: Frame) -> bool {
         self.replies.push(frame);
-        self.replies.len() == self.expected
+        match self.expect {
+            Expect::Replies(n) => self.replies.len() == n,
+            Expect::NoReply { commands } if self.replies[0].is_error() => {
+                self.expect = Expect::Replies(commands + 2);
+                false
+            }
+            Expect::NoReply { .. } => true,
+        }
     }
 
     fn complete(self) {

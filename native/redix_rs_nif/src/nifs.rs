@@ -7,8 +7,8 @@ use redix_rs_core::conn::{
 };
 use rustler::{Encoder, Env, Error, LocalPid, NifResult, OwnedEnv, ResourceArc, Term};
 
-use crate::args::{count_commands, encode_pipeline, Budget, EncodeStop};
-use crate::handle::{ConnectionHandle, ReplyWaiter};
+use crate::args::{count_commands, encode_submission, Budget, EncodeStop, Kind};
+use crate::handle::{CallState, ConnectionHandle, Expect, ReplyWaiter};
 use crate::{atoms, config, reply, runtime};
 
 /// Starts connecting in the background; returns `{:ok, handle, id}` at once.
@@ -27,10 +27,11 @@ fn connect<'a>(env: Env<'a>, config: Term<'a>, owner: LocalPid) -> NifResult<Ter
     Ok((atoms::ok(), handle, id).encode(env))
 }
 
-/// Queues `commands` (a list of commands) for the calling process; the replies come back as
+/// Queues `commands` (a list of commands) for the calling process, as a plain pipeline, a noreply
+/// pipeline or a transaction (`kind`: `:pipeline | :noreply | :transaction`); the replies come back as
 /// `{reference, :ok, replies}` or `{reference, :error, reason}`.
 ///
-/// Returns `:ok`, `{:error, :closed | :full}`, `:dirty` when the input is too large for a normal
+/// Returns `{:ok, token}` (the token is for `cancel/1`), `{:error, :closed | :full}`, `:dirty` when the input is too large for a normal
 /// scheduler (call `submit_dirty/3`), or `:normalize` when the input needs Elixir's validation first.
 #[rustler::nif]
 fn submit<'a>(
@@ -38,50 +39,74 @@ fn submit<'a>(
     handle: ResourceArc<ConnectionHandle>,
     reference: Term<'a>,
     commands: Term<'a>,
-) -> Term<'a> {
+    kind: Term<'a>,
+) -> NifResult<Term<'a>> {
+    let kind = Kind::decode(kind).ok_or(Error::BadArg)?;
     let count = match count_commands(commands, Budget::NORMAL.elements) {
         Ok(n) => n,
-        Err(stop) => return stop_term(env, stop),
+        Err(stop) => return Ok(stop_term(env, stop)),
     };
-    let waiter = ReplyWaiter::new(env.pid(), reference, count);
-    match handle
-        .mux
-        .submit_with(waiter, |out| encode_pipeline(commands, out, Budget::NORMAL))
-    {
-        Ok(()) => atoms::ok().encode(env),
+    let state = ResourceArc::new(CallState::new());
+    let waiter = ReplyWaiter::new(state.clone(), env.pid(), reference, expect(kind, count));
+    let encode = |out: &mut BytesMut| encode_submission(kind, commands, out, Budget::NORMAL);
+    Ok(match handle.mux.submit_with(waiter, encode) {
+        Ok(()) => (atoms::ok(), state).encode(env),
         Err(SubmitError::Encode(_, stop)) => stop_term(env, stop),
         Err(e) => refused_term(env, e),
-    }
+    })
 }
 
-/// `submit/3` for inputs of any size, on a dirty CPU scheduler; encodes off the queue lock.
+/// `submit/4` for inputs of any size, on a dirty CPU scheduler; encodes off the queue lock.
 #[rustler::nif(schedule = "DirtyCpu")]
 fn submit_dirty<'a>(
     env: Env<'a>,
     handle: ResourceArc<ConnectionHandle>,
     reference: Term<'a>,
     commands: Term<'a>,
-) -> Term<'a> {
+    kind: Term<'a>,
+) -> NifResult<Term<'a>> {
+    let kind = Kind::decode(kind).ok_or(Error::BadArg)?;
     let count = match count_commands(commands, usize::MAX) {
         Ok(n) => n,
-        Err(stop) => return stop_term(env, stop),
+        Err(stop) => return Ok(stop_term(env, stop)),
     };
     let mut out = BytesMut::new();
-    if let Err(stop) = encode_pipeline(commands, &mut out, Budget::UNLIMITED) {
-        return stop_term(env, stop);
+    if let Err(stop) = encode_submission(kind, commands, &mut out, Budget::UNLIMITED) {
+        return Ok(stop_term(env, stop));
     }
-    let waiter = ReplyWaiter::new(env.pid(), reference, count);
-    match handle.mux.submit(out, waiter) {
-        Ok(()) => atoms::ok().encode(env),
+    let state = ResourceArc::new(CallState::new());
+    let waiter = ReplyWaiter::new(state.clone(), env.pid(), reference, expect(kind, count));
+    Ok(match handle.mux.submit(out, waiter) {
+        Ok(()) => (atoms::ok(), state).encode(env),
         Err(e) => refused_term(env, e),
+    })
+}
+
+/// Closes the connection as its owner stops; its waiters get `{:error, :owner_down}` (they then exit
+/// with the owner's exit reason, as Redix callers do). Idempotent.
+#[rustler::nif]
+fn close(handle: ResourceArc<ConnectionHandle>) -> rustler::Atom {
+    handle.mux.close(Reason::Atom("owner_down"));
+    atoms::ok()
+}
+
+/// Called by a caller that timed out: `:cancelled` when its answer will never be sent, `:sent` when it
+/// was (the caller then takes it out of its mailbox).
+#[rustler::nif]
+fn cancel(token: ResourceArc<CallState>) -> rustler::Atom {
+    if token.cancel() {
+        atoms::cancelled()
+    } else {
+        atoms::sent()
     }
 }
 
-/// Closes the connection; its waiters get `{:error, :closed}`. Idempotent.
-#[rustler::nif]
-fn close(handle: ResourceArc<ConnectionHandle>) -> rustler::Atom {
-    handle.mux.close(Reason::Atom("closed"));
-    atoms::ok()
+fn expect(kind: Kind, commands: usize) -> Expect {
+    match kind {
+        Kind::Pipeline => Expect::Replies(commands),
+        Kind::NoReply => Expect::NoReply { commands },
+        Kind::Transaction => Expect::Replies(commands + 2),
+    }
 }
 
 fn stop_term(env: Env<'_>, stop: EncodeStop) -> Term<'_> {

@@ -192,7 +192,8 @@ impl RedisServer {
             if !matches!(child.try_wait(), Ok(None)) {
                 return false; // exited: most likely the port was taken
             }
-            if self.probe_pid() == Some(child.id()) && self.unix_ready() {
+            let pid = child.id();
+            if self.probe_pid() == Some(pid) && self.unix_ready() {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(20));

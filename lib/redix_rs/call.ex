@@ -1,0 +1,164 @@
+defmodule RedixRs.Call do
+  # The path of every call: find the connection's native handle, submit, wait for the answer, emit
+  # telemetry. Runs in the caller's process; the connection process is only asked when the handle is
+  # not published (connecting, disconnected) or lives on another node.
+  @moduledoc false
+
+  alias RedixRs.{Command, ConnectionError, Handles, Native, Telemetry}
+
+  @default_timeout 5_000
+
+  @type kind() :: :pipeline | :noreply | :transaction
+
+  @doc """
+  Runs `commands` as a submission of `kind`; returns every reply (wrappers included for
+  `:transaction`, just CLIENT REPLY ON's for `:noreply`).
+  """
+  @spec run(GenServer.server(), term(), kind(), keyword()) ::
+          {:ok, [term()]} | {:error, ConnectionError.t()}
+  def run(conn, commands, kind, opts) do
+    {timeout, metadata} = call_options!(opts)
+
+    if Telemetry.enabled?() do
+      Telemetry.span_pipeline(conn, wrapped(commands, kind), metadata, fn ->
+        run_untraced(conn, commands, kind, timeout)
+      end)
+    else
+      run_untraced(conn, commands, kind, timeout)
+    end
+  end
+
+  defp run_untraced(conn, commands, kind, timeout) do
+    case lookup(conn) do
+      {:ok, handle, owner} -> submit(handle, owner, commands, kind, timeout, :fast)
+      :error -> ask_connection(conn, commands, kind, timeout)
+    end
+  end
+
+  # The hot path: one NIF call to encode and queue, then a receive on a fresh reference.
+  defp submit(handle, owner, commands, kind, timeout, attempt) do
+    ref = make_ref()
+
+    case Native.submit(handle, ref, commands, kind) do
+      {:ok, token} ->
+        await(ref, token, owner, timeout)
+
+      :dirty ->
+        submit_dirty(handle, owner, ref, commands, kind, timeout)
+
+      :normalize when attempt == :fast ->
+        commands = Command.normalize_pipeline!(commands)
+        submit(handle, owner, commands, kind, timeout, :normalized)
+
+      {:error, reason} ->
+        {:error, %ConnectionError{reason: refusal(reason)}}
+    end
+  end
+
+  defp submit_dirty(handle, owner, ref, commands, kind, timeout) do
+    case Native.submit_dirty(handle, ref, commands, kind) do
+      {:ok, token} ->
+        await(ref, token, owner, timeout)
+
+      :normalize ->
+        commands = Command.normalize_pipeline!(commands)
+        submit(handle, owner, commands, kind, timeout, :normalized)
+
+      {:error, reason} ->
+        {:error, %ConnectionError{reason: refusal(reason)}}
+    end
+  end
+
+  defp await(ref, token, owner, timeout) do
+    receive do
+      {^ref, :ok, replies} -> {:ok, replies}
+      {^ref, :error, :owner_down} -> exit({:redix_exited_during_call, Handles.exit_reason(owner)})
+      {^ref, :error, _reason} -> {:error, %ConnectionError{reason: :disconnected}}
+    after
+      timeout -> timed_out(ref, token)
+    end
+  end
+
+  # Either the answer will never be sent (cancelled), or it was sent just now and is taken out of the
+  # mailbox here: a caller that timed out never finds a stray reply later.
+  defp timed_out(ref, token) do
+    with :sent <- Native.cancel(token) do
+      receive do
+        {^ref, _, _} -> :ok
+      end
+    end
+
+    {:error, %ConnectionError{reason: :timeout}}
+  end
+
+  defp refusal(:full), do: :write_queue_full
+  defp refusal(reason), do: reason
+
+  defp lookup(conn) when is_pid(conn) or is_atom(conn), do: Handles.lookup(conn)
+
+  defp lookup(conn) do
+    case GenServer.whereis(conn) do
+      pid when is_pid(pid) -> Handles.lookup(pid)
+      _ -> :error
+    end
+  end
+
+  # The handle is not published: the connection process answers once its connection attempt ends
+  # (bounded by this call's timeout), or at once with :closed while it waits to reconnect. A process on
+  # another node runs the call itself, since a native handle cannot cross nodes.
+  defp ask_connection(conn, commands, kind, timeout) do
+    case GenServer.whereis(conn) do
+      pid when is_pid(pid) and node(pid) != node() ->
+        commands = Command.normalize_pipeline!(commands)
+        call(conn, {:run, commands, kind, timeout}, timeout)
+
+      _ ->
+        with {:ok, handle, owner} <- call(conn, :handle, timeout) do
+          submit(handle, owner, commands, kind, timeout, :fast)
+        end
+    end
+  end
+
+  defp call(conn, request, timeout) do
+    GenServer.call(conn, request, timeout)
+  catch
+    :exit, {:timeout, _} -> {:error, %ConnectionError{reason: :timeout}}
+  end
+
+  defp call_options!([]), do: {@default_timeout, %{}}
+
+  defp call_options!(opts) when is_list(opts) do
+    Enum.reduce(opts, {@default_timeout, %{}}, fn
+      {:timeout, t}, {_, meta} when (is_integer(t) and t >= 0) or t == :infinity ->
+        {t, meta}
+
+      {:timeout, t}, _ ->
+        raise ArgumentError,
+              "invalid value for :timeout option: expected a non-negative integer or :infinity, " <>
+                "got: #{inspect(t)}"
+
+      {:telemetry_metadata, meta}, {t, _} when is_map(meta) ->
+        {t, meta}
+
+      {:telemetry_metadata, meta}, _ ->
+        raise ArgumentError,
+              "invalid value for :telemetry_metadata option: expected a map, got: #{inspect(meta)}"
+
+      {key, _}, _ ->
+        raise ArgumentError,
+              "unknown options #{inspect([key])}, valid options are: [:timeout, :telemetry_metadata]"
+
+      other, _ ->
+        raise ArgumentError, "expected a keyword list of options, got: #{inspect(other)}"
+    end)
+  end
+
+  # The commands as Redis sees them, for telemetry (Redix reports the wrapped list).
+  defp wrapped(commands, :noreply) when is_list(commands),
+    do: [~w(CLIENT REPLY OFF)] ++ commands ++ [~w(CLIENT REPLY ON)]
+
+  defp wrapped(commands, :transaction) when is_list(commands),
+    do: [["MULTI"]] ++ commands ++ [["EXEC"]]
+
+  defp wrapped(commands, _kind), do: commands
+end
