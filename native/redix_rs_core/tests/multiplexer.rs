@@ -540,7 +540,12 @@ async fn waiters_may_submit_from_complete_and_fail() {
     assert_eq!(reply(chained).await, bulk("chained"));
 
     // From fail(): the connection is already marked closed, so a retry is refused rather than
-    // queued on a dead connection where nobody would ever answer it.
+    // queued on a dead connection where nobody would ever answer it. The server ends this
+    // connection (CLIENT KILL from another one), so no close() was requested beforehand.
+    let id = match cmd(&conn.mux, &["CLIENT", "ID"]).await {
+        Frame::Integer(id) => id.to_string(),
+        other => panic!("CLIENT ID replied {other:?}"),
+    };
     let retried = Arc::new(Mutex::new(None));
     let again = conn.mux.clone();
     let record = retried.clone();
@@ -560,10 +565,15 @@ async fn waiters_may_submit_from_complete_and_fail() {
     conn.mux
         .submit(encoded(&["BLPOP", "never", "0"]), waiter)
         .expect("submit refused");
-    conn.mux.close(Reason::Atom("bye"));
-    assert_eq!(outcome(blocked).await, Err(Reason::Atom("bye")));
+    let killer = Conn::open(&server.tcp_opts()).await;
+    assert_eq!(
+        cmd(&killer.mux, &["CLIENT", "KILL", "ID", id.as_str()]).await,
+        Frame::Integer(1)
+    );
+    assert_eq!(outcome(blocked).await, Err(Reason::Atom("tcp_closed")));
     assert_eq!(*retried.lock().unwrap(), Some(true));
-    assert_eq!(conn.ended().await, Reason::Atom("bye"));
+    assert_eq!(conn.ended().await, Reason::Atom("tcp_closed"));
+    killer.task.abort();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
