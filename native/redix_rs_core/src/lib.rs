@@ -2,6 +2,8 @@
 //!
 //! * [`resp`]: the RESP2/RESP3 frame type, the incremental parser and command encoding.
 //! * [`conn`]: one connection: transport, handshake and the multiplexer shared by many callers.
+//! * [`pubsub`]: recognising pub/sub frames and routing them to subscribers.
 
 pub mod conn;
+pub mod pubsub;
 pub mod resp;

@@ -21,10 +21,17 @@ rustler::atoms! {
     panic,
     cancelled,
     sent,
-}
-
-/// `RedixRs.Error`, the struct a Redis error reply becomes.
-pub fn error_module(env: rustler::Env<'_>) -> rustler::Atom {
-    // Creating an atom that exists is a lookup; it cannot fail for a valid name.
-    rustler::Atom::from_str(env, "Elixir.RedixRs.Error").unwrap_or_else(|_| error())
+    reason,
+    redix_pubsub,
+    channel,
+    pattern,
+    payload,
+    pmessage,
+    smessage,
+    subscribed,
+    psubscribed,
+    ssubscribed,
+    unsubscribed,
+    punsubscribed,
+    sunsubscribed,
 }

@@ -12,6 +12,8 @@ use rustler::{Binary, Error, NifResult, Term};
 pub struct NativeConfig {
     pub connect: ConnectOptions,
     pub max_queued_bytes: usize,
+    /// A `RedixRs.PubSub` connection (its frames go through the pub/sub router).
+    pub pubsub: bool,
 }
 
 pub fn decode(map: Term<'_>) -> NifResult<NativeConfig> {
@@ -35,9 +37,11 @@ pub fn decode(map: Term<'_>) -> NifResult<NativeConfig> {
         timeout: Duration::from_millis(get("timeout")?.decode()?),
     };
     let max_queued_bytes = get("max_queued_bytes")?.decode()?;
+    let pubsub = get("pubsub")?.decode()?;
     Ok(NativeConfig {
         connect,
         max_queued_bytes,
+        pubsub,
     })
 }
 

@@ -1,30 +1,73 @@
 //! The connection resource handed to Elixir, and the waiter that answers one caller.
 
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use redix_rs_core::conn::{Multiplexer, Reason, Waiter};
 use redix_rs_core::resp::Frame;
 use rustler::env::SavedTerm;
 use rustler::{Encoder, Env, LocalPid, Monitor, OwnedEnv, Resource, ResourceArc, Term};
 
+use crate::pubsub::{Op, PubSubRouter};
 use crate::{atoms, reply};
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// One connection as Elixir sees it. Dropping it (the last reference garbage-collected) or the death of
-/// its owner process closes the socket and ends its tokio task.
+/// its owner process closes the socket and ends its tokio tasks.
 pub struct ConnectionHandle {
     pub mux: Multiplexer<ReplyWaiter>,
     /// Tags the lifecycle messages sent to the owner, so a stale connection's events can be told apart.
     pub id: u64,
+    /// Pub/sub operations, applied in order by a task of this connection (pub/sub connections only).
+    pub pubsub_ops: Option<UnboundedSender<Op>>,
 }
 
 impl ConnectionHandle {
+    /// A plain connection.
     pub fn new(max_queued_bytes: usize) -> Self {
         ConnectionHandle {
             mux: Multiplexer::new(max_queued_bytes),
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            id: next_id(),
+            pubsub_ops: None,
         }
+    }
+
+    /// A pub/sub connection owned by `owner` (the `RedixRs.PubSub` process); returns the handle and the
+    /// receiving end of its operation queue, to be drained by `run_pubsub_ops`.
+    pub fn pubsub(
+        max_queued_bytes: usize,
+        owner: LocalPid,
+    ) -> (Self, Arc<PubSubRouter>, UnboundedReceiver<Op>) {
+        let router = Arc::new(PubSubRouter::new(owner));
+        let mux = Multiplexer::with_router(max_queued_bytes, router.clone());
+        let (tx, rx) = unbounded_channel();
+        (
+            ConnectionHandle {
+                mux,
+                id: next_id(),
+                pubsub_ops: Some(tx),
+            },
+            router,
+            rx,
+        )
+    }
+}
+
+fn next_id() -> u64 {
+    NEXT_ID.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Applies pub/sub operations in the order they were asked for; ends when the handle is gone.
+pub async fn run_pubsub_ops(
+    router: Arc<PubSubRouter>,
+    mux: Multiplexer<ReplyWaiter>,
+    mut ops: UnboundedReceiver<Op>,
+) {
+    while let Some(op) = ops.recv().await {
+        router.apply(op, &mux);
     }
 }
 

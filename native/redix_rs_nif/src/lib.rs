@@ -8,6 +8,7 @@ mod atoms;
 mod config;
 mod handle;
 mod nifs;
+mod pubsub;
 mod reply;
 mod runtime;
 

@@ -1,15 +1,17 @@
 //! The NIF functions: `connect`, `submit`, `submit_dirty`, `close`. Each returns in microseconds;
 //! everything that waits happens on the tokio runtime.
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use redix_rs_core::conn::{
     establish, ConnectError, ConnectOptions, Multiplexer, Reason, SubmitError,
 };
-use rustler::{Encoder, Env, Error, LocalPid, NifResult, OwnedEnv, ResourceArc, Term};
+use rustler::{Binary, Encoder, Env, Error, LocalPid, NifResult, OwnedEnv, ResourceArc, Term};
 
 use crate::args::{count_commands, encode_submission, Budget, EncodeStop, Kind};
-use crate::handle::{CallState, ConnectionHandle, Expect, ReplyWaiter};
+use crate::handle::{run_pubsub_ops, CallState, ConnectionHandle, Expect, ReplyWaiter};
+use crate::pubsub::{Action, Op, Subscriber};
 use crate::{atoms, config, reply, runtime};
+use redix_rs_core::pubsub::Kind as SubscriptionKind;
 
 /// Starts connecting in the background; returns `{:ok, handle, id}` at once.
 ///
@@ -20,7 +22,13 @@ use crate::{atoms, config, reply, runtime};
 fn connect<'a>(env: Env<'a>, config: Term<'a>, owner: LocalPid) -> NifResult<Term<'a>> {
     let config = config::decode(config)?;
     let runtime = runtime::get().map_err(|e| Error::Term(Box::new(e)))?;
-    let handle = ResourceArc::new(ConnectionHandle::new(config.max_queued_bytes));
+    let handle = if config.pubsub {
+        let (handle, router, ops) = ConnectionHandle::pubsub(config.max_queued_bytes, owner);
+        runtime.spawn(run_pubsub_ops(router, handle.mux.clone(), ops));
+        ResourceArc::new(handle)
+    } else {
+        ResourceArc::new(ConnectionHandle::new(config.max_queued_bytes))
+    };
     env.monitor(&handle, &owner);
     let (mux, id) = (handle.mux.clone(), handle.id);
     runtime.spawn(supervise(mux, config.connect, owner, id));
@@ -88,6 +96,54 @@ fn submit_dirty<'a>(
 fn close(handle: ResourceArc<ConnectionHandle>) -> rustler::Atom {
     handle.mux.close(Reason::Atom("owner_down"));
     atoms::ok()
+}
+
+/// Changes who is subscribed to what on a pub/sub connection: `action` is `:subscribe`,
+/// `:unsubscribe` or `:drop` (a dead subscriber, removed silently); `kind` is `:channel`, `:pattern` or
+/// `:shard`; `redis_names` are the names Redis must be told about. Applied in order on a tokio thread,
+/// which also sends the subscriber its `:subscribed`/`:unsubscribed` messages.
+#[rustler::nif]
+#[allow(clippy::too_many_arguments)]
+fn pubsub_op<'a>(
+    handle: ResourceArc<ConnectionHandle>,
+    action: Term<'a>,
+    kind: Term<'a>,
+    names: Vec<Binary<'a>>,
+    subscriber: LocalPid,
+    reference: Term<'a>,
+    redis_names: Vec<Binary<'a>>,
+) -> NifResult<rustler::Atom> {
+    let Some(ops) = &handle.pubsub_ops else {
+        return Err(Error::BadArg);
+    };
+    let action = match action.atom_to_string()?.as_str() {
+        "subscribe" => Action::Subscribe,
+        "unsubscribe" => Action::Unsubscribe,
+        "drop" => Action::Drop,
+        _ => return Err(Error::BadArg),
+    };
+    let kind = match kind.atom_to_string()?.as_str() {
+        "channel" => SubscriptionKind::Channel,
+        "pattern" => SubscriptionKind::Pattern,
+        "shard" => SubscriptionKind::Shard,
+        _ => return Err(Error::BadArg),
+    };
+    let op = Op {
+        action,
+        kind,
+        names: names
+            .iter()
+            .map(|b| Bytes::copy_from_slice(b.as_slice()))
+            .collect(),
+        subscriber: Subscriber::new(subscriber, reference),
+        redis_names: redis_names
+            .iter()
+            .map(|b| Bytes::copy_from_slice(b.as_slice()))
+            .collect(),
+    };
+    // The receiver lives as long as the handle: a send can only fail while it is being dropped.
+    let _ = ops.send(op);
+    Ok(atoms::ok())
 }
 
 /// Called by a caller that timed out: `:cancelled` when its answer will never be sent, `:sent` when it

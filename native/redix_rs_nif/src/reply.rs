@@ -14,18 +14,26 @@ pub fn binary<'a>(env: Env<'a>, bytes: &[u8]) -> Term<'a> {
     bin.into()
 }
 
-/// `%RedixRs.Error{message: message}` (an exception struct, hence `__exception__: true`).
+/// `%RedixRs.Error{message: message}`.
 pub fn redis_error<'a>(env: Env<'a>, message: &[u8]) -> Term<'a> {
+    let module = atom(env, "Elixir.RedixRs.Error");
+    exception(env, module, atoms::message(), binary(env, message))
+}
+
+/// `%RedixRs.ConnectionError{reason: reason}`.
+pub fn connection_error<'a>(env: Env<'a>, reason: &Reason) -> Term<'a> {
+    let module = atom(env, "Elixir.RedixRs.ConnectionError");
+    exception(env, module, atoms::reason(), self::reason(env, reason))
+}
+
+/// An exception struct with one field (hence `__exception__: true`).
+fn exception<'a>(env: Env<'a>, module: Atom, field: Atom, value: Term<'a>) -> Term<'a> {
     let keys = [
         atoms::__struct__().encode(env),
         atoms::__exception__().encode(env),
-        atoms::message().encode(env),
+        field.encode(env),
     ];
-    let values = [
-        atoms::error_module(env).encode(env),
-        true.encode(env),
-        binary(env, message),
-    ];
+    let values = [module.encode(env), true.encode(env), value];
     Term::map_from_term_arrays(env, &keys, &values).unwrap_or_else(|_| atoms::error().encode(env))
 }
 

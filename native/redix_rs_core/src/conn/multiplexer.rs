@@ -31,6 +31,15 @@ pub trait Waiter: Send + 'static {
     fn fail(self, reason: &Reason);
 }
 
+/// Takes the frames that are not replies to a caller (pub/sub messages and confirmations), and hears
+/// when the connection ends. Without a router, only RESP3 push frames are set aside (and dropped).
+pub trait Router: Send + Sync + 'static {
+    /// Returns true when `frame` was consumed (it is then not given to a waiter).
+    fn route(&self, frame: &Frame) -> bool;
+    /// The connection ended with `reason`.
+    fn closed(&self, reason: &Reason);
+}
+
 /// Why a submission was refused; the waiter is handed back untouched.
 #[derive(Debug)]
 pub enum SubmitError<W, E = std::convert::Infallible> {
@@ -54,6 +63,7 @@ struct Shared<W> {
     wake_writer: Notify,
     wake_closer: Notify,
     max_queued_bytes: usize,
+    router: Option<Arc<dyn Router>>,
 }
 
 /// A handle on one connection's queues; clones share them.
@@ -76,6 +86,15 @@ impl<W: Waiter> Multiplexer<W> {
     /// A multiplexer that refuses submissions once `max_queued_bytes` unwritten bytes are queued
     /// (a single submission larger than that is still accepted when the queue is empty).
     pub fn new(max_queued_bytes: usize) -> Self {
+        Self::build(max_queued_bytes, None)
+    }
+
+    /// A multiplexer whose non-reply frames go to `router` (a pub/sub connection).
+    pub fn with_router(max_queued_bytes: usize, router: Arc<dyn Router>) -> Self {
+        Self::build(max_queued_bytes, Some(router))
+    }
+
+    fn build(max_queued_bytes: usize, router: Option<Arc<dyn Router>>) -> Self {
         let state = State {
             out: BytesMut::with_capacity(READ_CHUNK),
             waiters: VecDeque::new(),
@@ -87,6 +106,7 @@ impl<W: Waiter> Multiplexer<W> {
             wake_writer: Notify::new(),
             wake_closer: Notify::new(),
             max_queued_bytes,
+            router,
         };
         Multiplexer {
             shared: Arc::new(shared),
@@ -114,6 +134,25 @@ impl<W: Waiter> Multiplexer<W> {
             st.out.extend_from_slice(&bytes);
         }
         st.waiters.push_back(waiter);
+        drop(st);
+        if was_empty {
+            self.shared.wake_writer.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Queues bytes whose replies nobody waits for: pub/sub commands, whose confirmations go to the
+    /// router. Subject to the same limit as `submit`.
+    pub fn submit_unanswered(&self, bytes: &[u8]) -> Result<(), SubmitError<()>> {
+        let mut st = self.lock();
+        if st.closed.is_some() || st.close_requested.is_some() {
+            return Err(SubmitError::Closed(()));
+        }
+        if !st.out.is_empty() && st.out.len() + bytes.len() > self.shared.max_queued_bytes {
+            return Err(SubmitError::Full(()));
+        }
+        let was_empty = st.out.is_empty();
+        st.out.extend_from_slice(bytes);
         drop(st);
         if was_empty {
             self.shared.wake_writer.notify_one();
@@ -286,6 +325,11 @@ impl<W: Waiter> Multiplexer<W> {
         current: &mut Current<W>,
         done: &mut Vec<W>,
     ) -> Result<(), Reason> {
+        if let Some(router) = &self.shared.router {
+            if router.route(&frame) {
+                return Ok(());
+            }
+        }
         if matches!(frame, Frame::Push(_)) {
             return Ok(()); // out-of-band (RESP3): never a reply to a caller
         }
