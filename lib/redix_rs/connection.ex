@@ -6,11 +6,9 @@ defmodule RedixRs.Connection do
   @moduledoc false
   use GenServer
 
-  alias RedixRs.{ConnectionError, Handles, Native, Telemetry}
+  alias RedixRs.{ConnectionError, Connector, Handles, Native}
 
   @gen_opts [:name, :hibernate_after, :spawn_opt, :debug]
-  # `:infinity` as a connect timeout: one day is as good as forever for the native side.
-  @forever_ms 86_400_000
 
   defstruct [
     :opts,
@@ -18,7 +16,6 @@ defmodule RedixRs.Connection do
     :id,
     :status,
     :backoff,
-    :address,
     keys: [],
     waiting: [],
     remote_calls: %{},
@@ -36,7 +33,7 @@ defmodule RedixRs.Connection do
     keys = if is_atom(name) and name != nil, do: [self(), name], else: [self()]
     Handles.watch()
 
-    state = %__MODULE__{opts: opts, keys: keys, status: :connecting, address: address(opts)}
+    state = %__MODULE__{opts: opts, keys: keys, status: :connecting}
 
     if opts[:sync_connect] do
       connect_synchronously(state)
@@ -99,7 +96,7 @@ defmodule RedixRs.Connection do
 
       {:redix_rs_native, id, {:connect_failed, reason}} when id == state.id ->
         error = %ConnectionError{reason: reason}
-        emit(:failed_connection, state, %{reason: error})
+        Connector.emit(:failed_connection, state.opts, %{reason: error})
         {:stop, error}
     after
       timeout -> {:stop, %ConnectionError{reason: :timeout}}
@@ -111,7 +108,7 @@ defmodule RedixRs.Connection do
   defp handle_event({:disconnected, reason}, state) do
     Handles.delete(state.keys)
     error = %ConnectionError{reason: reason}
-    emit(:disconnection, state, %{reason: error})
+    Connector.emit(:disconnection, state.opts, %{reason: error})
     state = fail_remote_calls(%{state | handle: nil})
 
     if state.opts[:exit_on_disconnection] do
@@ -123,13 +120,13 @@ defmodule RedixRs.Connection do
 
   # An error reply to AUTH or SELECT is fatal, as in Redix: retrying cannot fix a wrong password.
   defp handle_event({:connect_failed, %RedixRs.Error{} = error}, state) do
-    emit(:failed_connection, state, %{reason: %ConnectionError{reason: error}})
+    Connector.emit(:failed_connection, state.opts, %{reason: %ConnectionError{reason: error}})
     {:stop, error, answer_waiting(%{state | handle: nil}, closed())}
   end
 
   defp handle_event({:connect_failed, reason}, state) do
     error = %ConnectionError{reason: reason}
-    emit(:failed_connection, state, %{reason: error})
+    Connector.emit(:failed_connection, state.opts, %{reason: error})
     state = answer_waiting(%{state | handle: nil}, closed())
 
     if state.opts[:exit_on_disconnection] do
@@ -141,7 +138,7 @@ defmodule RedixRs.Connection do
 
   defp connected(state) do
     Handles.put(state.keys, state.handle)
-    emit(:connection, state, %{reconnection: state.connected_before})
+    Connector.emit(:connection, state.opts, %{reconnection: state.connected_before})
     state = %{state | status: :connected, backoff: nil, connected_before: true}
     answer_waiting(state, {:ok, state.handle, self()})
   end
@@ -154,23 +151,14 @@ defmodule RedixRs.Connection do
   end
 
   defp start_attempt(state) do
-    {:ok, handle, id} = Native.connect(native_config(state.opts), self())
+    {handle, id} = Connector.connect(state.opts, :plain)
     %{state | handle: handle, id: id, status: :connecting}
   end
 
   defp schedule_reconnect(state) do
-    backoff = next_backoff(state.backoff, state.opts)
+    backoff = Connector.next_backoff(state.backoff, state.opts)
     Process.send_after(self(), :reconnect, backoff)
     %{state | status: :backoff, backoff: backoff}
-  end
-
-  defp next_backoff(nil, opts), do: opts[:backoff_initial]
-
-  defp next_backoff(previous, opts) do
-    case opts[:backoff_max] do
-      :infinity -> round(previous * 1.5)
-      max -> min(round(previous * 1.5), max)
-    end
   end
 
   # Remote callers: this process submits for them and forwards the answer.
@@ -203,45 +191,4 @@ defmodule RedixRs.Connection do
 
     %{state | remote_calls: %{}}
   end
-
-  defp emit(event, state, extra) do
-    metadata =
-      Map.merge(
-        %{connection: self(), connection_name: state.opts[:name], address: state.address},
-        extra
-      )
-
-    Telemetry.execute([:redix_rs, event], %{}, metadata)
-  end
-
-  defp address(opts) do
-    case opts[:host] do
-      {:local, path} -> path
-      host -> "#{host}:#{opts[:port]}"
-    end
-  end
-
-  defp native_config(opts) do
-    {:ok, socket} = RedixRs.Options.Socket.parse(opts[:socket_opts])
-
-    address =
-      case opts[:host] do
-        {:local, path} -> {:unix, path}
-        host -> {:tcp, host, opts[:port]}
-      end
-
-    Map.merge(socket, %{
-      address: address,
-      username: opts[:username],
-      password: resolve_password(opts[:password]),
-      database: opts[:database] && Integer.to_string(opts[:database]),
-      client_name: opts[:client_name],
-      timeout: if(opts[:timeout] == :infinity, do: @forever_ms, else: opts[:timeout]),
-      max_queued_bytes: opts[:write_queue_limit]
-    })
-  end
-
-  # A `{m, f, a}` password is called at every connection attempt, so rotated secrets are picked up.
-  defp resolve_password({mod, fun, args}), do: apply(mod, fun, args)
-  defp resolve_password(password), do: password
 end

@@ -89,11 +89,21 @@ defmodule RedixRs.Options do
     debug: [type: :list, default: nil, doc: "passed to `GenServer.start_link/3`"]
   ]
 
-  @keys Keyword.keys(@schema)
+  # Options only `RedixRs.PubSub` takes.
+  @pubsub_schema [
+    fetch_client_id_on_connect: [
+      type: :boolean,
+      default: false,
+      doc: "run `CLIENT ID` after connecting, for `RedixRs.PubSub.get_client_id/1`"
+    ]
+  ]
 
-  @doc "Markdown describing every start option."
-  def docs do
-    Enum.map_join(@schema, "\n", fn {key, spec} ->
+  defp schema(:plain), do: @schema
+  defp schema(:pubsub), do: @schema ++ @pubsub_schema
+
+  @doc "Markdown describing every start option of a `:plain` or `:pubsub` connection."
+  def docs(mode \\ :plain) do
+    Enum.map_join(schema(mode), "\n", fn {key, spec} ->
       default =
         if spec[:default] in [nil, []], do: "", else: " Defaults to `#{inspect(spec[:default])}`."
 
@@ -102,26 +112,32 @@ defmodule RedixRs.Options do
   end
 
   @doc """
-  Validates `opts`, fills in defaults and returns a keyword list with every option.
-  Raises `ArgumentError` on unknown or invalid options.
+  Validates `opts` for a `:plain` (`RedixRs`) or `:pubsub` (`RedixRs.PubSub`) connection, fills in
+  defaults and returns a keyword list with every option. Raises `ArgumentError` on unknown or
+  invalid options.
   """
-  @spec validate!(keyword()) :: keyword()
-  def validate!(opts) when is_list(opts) do
+  @spec validate!(keyword(), :plain | :pubsub) :: keyword()
+  def validate!(opts, mode \\ :plain)
+
+  def validate!(opts, mode) when is_list(opts) do
     unless Keyword.keyword?(opts) do
       raise ArgumentError, "expected a keyword list of options, got: #{inspect(opts)}"
     end
 
-    case Keyword.keys(opts) -- @keys do
+    schema = schema(mode)
+    keys = Keyword.keys(schema)
+
+    case Keyword.keys(opts) -- keys do
       [] ->
         :ok
 
       unknown ->
         raise ArgumentError,
-              "unknown options #{inspect(Enum.uniq(unknown))}, valid options are: #{inspect(@keys)}"
+              "unknown options #{inspect(Enum.uniq(unknown))}, valid options are: #{inspect(keys)}"
     end
 
     validated =
-      Enum.map(@schema, fn {key, spec} ->
+      Enum.map(schema, fn {key, spec} ->
         value = Keyword.get(opts, key, spec[:default])
         {key, check!(spec[:type], key, value, spec[:default])}
       end)
@@ -129,7 +145,7 @@ defmodule RedixRs.Options do
     check_unix_port!(validated)
   end
 
-  def validate!(other) do
+  def validate!(other, _mode) do
     raise ArgumentError, "expected a keyword list of options, got: #{inspect(other)}"
   end
 

@@ -1,0 +1,271 @@
+defmodule RedixRs.PubSub do
+  @moduledoc """
+  Pub/sub connections, with Redix's API and messages.
+
+  A `RedixRs.PubSub` connection subscribes processes to channels, patterns and (Redis 7) sharded
+  channels. Messages go from the Rust side straight to each subscriber process, with no Elixir
+  process in between:
+
+      {:ok, pubsub} = RedixRs.PubSub.start_link(host: "localhost", name: :redix_pubsub)
+      {:ok, ref} = RedixRs.PubSub.subscribe(:redix_pubsub, "chat:1", self())
+
+      receive do
+        {:redix_pubsub, ^pubsub, ^ref, :subscribed, %{channel: "chat:1"}} -> :ok
+      end
+
+      # after someone runs PUBLISH chat:1 hello
+      receive do
+        {:redix_pubsub, ^pubsub, ^ref, :message, %{channel: "chat:1", payload: "hello"}} -> :ok
+      end
+
+  ## Messages
+
+  Every message is `{:redix_pubsub, pubsub_pid, ref, type, properties}`, where `ref` is the same for
+  every subscription of one subscriber process on one pub/sub connection:
+
+    * `:subscribed` - `%{channel: channel}`, once Redis confirmed it (at once when the channel was
+      already subscribed); `:psubscribed` - `%{pattern: pattern}`; `:ssubscribed` - `%{channel: channel}`
+    * `:unsubscribed`, `:punsubscribed`, `:sunsubscribed` - as above, sent at once on unsubscribing
+    * `:message` - `%{channel: channel, payload: payload}`
+    * `:pmessage` - `%{channel: channel, pattern: pattern, payload: payload}`
+    * `:smessage` - `%{channel: channel, payload: payload}` (sharded channels)
+    * `:disconnected` - `%{error: %RedixRs.ConnectionError{}}`, once per subscriber when the connection
+      is lost; after reconnecting every subscription is restored and confirmed again with
+      `:subscribed` (or `:psubscribed`, `:ssubscribed`)
+
+  A subscriber never receives a `:message` for a channel before its `:subscribed` for it, nor after its
+  `:unsubscribed`. Subscribers are monitored: when one exits, it is unsubscribed, and Redis is told
+  when it was the last subscriber of a channel.
+
+  Subscribing while the connection is down works: the subscription is made when it comes back.
+
+  For supervised subscriber processes, see `RedixRs.PubSub.Subscriber`.
+
+  ## Options
+
+  The options of `RedixRs.start_link/1`, plus:
+
+  #{RedixRs.Options.docs(:pubsub) |> String.split("\n") |> List.last()}
+
+  Unlike Redix, a failed `sync_connect: true` start returns `{:error, %RedixRs.ConnectionError{}}`
+  (Redix returns the bare reason for pub/sub connections), as `RedixRs.start_link/1` does.
+  """
+
+  alias RedixRs.ConnectionError
+  alias RedixRs.PubSub.Connection
+
+  @typedoc "A pub/sub connection: a pid or a name."
+  @type connection() :: GenServer.server()
+
+  @typedoc "A subscriber process."
+  @type subscriber() :: pid()
+
+  @doc """
+  Starts a pub/sub connection with default options.
+
+  ## Examples
+
+      iex> {:ok, pubsub} = RedixRs.PubSub.start_link(port: RedixRs.Doctest.port())
+      iex> is_pid(pubsub)
+      true
+  """
+  @spec start_link() :: GenServer.on_start()
+  def start_link, do: start_link([])
+
+  @doc ~S"""
+  Starts a pub/sub connection from options or a URI (see `RedixRs.start_link/1`).
+
+  ## Examples
+
+      iex> {:ok, pubsub} = RedixRs.PubSub.start_link("redis://localhost:#{RedixRs.Doctest.port()}")
+      iex> RedixRs.PubSub.ping(pubsub)
+      :ok
+  """
+  @spec start_link(binary() | keyword()) :: GenServer.on_start()
+  def start_link(uri) when is_binary(uri), do: start_link(uri, [])
+
+  def start_link(opts) do
+    opts = RedixRs.Options.validate!(opts, :pubsub)
+    RedixRs.Native.ensure_loaded!()
+    Connection.start_link(opts)
+  end
+
+  @doc ~S"""
+  Starts a pub/sub connection from a URI and options; the options win.
+
+  ## Examples
+
+      iex> {:ok, pubsub} = RedixRs.PubSub.start_link("redis://localhost:1", port: RedixRs.Doctest.port())
+      iex> RedixRs.PubSub.ping(pubsub)
+      :ok
+  """
+  @spec start_link(binary(), keyword()) :: GenServer.on_start()
+  def start_link(uri, opts) when is_binary(uri) and is_list(opts) do
+    uri |> RedixRs.URI.to_start_options() |> Keyword.merge(opts) |> start_link()
+  end
+
+  @doc """
+  A child specification, from options, a URI, or `{uri, options}`.
+
+  ## Examples
+
+      iex> RedixRs.PubSub.child_spec(name: :events)
+      %{id: RedixRs.PubSub, type: :worker, start: {RedixRs.PubSub, :start_link, [[name: :events]]}}
+  """
+  @spec child_spec(keyword() | binary() | {binary(), keyword()}) :: Supervisor.child_spec()
+  def child_spec({uri, opts}) when is_binary(uri), do: spec([uri, opts])
+  def child_spec(uri_or_opts), do: spec([uri_or_opts])
+
+  defp spec(args), do: %{id: __MODULE__, type: :worker, start: {__MODULE__, :start_link, args}}
+
+  @doc """
+  Stops the pub/sub connection.
+
+  ## Examples
+
+      iex> {:ok, pubsub} = RedixRs.PubSub.start_link(port: RedixRs.Doctest.port())
+      iex> RedixRs.PubSub.stop(pubsub)
+      :ok
+  """
+  @spec stop(connection(), timeout()) :: :ok
+  def stop(conn, timeout \\ :infinity), do: GenServer.stop(conn, :normal, timeout)
+
+  @doc """
+  Subscribes `subscriber` to one channel or a list of channels.
+
+  Returns `{:ok, ref}` at once; a `:subscribed` message per channel follows.
+
+  ## Examples
+
+      iex> {:ok, pubsub} = RedixRs.PubSub.start_link(port: RedixRs.Doctest.port())
+      iex> {:ok, ref} = RedixRs.PubSub.subscribe(pubsub, "news", self())
+      iex> receive do
+      ...>   {:redix_pubsub, ^pubsub, ^ref, :subscribed, %{channel: "news"}} -> :subscribed
+      ...> end
+      :subscribed
+  """
+  @spec subscribe(connection(), String.t() | [String.t()], subscriber()) :: {:ok, reference()}
+  def subscribe(conn, channels, subscriber \\ self()),
+    do: change(conn, :subscribe, :channel, channels, subscriber)
+
+  @doc """
+  Subscribes `subscriber` to one pattern or a list of patterns (`PSUBSCRIBE`).
+
+  ## Examples
+
+      iex> {:ok, pubsub} = RedixRs.PubSub.start_link(port: RedixRs.Doctest.port())
+      iex> {:ok, ref} = RedixRs.PubSub.psubscribe(pubsub, "news:*")
+      iex> receive do
+      ...>   {:redix_pubsub, ^pubsub, ^ref, :psubscribed, %{pattern: "news:*"}} -> :psubscribed
+      ...> end
+      :psubscribed
+  """
+  @spec psubscribe(connection(), String.t() | [String.t()], subscriber()) :: {:ok, reference()}
+  def psubscribe(conn, patterns, subscriber \\ self()),
+    do: change(conn, :subscribe, :pattern, patterns, subscriber)
+
+  @doc """
+  Subscribes `subscriber` to one sharded channel or a list of them (`SSUBSCRIBE`, Redis 7).
+
+  ## Examples
+
+      iex> {:ok, pubsub} = RedixRs.PubSub.start_link(port: RedixRs.Doctest.port())
+      iex> {:ok, ref} = RedixRs.PubSub.ssubscribe(pubsub, "orders")
+      iex> receive do
+      ...>   {:redix_pubsub, ^pubsub, ^ref, :ssubscribed, %{channel: "orders"}} -> :ssubscribed
+      ...> end
+      :ssubscribed
+  """
+  @spec ssubscribe(connection(), String.t() | [String.t()], subscriber()) :: {:ok, reference()}
+  def ssubscribe(conn, channels, subscriber \\ self()),
+    do: change(conn, :subscribe, :shard, channels, subscriber)
+
+  @doc """
+  Unsubscribes `subscriber` from one channel or a list of channels; an `:unsubscribed` message per
+  channel follows at once.
+
+  ## Examples
+
+      iex> {:ok, pubsub} = RedixRs.PubSub.start_link(port: RedixRs.Doctest.port())
+      iex> RedixRs.PubSub.unsubscribe(pubsub, "news")
+      :ok
+  """
+  @spec unsubscribe(connection(), String.t() | [String.t()], subscriber()) :: :ok
+  def unsubscribe(conn, channels, subscriber \\ self()),
+    do: change(conn, :unsubscribe, :channel, channels, subscriber)
+
+  @doc """
+  Unsubscribes `subscriber` from one pattern or a list of patterns.
+
+  ## Examples
+
+      iex> {:ok, pubsub} = RedixRs.PubSub.start_link(port: RedixRs.Doctest.port())
+      iex> RedixRs.PubSub.punsubscribe(pubsub, "news:*")
+      :ok
+  """
+  @spec punsubscribe(connection(), String.t() | [String.t()], subscriber()) :: :ok
+  def punsubscribe(conn, patterns, subscriber \\ self()),
+    do: change(conn, :unsubscribe, :pattern, patterns, subscriber)
+
+  @doc """
+  Unsubscribes `subscriber` from one sharded channel or a list of them.
+
+  ## Examples
+
+      iex> {:ok, pubsub} = RedixRs.PubSub.start_link(port: RedixRs.Doctest.port())
+      iex> RedixRs.PubSub.sunsubscribe(pubsub, "orders")
+      :ok
+  """
+  @spec sunsubscribe(connection(), String.t() | [String.t()], subscriber()) :: :ok
+  def sunsubscribe(conn, channels, subscriber \\ self()),
+    do: change(conn, :unsubscribe, :shard, channels, subscriber)
+
+  @doc """
+  The connection's client ID, fetched at connect time when `fetch_client_id_on_connect: true`.
+
+  Returns `{:error, %RedixRs.ConnectionError{reason: :client_id_not_stored}}` without that option, and
+  `reason: :closed` while disconnected.
+
+  ## Examples
+
+      iex> {:ok, pubsub} = RedixRs.PubSub.start_link(port: RedixRs.Doctest.port(), fetch_client_id_on_connect: true, sync_connect: true)
+      iex> {:ok, id} = RedixRs.PubSub.get_client_id(pubsub)
+      iex> is_integer(id)
+      true
+  """
+  @spec get_client_id(connection()) :: {:ok, integer()} | {:error, ConnectionError.t()}
+  def get_client_id(conn), do: GenServer.call(conn, :get_client_id)
+
+  @doc """
+  Pings the server through the pub/sub connection: `:ok`, or a `RedixRs.ConnectionError` with reason
+  `:timeout` or `:closed`.
+
+  ## Examples
+
+      iex> {:ok, pubsub} = RedixRs.PubSub.start_link(port: RedixRs.Doctest.port())
+      iex> RedixRs.PubSub.ping(pubsub)
+      :ok
+  """
+  @spec ping(connection(), timeout()) :: :ok | {:error, ConnectionError.t()}
+  def ping(conn, timeout \\ 5_000) do
+    GenServer.call(conn, :ping, timeout)
+  catch
+    :exit, {:timeout, _} -> {:error, %ConnectionError{reason: :timeout}}
+  end
+
+  defp change(conn, action, kind, names, subscriber) when is_pid(subscriber) do
+    names = names |> List.wrap() |> Enum.map(&to_name!/1)
+    GenServer.call(conn, {action, kind, names, subscriber})
+  end
+
+  defp change(_conn, _action, _kind, _names, subscriber) do
+    raise ArgumentError, "a subscriber must be a pid, got: #{inspect(subscriber)}"
+  end
+
+  defp to_name!(name) when is_binary(name), do: name
+  defp to_name!(name) when is_atom(name) or is_number(name), do: to_string(name)
+
+  defp to_name!(name) do
+    raise ArgumentError, "expected a channel or pattern name (a string), got: #{inspect(name)}"
+  end
+end

@@ -1,0 +1,290 @@
+defmodule RedixRs.PubSub.Connection do
+  # The process behind a `RedixRs.PubSub` connection. It owns the truth of who subscribed to what,
+  # monitors subscribers, tells the native side (which tells Redis, and sends subscribers their
+  # messages) and replays every subscription after a reconnect. Messages never pass through it.
+  @moduledoc false
+  use GenServer
+
+  alias RedixRs.{ConnectionError, Connector, Native}
+
+  @gen_opts [:name, :hibernate_after, :spawn_opt, :debug]
+
+  defstruct [
+    :opts,
+    :handle,
+    :id,
+    :status,
+    :backoff,
+    :client_id,
+    :client_id_ref,
+    # {kind, name} => MapSet of subscriber pids
+    subscriptions: %{},
+    # pid => monitor ref (the `ref` of Redix's messages)
+    subscribers: %{},
+    pings: %{},
+    connected_before: false
+  ]
+
+  def start_link(opts) do
+    gen_opts = for {key, value} <- Keyword.take(opts, @gen_opts), value != nil, do: {key, value}
+    GenServer.start_link(__MODULE__, opts, gen_opts)
+  end
+
+  @impl true
+  def init(opts) do
+    state = %__MODULE__{opts: opts, status: :connecting}
+
+    if opts[:sync_connect] do
+      connect_synchronously(state)
+    else
+      {:ok, state, {:continue, :connect}}
+    end
+  end
+
+  @impl true
+  def handle_continue(:connect, state), do: {:noreply, start_attempt(state)}
+
+  @impl true
+  def handle_call({:subscribe, kind, names, pid}, _from, state) do
+    {ref, state} = monitor(state, pid)
+    new = Enum.filter(names, &(not Map.has_key?(state.subscriptions, {kind, &1})))
+
+    subscriptions =
+      Enum.reduce(names, state.subscriptions, fn name, acc ->
+        Map.update(acc, {kind, name}, MapSet.new([pid]), &MapSet.put(&1, pid))
+      end)
+
+    state = %{state | subscriptions: subscriptions}
+    if state.status == :connected, do: op(state, :subscribe, kind, names, pid, ref, new)
+    {:reply, {:ok, ref}, state}
+  end
+
+  def handle_call({:unsubscribe, kind, names, pid}, _from, state) do
+    ref = Map.get(state.subscribers, pid) || make_ref()
+    {state, emptied} = remove(state, kind, names, pid)
+
+    if state.status == :connected do
+      op(state, :unsubscribe, kind, names, pid, ref, emptied)
+    else
+      # No native connection to send through: nothing else can reach the subscriber meanwhile.
+      Enum.each(
+        names,
+        &send(pid, {:redix_pubsub, self(), ref, unsubscribed(kind), props(kind, &1)})
+      )
+    end
+
+    {:reply, :ok, forget_if_idle(state, pid)}
+  end
+
+  def handle_call(:get_client_id, _from, state) do
+    reply =
+      cond do
+        state.status != :connected -> {:error, %ConnectionError{reason: :closed}}
+        is_integer(state.client_id) -> {:ok, state.client_id}
+        true -> {:error, %ConnectionError{reason: :client_id_not_stored}}
+      end
+
+    {:reply, reply, state}
+  end
+
+  def handle_call(:ping, from, state) do
+    with :connected <- state.status,
+         ref = make_ref(),
+         {:ok, _token} <- Native.submit(state.handle, ref, [["PING"]], :pipeline) do
+      {:noreply, %{state | pings: Map.put(state.pings, ref, from)}}
+    else
+      _ -> {:reply, {:error, %ConnectionError{reason: :closed}}, state}
+    end
+  end
+
+  @impl true
+  def handle_info({:redix_rs_native, id, event}, %{id: id} = state),
+    do: handle_event(event, state)
+
+  def handle_info({:redix_rs_native, _stale_id, _event}, state), do: {:noreply, state}
+  def handle_info(:reconnect, state), do: {:noreply, start_attempt(state)}
+
+  def handle_info({ref, :ok, [id]}, %{client_id_ref: ref} = state) do
+    {:noreply, %{state | client_id: id, client_id_ref: nil}}
+  end
+
+  def handle_info({ref, result, _}, state) when is_map_key(state.pings, ref) do
+    {from, pings} = Map.pop(state.pings, ref)
+    reply = if result == :ok, do: :ok, else: {:error, %ConnectionError{reason: :disconnected}}
+    GenServer.reply(from, reply)
+    {:noreply, %{state | pings: pings}}
+  end
+
+  def handle_info({:DOWN, ref, :process, pid, _reason}, state) do
+    case state.subscribers do
+      %{^pid => ^ref} -> {:noreply, drop_subscriber(state, pid, ref)}
+      _ -> {:noreply, state}
+    end
+  end
+
+  def handle_info(_unexpected, state), do: {:noreply, state}
+
+  # Lifecycle.
+
+  defp connect_synchronously(state) do
+    state = start_attempt(state)
+
+    timeout =
+      if state.opts[:timeout] == :infinity, do: :infinity, else: state.opts[:timeout] + 1_000
+
+    receive do
+      {:redix_rs_native, id, :connected} when id == state.id ->
+        {:ok, connected(state)}
+
+      {:redix_rs_native, id, {:connect_failed, reason}} when id == state.id ->
+        error = %ConnectionError{reason: reason}
+        Connector.emit(:failed_connection, state.opts, %{reason: error})
+        {:stop, error}
+    after
+      timeout -> {:stop, %ConnectionError{reason: :timeout}}
+    end
+  end
+
+  defp handle_event(:connected, state), do: {:noreply, connected(state)}
+
+  # The native side already told each subscriber `:disconnected`.
+  defp handle_event({:disconnected, reason}, state) do
+    error = %ConnectionError{reason: reason}
+    Connector.emit(:disconnection, state.opts, %{reason: error})
+    Enum.each(state.pings, fn {_, from} -> GenServer.reply(from, {:error, error}) end)
+    state = %{state | handle: nil, client_id: nil, pings: %{}}
+
+    if state.opts[:exit_on_disconnection] do
+      {:stop, error, state}
+    else
+      {:noreply, schedule_reconnect(state)}
+    end
+  end
+
+  # An error reply to AUTH or SELECT is fatal, as in Redix.
+  defp handle_event({:connect_failed, %RedixRs.Error{} = error}, state) do
+    Connector.emit(:failed_connection, state.opts, %{reason: %ConnectionError{reason: error}})
+    {:stop, error, %{state | handle: nil}}
+  end
+
+  # As in Redix, failed attempts keep being retried even with `exit_on_disconnection`.
+  defp handle_event({:connect_failed, reason}, state) do
+    Connector.emit(:failed_connection, state.opts, %{reason: %ConnectionError{reason: reason}})
+    {:noreply, schedule_reconnect(%{state | handle: nil})}
+  end
+
+  defp connected(state) do
+    Connector.emit(:connection, state.opts, %{reconnection: state.connected_before})
+    state = %{state | status: :connected, backoff: nil, connected_before: true}
+    state = fetch_client_id(state)
+    resubscribe(state)
+    state
+  end
+
+  defp fetch_client_id(%{opts: opts} = state) do
+    if opts[:fetch_client_id_on_connect] do
+      ref = make_ref()
+      {:ok, _token} = Native.submit(state.handle, ref, [["CLIENT", "ID"]], :pipeline)
+      %{state | client_id_ref: ref}
+    else
+      state
+    end
+  end
+
+  # Every subscription again, each Redis-side name once; the writer sends them in one write.
+  defp resubscribe(state) do
+    state.subscriptions
+    |> Enum.flat_map(fn {{kind, name}, pids} -> Enum.map(pids, &{&1, kind, name}) end)
+    |> Enum.group_by(fn {pid, kind, _} -> {pid, kind} end, fn {_, _, name} -> name end)
+    |> Enum.reduce(MapSet.new(), fn {{pid, kind}, names}, told ->
+      redis_names = Enum.reject(names, &MapSet.member?(told, {kind, &1}))
+      op(state, :subscribe, kind, names, pid, Map.fetch!(state.subscribers, pid), redis_names)
+      Enum.reduce(redis_names, told, &MapSet.put(&2, {kind, &1}))
+    end)
+  end
+
+  defp start_attempt(state) do
+    {handle, id} = Connector.connect(state.opts, :pubsub)
+    %{state | handle: handle, id: id, status: :connecting}
+  end
+
+  defp schedule_reconnect(state) do
+    backoff = Connector.next_backoff(state.backoff, state.opts)
+    Process.send_after(self(), :reconnect, backoff)
+    %{state | status: :backoff, backoff: backoff}
+  end
+
+  # Subscribers.
+
+  defp monitor(state, pid) do
+    case state.subscribers do
+      %{^pid => ref} ->
+        {ref, state}
+
+      _ ->
+        ref = Process.monitor(pid)
+        {ref, %{state | subscribers: Map.put(state.subscribers, pid, ref)}}
+    end
+  end
+
+  # Removes `pid` from `names`; returns the names nobody subscribes to any more.
+  defp remove(state, kind, names, pid) do
+    Enum.reduce(names, {state, []}, fn name, {state, emptied} ->
+      key = {kind, name}
+
+      pids = Map.get(state.subscriptions, key, MapSet.new())
+      rest = MapSet.delete(pids, pid)
+
+      cond do
+        not MapSet.member?(pids, pid) ->
+          {state, emptied}
+
+        MapSet.size(rest) == 0 ->
+          {%{state | subscriptions: Map.delete(state.subscriptions, key)}, [name | emptied]}
+
+        true ->
+          {%{state | subscriptions: Map.put(state.subscriptions, key, rest)}, emptied}
+      end
+    end)
+  end
+
+  defp forget_if_idle(state, pid) do
+    subscribed? = Enum.any?(state.subscriptions, fn {_, pids} -> MapSet.member?(pids, pid) end)
+
+    case state.subscribers do
+      %{^pid => ref} when not subscribed? ->
+        Process.demonitor(ref, [:flush])
+        %{state | subscribers: Map.delete(state.subscribers, pid)}
+
+      _ ->
+        state
+    end
+  end
+
+  defp drop_subscriber(state, pid, ref) do
+    by_kind =
+      for {{kind, name}, pids} <- state.subscriptions, MapSet.member?(pids, pid), reduce: %{} do
+        acc -> Map.update(acc, kind, [name], &[name | &1])
+      end
+
+    state =
+      Enum.reduce(by_kind, state, fn {kind, names}, state ->
+        {state, emptied} = remove(state, kind, names, pid)
+        if state.status == :connected, do: op(state, :drop, kind, names, pid, ref, emptied)
+        state
+      end)
+
+    %{state | subscribers: Map.delete(state.subscribers, pid)}
+  end
+
+  defp op(state, action, kind, names, pid, ref, redis_names) do
+    :ok = Native.pubsub_op(state.handle, action, kind, names, pid, ref, redis_names)
+  end
+
+  defp unsubscribed(:channel), do: :unsubscribed
+  defp unsubscribed(:pattern), do: :punsubscribed
+  defp unsubscribed(:shard), do: :sunsubscribed
+
+  defp props(:pattern, name), do: %{pattern: name}
+  defp props(_kind, name), do: %{channel: name}
+end
