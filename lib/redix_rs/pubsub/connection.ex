@@ -5,6 +5,8 @@ defmodule RedixRs.PubSub.Connection do
   @moduledoc false
   use GenServer
 
+  require Logger
+
   alias RedixRs.{ConnectionError, Connector, Native}
 
   @gen_opts [:name, :hibernate_after, :spawn_opt, :debug]
@@ -120,6 +122,15 @@ defmodule RedixRs.PubSub.Connection do
       %{^pid => ^ref} -> {:noreply, drop_subscriber(state, pid, ref)}
       _ -> {:noreply, state}
     end
+  end
+
+  # Redis refused a (p|s)subscribe: its subscribers will not get `:subscribed`; say why.
+  def handle_info({:redix_rs_pubsub_rejected, %RedixRs.Error{message: message}}, state) do
+    Logger.error(
+      "RedixRs.PubSub #{inspect(state.opts[:name] || self())}: Redis refused a subscription: #{message}"
+    )
+
+    {:noreply, state}
   end
 
   def handle_info(_unexpected, state), do: {:noreply, state}

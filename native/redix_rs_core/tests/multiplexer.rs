@@ -364,7 +364,6 @@ async fn close_fails_every_queued_waiter_once_and_run_returns_the_reason() {
     assert_eq!(conn.mux.pending(), 10);
 
     conn.mux.close(Reason::Atom("closed_by_test"));
-    // Only the first close request counts.
     conn.mux
         .close(Reason::Tagged("second_close", "ignored".into()));
     assert!(conn.mux.is_closed());
@@ -416,6 +415,9 @@ async fn close_before_run_ends_it_immediately() {
     mux.submit(encoded(&["PING"]), waiter)
         .expect("submit refused");
     mux.close(Reason::Atom("shutdown"));
+    // Only the first close request counts.
+    mux.close(Reason::Tagged("second_close", "ignored".into()));
+    assert!(mux.is_closed());
 
     let conn = Conn::open_with(&server.tcp_opts(), mux).await;
     assert_eq!(conn.ended().await, Reason::Atom("shutdown"));

@@ -34,4 +34,5 @@ rustler::atoms! {
     unsubscribed,
     punsubscribed,
     sunsubscribed,
+    redix_rs_pubsub_rejected,
 }

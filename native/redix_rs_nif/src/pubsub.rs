@@ -6,10 +6,11 @@
 //! in one order: a subscriber never sees a message before its `:subscribed`, nor after its
 //! `:unsubscribed`.
 
+use std::collections::HashSet;
 use std::sync::{Mutex, MutexGuard};
 
 use bytes::{Bytes, BytesMut};
-use redix_rs_core::conn::{Multiplexer, Reason, Router};
+use redix_rs_core::conn::{Multiplexer, Reason, Routed, Router};
 use redix_rs_core::pubsub::{classify, Event, Kind, Registry};
 use redix_rs_core::resp::{encode_array_header, encode_bulk, Frame};
 use rustler::{Atom, Encoder, Env, LocalPid, OwnedEnv, Term};
@@ -62,81 +63,95 @@ pub enum Action {
 pub struct PubSubRouter {
     /// The `RedixRs.PubSub` process, named in every message.
     owner: LocalPid,
-    registry: Mutex<Registry<Subscriber>>,
+    inner: Mutex<Inner>,
+}
+
+/// What the lock guards: the table, and the one environment every message is built in (reused, as
+/// `send_and_clear` leaves it empty).
+struct Inner {
+    registry: Registry<Subscriber>,
+    env: OwnedEnv,
 }
 
 impl PubSubRouter {
     pub fn new(owner: LocalPid) -> Self {
+        let inner = Inner {
+            registry: Registry::default(),
+            env: OwnedEnv::new(),
+        };
         PubSubRouter {
             owner,
-            registry: Mutex::new(Registry::default()),
+            inner: Mutex::new(inner),
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Registry<Subscriber>> {
-        self.registry.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Applies `op`, telling subscribers what it means for them, then writes what Redis must hear.
     pub fn apply(&self, op: Op, mux: &Multiplexer<ReplyWaiter>) {
-        let mut registry = self.lock();
+        let to_redis: HashSet<&Bytes> = op.redis_names.iter().collect();
+        let mut guard = self.lock();
+        let Inner { registry, env } = &mut *guard;
         for name in &op.names {
+            let sub = op.subscriber.clone();
             match op.action {
-                Action::Subscribe if op.redis_names.contains(name) => {
-                    registry.add_pending(op.kind, name.clone(), op.subscriber.clone());
+                Action::Subscribe if to_redis.contains(name) => {
+                    registry.add_pending(op.kind, name.clone(), sub);
                 }
                 Action::Subscribe => {
-                    registry.add_confirmed(op.kind, name.clone(), op.subscriber.clone());
-                    self.notify(&op.subscriber, subscribed(op.kind), op.kind, name);
+                    registry.add_confirmed(op.kind, name.clone(), sub);
+                    self.notify(env, &op.subscriber, subscribed(op.kind), op.kind, name);
                 }
                 Action::Unsubscribe => {
-                    registry.remove(op.kind, name, &op.subscriber);
-                    self.notify(&op.subscriber, unsubscribed(op.kind), op.kind, name);
+                    registry.remove(op.kind, name, &sub);
+                    self.notify(env, &op.subscriber, unsubscribed(op.kind), op.kind, name);
                 }
                 Action::Drop => {
-                    registry.remove(op.kind, name, &op.subscriber);
+                    registry.remove(op.kind, name, &sub);
                 }
             }
         }
-        drop(registry);
+        drop(guard);
         if !op.redis_names.is_empty() {
             let command = redis_command(op.action, op.kind, &op.redis_names);
             // A closed connection is fine: the PubSub process replays subscriptions on reconnect.
-            let _ = mux.submit_unanswered(&command);
+            let _ = mux.submit_unanswered(&command, op.redis_names.len());
         }
     }
 
     /// `{:redix_pubsub, owner, ref, type, %{channel | pattern: name}}`.
-    fn notify(&self, to: &Subscriber, kind_atom: Atom, kind: Kind, name: &Bytes) {
-        self.send(to, kind_atom, |env| {
-            let key = if kind == Kind::Pattern {
-                atoms::pattern()
-            } else {
-                atoms::channel()
-            };
-            map(env, &[(key, reply::binary(env, name))])
+    fn notify(&self, env: &mut OwnedEnv, to: &Subscriber, type_: Atom, kind: Kind, name: &Bytes) {
+        let key = if kind == Kind::Pattern {
+            atoms::pattern()
+        } else {
+            atoms::channel()
+        };
+        self.send(env, to, type_, |env| {
+            map(env, [(key, reply::binary(env, name))])
         });
     }
 
-    fn deliver(&self, registry: &Registry<Subscriber>, event: &Event) {
+    fn deliver(&self, inner: &mut Inner, event: &Event) {
+        let Inner { registry, env } = inner;
         match event {
             Event::Message {
                 kind,
                 channel,
                 payload,
             } => {
-                let tag = if *kind == Kind::Shard {
+                let type_ = if *kind == Kind::Shard {
                     atoms::smessage()
                 } else {
                     atoms::message()
                 };
                 for sub in registry.recipients(*kind, channel) {
-                    self.send(sub, tag, |env| {
-                        let channel = reply::binary(env, channel);
+                    self.send(env, sub, type_, |env| {
                         map(
                             env,
-                            &[
-                                (atoms::channel(), channel),
+                            [
+                                (atoms::channel(), reply::binary(env, channel)),
                                 (atoms::payload(), reply::binary(env, payload)),
                             ],
                         )
@@ -149,13 +164,15 @@ impl PubSubRouter {
                 payload,
             } => {
                 for sub in registry.recipients(Kind::Pattern, pattern) {
-                    self.send(sub, atoms::pmessage(), |env| {
-                        let fields = [
-                            (atoms::channel(), reply::binary(env, channel)),
-                            (atoms::pattern(), reply::binary(env, pattern)),
-                            (atoms::payload(), reply::binary(env, payload)),
-                        ];
-                        map(env, &fields)
+                    self.send(env, sub, atoms::pmessage(), |env| {
+                        map(
+                            env,
+                            [
+                                (atoms::channel(), reply::binary(env, channel)),
+                                (atoms::pattern(), reply::binary(env, pattern)),
+                                (atoms::payload(), reply::binary(env, payload)),
+                            ],
+                        )
                     });
                 }
             }
@@ -165,11 +182,11 @@ impl PubSubRouter {
 
     fn send(
         &self,
+        env: &mut OwnedEnv,
         to: &Subscriber,
-        kind: Atom,
+        type_: Atom,
         properties: impl for<'a> FnOnce(Env<'a>) -> Term<'a>,
     ) {
-        let mut env = OwnedEnv::new();
         let _ = env.send_and_clear(&to.pid, |env| {
             let reference = env.binary_to_term(&to.reference).map(|(t, _)| t);
             let reference = reference.unwrap_or_else(|| atoms::nil().encode(env));
@@ -177,7 +194,7 @@ impl PubSubRouter {
                 atoms::redix_pubsub(),
                 self.owner,
                 reference,
-                kind,
+                type_,
                 properties(env),
             )
                 .encode(env)
@@ -186,29 +203,41 @@ impl PubSubRouter {
 }
 
 impl Router for PubSubRouter {
-    fn route(&self, frame: &Frame) -> bool {
+    fn route(&self, frame: &Frame) -> Routed {
         let Some(event) = classify(frame) else {
-            return false;
+            return Routed::NotMine;
         };
-        let mut registry = self.lock();
+        // Everything under the lock: an operation applied meanwhile would send out of order.
+        let mut guard = self.lock();
         if let Event::Subscribed { kind, name } = &event {
+            let Inner { registry, env } = &mut *guard;
             for sub in registry.confirm(*kind, name) {
-                self.notify(&sub, subscribed(*kind), *kind, name);
+                self.notify(env, &sub, subscribed(*kind), *kind, name);
             }
         }
-        self.deliver(&registry, &event);
-        // Keep the lock to the end: an operation applied meanwhile would send out of order.
-        drop(registry);
-        true
+        self.deliver(&mut guard, &event);
+        match event {
+            Event::Subscribed { .. } | Event::Unsubscribed { .. } => Routed::Confirmation,
+            Event::Message { .. } | Event::PMessage { .. } => Routed::Message,
+        }
+    }
+
+    /// Tells the `RedixRs.PubSub` process, which logs it: `{:redix_rs_pubsub_rejected, error}`.
+    fn rejected(&self, error: &Frame) {
+        let mut guard = self.lock();
+        let _ = guard.env.send_and_clear(&self.owner, |env| {
+            (atoms::redix_rs_pubsub_rejected(), reply::frame(env, error)).encode(env)
+        });
     }
 
     /// Each subscriber hears of the disconnection once, however many channels it had.
     fn closed(&self, reason: &Reason) {
-        let registry = self.lock();
+        let mut guard = self.lock();
+        let Inner { registry, env } = &mut *guard;
         for sub in registry.subscribers() {
-            self.send(&sub, atoms::disconnected(), |env| {
+            self.send(env, &sub, atoms::disconnected(), |env| {
                 let error = reply::connection_error(env, reason);
-                map(env, &[(atoms::error(), error)])
+                map(env, [(atoms::error(), error)])
             });
         }
     }
@@ -247,8 +276,9 @@ fn redis_command(action: Action, kind: Kind, names: &[Bytes]) -> BytesMut {
     out
 }
 
-fn map<'a>(env: Env<'a>, fields: &[(Atom, Term<'a>)]) -> Term<'a> {
-    let keys: Vec<Term<'a>> = fields.iter().map(|(k, _)| k.encode(env)).collect();
-    let values: Vec<Term<'a>> = fields.iter().map(|(_, v)| *v).collect();
+/// A map with atom keys, built without allocating.
+fn map<'a, const N: usize>(env: Env<'a>, fields: [(Atom, Term<'a>); N]) -> Term<'a> {
+    let keys = fields.map(|(k, _)| k.encode(env));
+    let values = fields.map(|(_, v)| v);
     Term::map_from_term_arrays(env, &keys, &values).unwrap_or_else(|_| atoms::error().encode(env))
 }

@@ -12,6 +12,6 @@ mod transport;
 
 pub use error::{ConnectError, Reason};
 pub use handshake::handshake;
-pub use multiplexer::{Multiplexer, Router, SubmitError, Waiter};
+pub use multiplexer::{Multiplexer, Routed, Router, SubmitError, Waiter};
 pub use options::{Address, ConnectOptions, TcpOptions};
 pub use transport::{connect, establish, Stream};

@@ -34,10 +34,30 @@ pub trait Waiter: Send + 'static {
 /// Takes the frames that are not replies to a caller (pub/sub messages and confirmations), and hears
 /// when the connection ends. Without a router, only RESP3 push frames are set aside (and dropped).
 pub trait Router: Send + Sync + 'static {
-    /// Returns true when `frame` was consumed (it is then not given to a waiter).
-    fn route(&self, frame: &Frame) -> bool;
+    /// Takes `frame` if it is not a reply to a caller.
+    fn route(&self, frame: &Frame) -> Routed;
+    /// Redis answered a command sent with `submit_unanswered` with an error (a refused SUBSCRIBE).
+    fn rejected(&self, error: &Frame);
     /// The connection ended with `reason`.
     fn closed(&self, reason: &Reason);
+}
+
+/// What a router made of a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Routed {
+    /// Not for the router: a reply to a caller.
+    NotMine,
+    /// An out-of-band message, consumed.
+    Message,
+    /// A confirmation of a command sent with `submit_unanswered`, consumed.
+    Confirmation,
+}
+
+/// An entry of the reply queue: a caller, or a command nobody waits for, which Redis answers with
+/// `confirmations` frames that the router takes, or with one error.
+enum Pending<W> {
+    Waiter(W),
+    Unanswered { confirmations: usize },
 }
 
 /// Why a submission was refused; the waiter is handed back untouched.
@@ -53,7 +73,7 @@ pub enum SubmitError<W, E = std::convert::Infallible> {
 
 struct State<W> {
     out: BytesMut,
-    waiters: VecDeque<W>,
+    waiters: VecDeque<Pending<W>>,
     closed: Option<Reason>,
     close_requested: Option<Reason>,
 }
@@ -133,7 +153,7 @@ impl<W: Waiter> Multiplexer<W> {
         } else {
             st.out.extend_from_slice(&bytes);
         }
-        st.waiters.push_back(waiter);
+        st.waiters.push_back(Pending::Waiter(waiter));
         drop(st);
         if was_empty {
             self.shared.wake_writer.notify_one();
@@ -141,9 +161,15 @@ impl<W: Waiter> Multiplexer<W> {
         Ok(())
     }
 
-    /// Queues bytes whose replies nobody waits for: pub/sub commands, whose confirmations go to the
-    /// router. Subject to the same limit as `submit`.
-    pub fn submit_unanswered(&self, bytes: &[u8]) -> Result<(), SubmitError<()>> {
+    /// Queues a command whose replies nobody waits for: a pub/sub command that Redis confirms with
+    /// `confirmations` frames (one per channel), which go to the router. Its place in the reply queue
+    /// is kept all the same, so that an error Redis sends instead is never taken for a caller's reply.
+    /// Subject to the same limit as `submit`.
+    pub fn submit_unanswered(
+        &self,
+        bytes: &[u8],
+        confirmations: usize,
+    ) -> Result<(), SubmitError<()>> {
         let mut st = self.lock();
         if st.closed.is_some() || st.close_requested.is_some() {
             return Err(SubmitError::Closed(()));
@@ -153,6 +179,7 @@ impl<W: Waiter> Multiplexer<W> {
         }
         let was_empty = st.out.is_empty();
         st.out.extend_from_slice(bytes);
+        st.waiters.push_back(Pending::Unanswered { confirmations });
         drop(st);
         if was_empty {
             self.shared.wake_writer.notify_one();
@@ -180,7 +207,7 @@ impl<W: Waiter> Multiplexer<W> {
             st.out.truncate(before);
             return Err(SubmitError::Full(waiter));
         }
-        st.waiters.push_back(waiter);
+        st.waiters.push_back(Pending::Waiter(waiter));
         drop(st);
         if before == 0 {
             self.shared.wake_writer.notify_one();
@@ -212,7 +239,11 @@ impl<W: Waiter> Multiplexer<W> {
 
     /// Number of waiters queued and not yet answered (for tests and introspection).
     pub fn pending(&self) -> usize {
-        self.lock().waiters.len()
+        let st = self.lock();
+        st.waiters
+            .iter()
+            .filter(|p| matches!(p, Pending::Waiter(_)))
+            .count()
     }
 
     /// Serves the connection until the socket fails or `close` is called; returns why it ended.
@@ -318,7 +349,7 @@ impl<W: Waiter> Multiplexer<W> {
         }
     }
 
-    /// Gives `frame` to the waiter at the head of the queue.
+    /// Gives `frame` to the router or to the waiter at the head of the queue.
     fn dispatch(
         &self,
         frame: Frame,
@@ -326,8 +357,10 @@ impl<W: Waiter> Multiplexer<W> {
         done: &mut Vec<W>,
     ) -> Result<(), Reason> {
         if let Some(router) = &self.shared.router {
-            if router.route(&frame) {
-                return Ok(());
+            match router.route(&frame) {
+                Routed::Message => return Ok(()),
+                Routed::Confirmation => return self.confirmed(),
+                Routed::NotMine => {}
             }
         }
         if matches!(frame, Frame::Push(_)) {
@@ -335,11 +368,14 @@ impl<W: Waiter> Multiplexer<W> {
         }
         let mut waiter = match current.take() {
             Some(w) => w,
-            None => self
-                .lock()
-                .waiters
-                .pop_front()
-                .ok_or(Reason::Atom("unexpected_reply"))?,
+            None => match self.lock().waiters.pop_front() {
+                Some(Pending::Waiter(w)) => w,
+                Some(Pending::Unanswered { .. }) if frame.is_error() => {
+                    self.rejected(&frame);
+                    return Ok(());
+                }
+                _ => return Err(Reason::Atom("unexpected_reply")),
+            },
         };
         if waiter.reply(frame) {
             done.push(waiter);
@@ -347,6 +383,28 @@ impl<W: Waiter> Multiplexer<W> {
             *current = Some(waiter);
         }
         Ok(())
+    }
+
+    /// One confirmation of the unanswered command at the head of the queue.
+    fn confirmed(&self) -> Result<(), Reason> {
+        let mut st = self.lock();
+        match st.waiters.front_mut() {
+            Some(Pending::Unanswered { confirmations }) if *confirmations > 1 => {
+                *confirmations -= 1
+            }
+            Some(Pending::Unanswered { .. }) => {
+                st.waiters.pop_front();
+            }
+            // A confirmation with no command to match means replies and commands are out of step.
+            _ => return Err(Reason::Atom("unexpected_reply")),
+        }
+        Ok(())
+    }
+
+    fn rejected(&self, error: &Frame) {
+        if let Some(router) = &self.shared.router {
+            router.rejected(error);
+        }
     }
 
     /// Marks the connection closed and fails every waiter, the one mid-reply first (it was oldest).
@@ -357,9 +415,16 @@ impl<W: Waiter> Multiplexer<W> {
             st.out.clear();
             std::mem::take(&mut st.waiters)
         };
+        let queued = waiters.into_iter().filter_map(|p| match p {
+            Pending::Waiter(w) => Some(w),
+            Pending::Unanswered { .. } => None,
+        });
         current
             .into_iter()
-            .chain(waiters)
+            .chain(queued)
             .for_each(|w| w.fail(reason));
+        if let Some(router) = &self.shared.router {
+            router.closed(reason);
+        }
     }
 }
