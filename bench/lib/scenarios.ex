@@ -11,6 +11,7 @@ defmodule RedixRs.Bench.Scenarios do
     conn = Clients.connect(:redix_rs, port)
     RedixRs.command!(conn, ["SET", "bench:32", @value])
     RedixRs.command!(conn, ["SET", "bench:16k", :binary.copy("x", 16 * 1024)])
+    RedixRs.command!(conn, ["SET", "bench:1m", :binary.copy("y", 1024 * 1024)])
     RedixRs.stop(conn)
   end
 
@@ -70,6 +71,50 @@ defmodule RedixRs.Bench.Scenarios do
 
     Clients.stop(client, conn)
     %{result | ops: batches * size}
+  end
+
+  @doc "e: one process, 10,000 sequential GETs of a 16 KiB value."
+  def get_16k(client, port), do: sequential_get(client, port, 10_000, "bench:16k")
+
+  @doc "g: one process, 500 sequential GETs of a 1 MiB value."
+  def get_1m(client, port), do: sequential_get(client, port, 500, "bench:1m")
+
+  @doc """
+  m: a `noreply_pipeline` of 1,000,000 SETs; returns the growth of `:erlang.memory(:total)` and of the
+  OS process's RSS while it runs, beyond the command list (built before measuring).
+  """
+  def noreply_memory(port, n \\ 1_000_000) do
+    {:ok, conn} = RedixRs.start_link(port: port, sync_connect: true)
+    commands = for i <- 1..n, do: ["SET", "bench:m:#{i}", "v"]
+    :erlang.garbage_collect()
+    before = {:erlang.memory(:total), rss()}
+    sampler = Task.async(fn -> sample_peak(before, self()) end)
+    t0 = System.monotonic_time(:microsecond)
+    :ok = RedixRs.noreply_pipeline(conn, commands, timeout: 120_000)
+    micros = System.monotonic_time(:microsecond) - t0
+    send(sampler.pid, :stop)
+    {peak_beam, peak_rss} = Task.await(sampler)
+    RedixRs.stop(conn)
+
+    %{
+      ops: n,
+      micros: micros,
+      beam_growth: peak_beam - elem(before, 0),
+      rss_growth: peak_rss - elem(before, 1)
+    }
+  end
+
+  defp sample_peak({beam, rss}, _parent) do
+    receive do
+      :stop -> {max(beam, :erlang.memory(:total)), max(rss, rss())}
+    after
+      5 -> sample_peak({max(beam, :erlang.memory(:total)), max(rss, rss())}, nil)
+    end
+  end
+
+  defp rss do
+    [_, kb] = Regex.run(~r/VmRSS:\s+(\d+) kB/, File.read!("/proc/self/status"))
+    String.to_integer(kb) * 1024
   end
 
   defp time_one(fun) do
