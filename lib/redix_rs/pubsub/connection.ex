@@ -24,6 +24,8 @@ defmodule RedixRs.PubSub.Connection do
     # pid => monitor ref (the `ref` of Redix's messages)
     subscribers: %{},
     pings: %{},
+    # id => handle of ended connections whose last messages (`:disconnected`) are still to be sent
+    draining: %{},
     connected_before: false
   ]
 
@@ -106,6 +108,20 @@ defmodule RedixRs.PubSub.Connection do
   def handle_info({:redix_rs_native, _stale_id, _event}, state), do: {:noreply, state}
   def handle_info(:reconnect, state), do: {:noreply, start_attempt(state)}
 
+  # The native side queued messages for subscribers: send them (from this process, a batch at a time).
+  def handle_info({:redix_rs_pubsub_drain, id}, state) do
+    handle = if id == state.id, do: state.handle, else: state.draining[id]
+
+    case handle && Native.pubsub_drain(handle) do
+      :more ->
+        send(self(), {:redix_rs_pubsub_drain, id})
+        {:noreply, state}
+
+      _done_or_gone ->
+        {:noreply, %{state | draining: Map.delete(state.draining, id)}}
+    end
+  end
+
   def handle_info({ref, :ok, [id]}, %{client_id_ref: ref} = state) do
     {:noreply, %{state | client_id: id, client_id_ref: nil}}
   end
@@ -163,7 +179,8 @@ defmodule RedixRs.PubSub.Connection do
     error = %ConnectionError{reason: reason}
     Connector.emit(:disconnection, state.opts, %{reason: error})
     Enum.each(state.pings, fn {_, from} -> GenServer.reply(from, {:error, error}) end)
-    state = %{state | handle: nil, client_id: nil, pings: %{}}
+    draining = Map.put(state.draining, state.id, state.handle)
+    state = %{state | handle: nil, client_id: nil, pings: %{}, draining: draining}
 
     if state.opts[:exit_on_disconnection] do
       {:stop, error, state}

@@ -35,4 +35,7 @@ rustler::atoms! {
     punsubscribed,
     sunsubscribed,
     redix_rs_pubsub_rejected,
+    redix_rs_pubsub_drain,
+    more,
+    done,
 }

@@ -21,8 +21,14 @@ pub struct ConnectionHandle {
     pub mux: Multiplexer<ReplyWaiter>,
     /// Tags the lifecycle messages sent to the owner, so a stale connection's events can be told apart.
     pub id: u64,
-    /// Pub/sub operations, applied in order by a task of this connection (pub/sub connections only).
-    pub pubsub_ops: Option<UnboundedSender<Op>>,
+    /// The pub/sub side (pub/sub connections only).
+    pub pubsub: Option<PubSubSide>,
+}
+
+/// Operations queued for the connection's op task, and the router whose outbox the owner drains.
+pub struct PubSubSide {
+    pub ops: UnboundedSender<Op>,
+    pub router: Arc<PubSubRouter>,
 }
 
 impl ConnectionHandle {
@@ -31,28 +37,19 @@ impl ConnectionHandle {
         ConnectionHandle {
             mux: Multiplexer::new(max_queued_bytes),
             id: next_id(),
-            pubsub_ops: None,
+            pubsub: None,
         }
     }
 
     /// A pub/sub connection owned by `owner` (the `RedixRs.PubSub` process); returns the handle and the
     /// receiving end of its operation queue, to be drained by `run_pubsub_ops`.
-    pub fn pubsub(
-        max_queued_bytes: usize,
-        owner: LocalPid,
-    ) -> (Self, Arc<PubSubRouter>, UnboundedReceiver<Op>) {
-        let router = Arc::new(PubSubRouter::new(owner));
+    pub fn pubsub(max_queued_bytes: usize, owner: LocalPid) -> (Self, UnboundedReceiver<Op>) {
+        let id = next_id();
+        let router = Arc::new(PubSubRouter::new(owner, id));
         let mux = Multiplexer::with_router(max_queued_bytes, router.clone());
-        let (tx, rx) = unbounded_channel();
-        (
-            ConnectionHandle {
-                mux,
-                id: next_id(),
-                pubsub_ops: Some(tx),
-            },
-            router,
-            rx,
-        )
+        let (ops, rx) = unbounded_channel();
+        let pubsub = Some(PubSubSide { ops, router });
+        (ConnectionHandle { mux, id, pubsub }, rx)
     }
 }
 

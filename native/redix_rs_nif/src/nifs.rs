@@ -23,8 +23,10 @@ fn connect<'a>(env: Env<'a>, config: Term<'a>, owner: LocalPid) -> NifResult<Ter
     let config = config::decode(config)?;
     let runtime = runtime::get().map_err(|e| Error::Term(Box::new(e)))?;
     let handle = if config.pubsub {
-        let (handle, router, ops) = ConnectionHandle::pubsub(config.max_queued_bytes, owner);
-        runtime.spawn(run_pubsub_ops(router, handle.mux.clone(), ops));
+        let (handle, ops) = ConnectionHandle::pubsub(config.max_queued_bytes, owner);
+        if let Some(side) = &handle.pubsub {
+            runtime.spawn(run_pubsub_ops(side.router.clone(), handle.mux.clone(), ops));
+        }
         ResourceArc::new(handle)
     } else {
         ResourceArc::new(ConnectionHandle::new(config.max_queued_bytes))
@@ -113,7 +115,7 @@ fn pubsub_op<'a>(
     reference: Term<'a>,
     redis_names: Vec<Binary<'a>>,
 ) -> NifResult<rustler::Atom> {
-    let Some(ops) = &handle.pubsub_ops else {
+    let Some(side) = &handle.pubsub else {
         return Err(Error::BadArg);
     };
     let action = match action.atom_to_string()?.as_str() {
@@ -142,8 +144,22 @@ fn pubsub_op<'a>(
             .collect(),
     };
     // The receiver lives as long as the handle: a send can only fail while it is being dropped.
-    let _ = ops.send(op);
+    let _ = side.ops.send(op);
     Ok(atoms::ok())
+}
+
+/// Sends queued pub/sub messages to their subscribers from the calling process (the `RedixRs.PubSub`
+/// process, woken by `{:redix_rs_pubsub_drain, id}`): `:done`, or `:more` when it should call again.
+#[rustler::nif]
+fn pubsub_drain(env: Env<'_>, handle: ResourceArc<ConnectionHandle>) -> NifResult<rustler::Atom> {
+    let Some(side) = &handle.pubsub else {
+        return Err(Error::BadArg);
+    };
+    Ok(if side.router.drain(env) {
+        atoms::more()
+    } else {
+        atoms::done()
+    })
 }
 
 /// Called by a caller that timed out: `:cancelled` when its answer will never be sent, `:sent` when it
