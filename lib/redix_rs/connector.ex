@@ -56,7 +56,9 @@ defmodule RedixRs.Connector do
       client_name: opts[:client_name],
       timeout: if(opts[:timeout] == :infinity, do: @forever_ms, else: opts[:timeout]),
       max_queued_bytes: opts[:write_queue_limit],
-      pubsub: mode == :pubsub
+      pubsub: mode == :pubsub,
+      # With exit_on_disconnection the process exits instead, and subscribers are not told (Redix).
+      notify_disconnection: not opts[:exit_on_disconnection]
     })
   end
 

@@ -24,6 +24,8 @@ defmodule RedixRs.PubSub.Connection do
     # pid => monitor ref (the `ref` of Redix's messages)
     subscribers: %{},
     pings: %{},
+    # {:ping | :client_id, from}: calls made while connecting, or before the client id arrived
+    waiting: [],
     # id => handle of ended connections whose last messages (`:disconnected`) are still to be sent
     draining: %{},
     connected_before: false
@@ -80,24 +82,29 @@ defmodule RedixRs.PubSub.Connection do
     {:reply, :ok, forget_if_idle(state, pid)}
   end
 
-  def handle_call(:get_client_id, _from, state) do
-    reply =
-      cond do
-        state.status != :connected -> {:error, %ConnectionError{reason: :closed}}
-        is_integer(state.client_id) -> {:ok, state.client_id}
-        true -> {:error, %ConnectionError{reason: :client_id_not_stored}}
-      end
+  def handle_call(:get_client_id, from, state) do
+    cond do
+      state.status == :connected and is_integer(state.client_id) ->
+        {:reply, {:ok, state.client_id}, state}
 
-    {:reply, reply, state}
+      state.status == :connecting or (state.status == :connected and state.client_id_ref != nil) ->
+        {:noreply, %{state | waiting: [{:client_id, from} | state.waiting]}}
+
+      state.status == :connected ->
+        {:reply, {:error, %ConnectionError{reason: :client_id_not_stored}}, state}
+
+      true ->
+        {:reply, {:error, %ConnectionError{reason: :closed}}, state}
+    end
   end
 
+  # As with commands on a `RedixRs` connection, a ping made while connecting waits for it (bounded by
+  # the caller's timeout).
   def handle_call(:ping, from, state) do
-    with :connected <- state.status,
-         ref = make_ref(),
-         {:ok, _token} <- Native.submit(state.handle, ref, [["PING"]], :pipeline) do
-      {:noreply, %{state | pings: Map.put(state.pings, ref, from)}}
-    else
-      _ -> {:reply, {:error, %ConnectionError{reason: :closed}}, state}
+    case state.status do
+      :connected -> {:noreply, ping(state, from)}
+      :connecting -> {:noreply, %{state | waiting: [{:ping, from} | state.waiting]}}
+      :backoff -> {:reply, {:error, %ConnectionError{reason: :closed}}, state}
     end
   end
 
@@ -122,8 +129,8 @@ defmodule RedixRs.PubSub.Connection do
     end
   end
 
-  def handle_info({ref, :ok, [id]}, %{client_id_ref: ref} = state) do
-    {:noreply, %{state | client_id: id, client_id_ref: nil}}
+  def handle_info({ref, result, reply}, %{client_id_ref: ref} = state) do
+    {:noreply, client_id_arrived(state, result, reply)}
   end
 
   def handle_info({ref, result, _}, state) when is_map_key(state.pings, ref) do
@@ -161,7 +168,7 @@ defmodule RedixRs.PubSub.Connection do
 
     receive do
       {:redix_rs_native, id, :connected} when id == state.id ->
-        {:ok, connected(state)}
+        {:ok, state |> connected() |> await_client_id(timeout)}
 
       {:redix_rs_native, id, {:connect_failed, reason}} when id == state.id ->
         error = %ConnectionError{reason: reason}
@@ -179,6 +186,7 @@ defmodule RedixRs.PubSub.Connection do
     error = %ConnectionError{reason: reason}
     Connector.emit(:disconnection, state.opts, %{reason: error})
     Enum.each(state.pings, fn {_, from} -> GenServer.reply(from, {:error, error}) end)
+    state = answer_waiting(state, :all, {:error, %ConnectionError{reason: :closed}})
     draining = Map.put(state.draining, state.id, state.handle)
     state = %{state | handle: nil, client_id: nil, pings: %{}, draining: draining}
 
@@ -198,7 +206,57 @@ defmodule RedixRs.PubSub.Connection do
   # As in Redix, failed attempts keep being retried even with `exit_on_disconnection`.
   defp handle_event({:connect_failed, reason}, state) do
     Connector.emit(:failed_connection, state.opts, %{reason: %ConnectionError{reason: reason}})
+    state = answer_waiting(state, :all, {:error, %ConnectionError{reason: :closed}})
     {:noreply, schedule_reconnect(%{state | handle: nil})}
+  end
+
+  # With sync_connect, the client id is there when start_link returns.
+  defp await_client_id(%{client_id_ref: nil} = state, _timeout), do: state
+
+  defp await_client_id(%{client_id_ref: ref} = state, timeout) do
+    receive do
+      {^ref, result, reply} -> client_id_arrived(state, result, reply)
+    after
+      timeout -> state
+    end
+  end
+
+  defp client_id_arrived(state, result, reply) do
+    {client_id, answer} =
+      case {result, reply} do
+        {:ok, [id]} when is_integer(id) -> {id, {:ok, id}}
+        _ -> {nil, {:error, %ConnectionError{reason: :client_id_not_stored}}}
+      end
+
+    state = %{state | client_id: client_id, client_id_ref: nil}
+    answer_waiting(state, :client_id, answer)
+  end
+
+  defp ping(state, from) do
+    ref = make_ref()
+
+    case Native.submit(state.handle, ref, [["PING"]], :pipeline) do
+      {:ok, _token} ->
+        %{state | pings: Map.put(state.pings, ref, from)}
+
+      {:error, _} ->
+        GenServer.reply(from, {:error, %ConnectionError{reason: :closed}})
+        state
+    end
+  end
+
+  # Answers the waiting calls of `kind` (or all, with `:all`) with `reply`; a ping waiting for a
+  # connection that is now up is sent instead.
+  defp answer_waiting(state, kind, reply) do
+    {answered, waiting} =
+      Enum.split_with(state.waiting, fn {k, _} -> kind == :all or k == kind end)
+
+    state = %{state | waiting: waiting}
+
+    Enum.reduce(Enum.reverse(answered), state, fn
+      {:ping, from}, state when reply == :connected -> ping(state, from)
+      {_, from}, state -> GenServer.reply(from, reply) && state
+    end)
   end
 
   defp connected(state) do
@@ -206,7 +264,16 @@ defmodule RedixRs.PubSub.Connection do
     state = %{state | status: :connected, backoff: nil, connected_before: true}
     state = fetch_client_id(state)
     resubscribe(state)
-    state
+    state = answer_waiting(state, :ping, :connected)
+
+    if state.client_id_ref,
+      do: state,
+      else:
+        answer_waiting(
+          state,
+          :client_id,
+          {:error, %ConnectionError{reason: :client_id_not_stored}}
+        )
   end
 
   defp fetch_client_id(%{opts: opts} = state) do

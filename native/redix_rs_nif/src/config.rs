@@ -14,6 +14,9 @@ pub struct NativeConfig {
     pub max_queued_bytes: usize,
     /// A `RedixRs.PubSub` connection (its frames go through the pub/sub router).
     pub pubsub: bool,
+    /// Whether subscribers get `:disconnected` when the connection ends (not with
+    /// `exit_on_disconnection`, as in Redix).
+    pub notify_disconnection: bool,
 }
 
 pub fn decode(map: Term<'_>) -> NifResult<NativeConfig> {
@@ -38,10 +41,12 @@ pub fn decode(map: Term<'_>) -> NifResult<NativeConfig> {
     };
     let max_queued_bytes = get("max_queued_bytes")?.decode()?;
     let pubsub = get("pubsub")?.decode()?;
+    let notify_disconnection = get("notify_disconnection")?.decode()?;
     Ok(NativeConfig {
         connect,
         max_queued_bytes,
         pubsub,
+        notify_disconnection,
     })
 }
 

@@ -43,9 +43,13 @@ impl ConnectionHandle {
 
     /// A pub/sub connection owned by `owner` (the `RedixRs.PubSub` process); returns the handle and the
     /// receiving end of its operation queue, to be drained by `run_pubsub_ops`.
-    pub fn pubsub(max_queued_bytes: usize, owner: LocalPid) -> (Self, UnboundedReceiver<Op>) {
+    pub fn pubsub(
+        max_queued_bytes: usize,
+        owner: LocalPid,
+        notify_disconnection: bool,
+    ) -> (Self, UnboundedReceiver<Op>) {
         let id = next_id();
-        let router = Arc::new(PubSubRouter::new(owner, id));
+        let router = Arc::new(PubSubRouter::new(owner, id, notify_disconnection));
         let mux = Multiplexer::with_router(max_queued_bytes, router.clone());
         let (ops, rx) = unbounded_channel();
         let pubsub = Some(PubSubSide { ops, router });

@@ -23,7 +23,8 @@ fn connect<'a>(env: Env<'a>, config: Term<'a>, owner: LocalPid) -> NifResult<Ter
     let config = config::decode(config)?;
     let runtime = runtime::get().map_err(|e| Error::Term(Box::new(e)))?;
     let handle = if config.pubsub {
-        let (handle, ops) = ConnectionHandle::pubsub(config.max_queued_bytes, owner);
+        let (handle, ops) =
+            ConnectionHandle::pubsub(config.max_queued_bytes, owner, config.notify_disconnection);
         if let Some(side) = &handle.pubsub {
             runtime.spawn(run_pubsub_ops(side.router.clone(), handle.mux.clone(), ops));
         }

@@ -67,6 +67,8 @@ pub struct PubSubRouter {
     owner: LocalPid,
     /// The connection's id, so the owner knows which handle to drain.
     id: u64,
+    /// Whether subscribers are told `:disconnected` when the connection ends.
+    notify_disconnection: bool,
     inner: Mutex<Inner>,
 }
 
@@ -106,7 +108,7 @@ enum Props {
 const DRAIN_BATCH: usize = 1_000;
 
 impl PubSubRouter {
-    pub fn new(owner: LocalPid, id: u64) -> Self {
+    pub fn new(owner: LocalPid, id: u64, notify_disconnection: bool) -> Self {
         let inner = Inner {
             registry: Registry::default(),
             outbox: VecDeque::new(),
@@ -115,6 +117,7 @@ impl PubSubRouter {
         PubSubRouter {
             owner,
             id,
+            notify_disconnection,
             inner: Mutex::new(inner),
         }
     }
@@ -282,6 +285,9 @@ impl Router for PubSubRouter {
 
     /// Each subscriber hears of the disconnection once, however many channels it had.
     fn closed(&self, reason: &Reason) {
+        if !self.notify_disconnection {
+            return;
+        }
         let mut inner = self.lock();
         for sub in inner.registry.subscribers() {
             let props = Arc::new(Props::Disconnected(reason.clone()));
