@@ -2,6 +2,8 @@
 # It grows with the features: commands and pipelines now.
 
 defmodule Tour do
+  @compile {:no_warn_undefined, :eredis}
+
   def say(text), do: IO.puts(IO.ANSI.format([:cyan, "==> ", :reset, text]))
   def show(label, value), do: IO.puts("    #{label} #{inspect(value)}")
 
@@ -41,6 +43,17 @@ defmodule Tour do
       {:ok, s} -> :gen_tcp.close(s)
       _ -> Process.sleep(50) && wait_until_up(port, tries - 1)
     end
+  end
+
+  def speed(get) do
+    {micros, _} =
+      :timer.tc(fn ->
+        1..200
+        |> Enum.map(fn _ -> Task.async(fn -> for _ <- 1..200, do: {:ok, _} = get.() end) end)
+        |> Task.await_many(60_000)
+      end)
+
+    round(40_000 / (micros / 1_000_000))
   end
 
   def run(port) do
@@ -111,6 +124,41 @@ defmodule Tour do
 
     show("replies:", length(replies))
     show("milliseconds:", div(micros, 1_000))
+
+    say("Transactions: MULTI ... EXEC in one write")
+
+    show(
+      ~s|transaction_pipeline(:redix, [["SET", "t", "1"], ["INCR", "t"]]) =>|,
+      RedixRs.transaction_pipeline(:redix, [["SET", "t", "1"], ["INCR", "t"]])
+    )
+
+    say("Fire and forget: noreply_pipeline (CLIENT REPLY OFF ... ON)")
+
+    show(
+      ~s|noreply_pipeline(:redix, [["SET", "quiet", "yes"]]) =>|,
+      RedixRs.noreply_pipeline(:redix, [["SET", "quiet", "yes"]])
+    )
+
+    say("Pub/sub: messages go from Rust straight to the subscriber process")
+    {:ok, pubsub} = RedixRs.PubSub.start_link(port: port, sync_connect: true)
+    {:ok, ref} = RedixRs.PubSub.subscribe(pubsub, "news", self())
+    receive do: ({:redix_pubsub, ^pubsub, ^ref, :subscribed, props} -> show(":subscribed", props))
+    RedixRs.command!(:redix, ["PUBLISH", "news", "hello"])
+    receive do: ({:redix_pubsub, ^pubsub, ^ref, :message, props} -> show(":message", props))
+    RedixRs.PubSub.stop(pubsub)
+
+    say("A quick side-by-side: 200 processes x 200 GET on ONE connection")
+    show("redix_rs GET/s:", speed(fn -> RedixRs.command(:redix, ["GET", "greeting"]) end))
+
+    if Code.ensure_loaded?(:eredis) do
+      {:ok, eredis} = :eredis.start_link(~c"127.0.0.1", port)
+      show("eredis   GET/s:", speed(fn -> :eredis.q(eredis, ["GET", "greeting"]) end))
+    else
+      show(
+        "eredis:",
+        "not installed (apt-get install erlang-redis-client); `make bench` has the full comparison"
+      )
+    end
 
     say("Timeouts are per call")
 
