@@ -21,7 +21,12 @@ defmodule Mix.Tasks.Compile.RedixRsNative do
     if stale?(dest, marker, profile) do
       build(profile)
       File.mkdir_p!(dest_dir)
-      File.cp!(built_library(profile), dest)
+
+      # Copy then rename: a VM that has the old library loaded keeps its (unlinked) file intact, where
+      # overwriting it in place would crash that VM.
+      tmp = dest <> ".tmp"
+      File.cp!(built_library(profile), tmp)
+      File.rename!(tmp, dest)
       File.write!(marker, profile)
       :ok
     else

@@ -69,6 +69,9 @@ defmodule RedixRs.Call do
     end
   end
 
+  # `timeout: 0` always times out, as in Redix, even if the reply is already in the mailbox.
+  defp await(ref, token, _owner, 0), do: timed_out(ref, token)
+
   defp await(ref, token, owner, timeout) do
     receive do
       {^ref, :ok, replies} -> {:ok, replies}
