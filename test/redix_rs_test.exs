@@ -220,6 +220,28 @@ defmodule RedixRsTest do
       assert :ok = RedixRs.stop(global)
     end
 
+    test "hibernate_after, spawn_opt and debug reach the connection process" do
+      {:ok, c} =
+        RedixRs.start_link(
+          port: Servers.port(),
+          sync_connect: true,
+          hibernate_after: 10,
+          spawn_opt: [min_heap_size: 4_096],
+          debug: [:statistics]
+        )
+
+      assert {:min_heap_size, heap} = Process.info(c, :min_heap_size)
+      assert heap >= 4_096
+      assert {:ok, _stats} = :sys.statistics(c, :get)
+
+      assert eventually(fn ->
+               Process.info(c, :current_function) == {:current_function, {:erlang, :hibernate, 3}}
+             end)
+
+      # Commands do not go through the process: a hibernating connection serves them all the same.
+      assert {:ok, "PONG"} = RedixRs.command(c, ["PING"])
+    end
+
     test "child_spec/1 accepts options, a URI, or {uri, options}" do
       assert %{id: RedixRs, start: {RedixRs, :start_link, ["redis://h"]}} =
                RedixRs.child_spec("redis://h")
