@@ -35,50 +35,45 @@ defmodule RedixRs.Call do
     end
   end
 
-  # The hot path: one NIF call to encode and queue, then a receive on a fresh reference.
+  # The hot path: one NIF call to encode and queue (a second, on a dirty scheduler, for large input),
+  # then a receive on a reference made in this same function, so the receive skips older messages.
   defp submit(handle, owner, commands, kind, timeout, attempt) do
     ref = make_ref()
 
-    case Native.submit(handle, ref, commands, kind) do
-      {:ok, token} ->
-        await(ref, token, owner, timeout)
+    submitted =
+      case Native.submit(handle, ref, commands, kind) do
+        :dirty -> Native.submit_dirty(handle, ref, commands, kind)
+        other -> other
+      end
 
-      :dirty ->
-        submit_dirty(handle, owner, ref, commands, kind, timeout)
+    case submitted do
+      # `timeout: 0` always times out, as in Redix, even if the reply is already in the mailbox.
+      {:ok, token} when timeout == 0 ->
+        timed_out(ref, token)
+
+      {:ok, token} ->
+        receive do
+          {^ref, :ok, replies} ->
+            {:ok, replies}
+
+          {^ref, :error, :owner_down} ->
+            exit({:redix_exited_during_call, Handles.exit_reason(owner)})
+
+          {^ref, :error, _reason} ->
+            {:error, %ConnectionError{reason: :disconnected}}
+        after
+          timeout -> timed_out(ref, token)
+        end
 
       :normalize when attempt == :fast ->
         commands = Command.normalize_pipeline!(commands)
         submit(handle, owner, commands, kind, timeout, :normalized)
 
-      {:error, reason} ->
-        {:error, %ConnectionError{reason: refusal(reason)}}
-    end
-  end
-
-  defp submit_dirty(handle, owner, ref, commands, kind, timeout) do
-    case Native.submit_dirty(handle, ref, commands, kind) do
-      {:ok, token} ->
-        await(ref, token, owner, timeout)
-
       :normalize ->
-        commands = Command.normalize_pipeline!(commands)
-        submit(handle, owner, commands, kind, timeout, :normalized)
+        raise ArgumentError, "invalid Redis commands: #{inspect(commands)}"
 
       {:error, reason} ->
         {:error, %ConnectionError{reason: refusal(reason)}}
-    end
-  end
-
-  # `timeout: 0` always times out, as in Redix, even if the reply is already in the mailbox.
-  defp await(ref, token, _owner, 0), do: timed_out(ref, token)
-
-  defp await(ref, token, owner, timeout) do
-    receive do
-      {^ref, :ok, replies} -> {:ok, replies}
-      {^ref, :error, :owner_down} -> exit({:redix_exited_during_call, Handles.exit_reason(owner)})
-      {^ref, :error, _reason} -> {:error, %ConnectionError{reason: :disconnected}}
-    after
-      timeout -> timed_out(ref, token)
     end
   end
 

@@ -8,8 +8,6 @@ defmodule RedixRs.Connection do
 
   alias RedixRs.{ConnectionError, Connector, Handles, Native}
 
-  @gen_opts [:name, :hibernate_after, :spawn_opt, :debug]
-
   defstruct [
     :opts,
     :handle,
@@ -22,10 +20,7 @@ defmodule RedixRs.Connection do
     connected_before: false
   ]
 
-  def start_link(opts) do
-    gen_opts = for {key, value} <- Keyword.take(opts, @gen_opts), value != nil, do: {key, value}
-    GenServer.start_link(__MODULE__, opts, gen_opts)
-  end
+  def start_link(opts), do: Connector.start_link(__MODULE__, opts)
 
   @impl true
   def init(opts) do
@@ -87,19 +82,9 @@ defmodule RedixRs.Connection do
   defp connect_synchronously(state) do
     state = start_attempt(state)
 
-    timeout =
-      if state.opts[:timeout] == :infinity, do: :infinity, else: state.opts[:timeout] + 1_000
-
-    receive do
-      {:redix_rs_native, id, :connected} when id == state.id ->
-        {:ok, connected(state)}
-
-      {:redix_rs_native, id, {:connect_failed, reason}} when id == state.id ->
-        error = %ConnectionError{reason: reason}
-        Connector.emit(:failed_connection, state.opts, %{reason: error})
-        {:stop, error}
-    after
-      timeout -> {:stop, %ConnectionError{reason: :timeout}}
+    case Connector.await_connection(state.id, state.opts) do
+      :connected -> {:ok, connected(state)}
+      {:error, error} -> {:stop, error}
     end
   end
 
@@ -156,9 +141,7 @@ defmodule RedixRs.Connection do
   end
 
   defp schedule_reconnect(state) do
-    backoff = Connector.next_backoff(state.backoff, state.opts)
-    Process.send_after(self(), :reconnect, backoff)
-    %{state | status: :backoff, backoff: backoff}
+    %{state | status: :backoff, backoff: Connector.schedule_reconnect(state.backoff, state.opts)}
   end
 
   # Remote callers: this process submits for them and forwards the answer.

@@ -9,6 +9,42 @@ defmodule RedixRs.Connector do
   # `:infinity` as a connect timeout: one day is as good as forever for the native side.
   @forever_ms 86_400_000
 
+  @gen_opts [:name, :hibernate_after, :spawn_opt, :debug]
+
+  @doc "Starts `module` (a connection GenServer) with the GenServer options among `opts`."
+  def start_link(module, opts) do
+    gen_opts = for {key, value} <- Keyword.take(opts, @gen_opts), value != nil, do: {key, value}
+    GenServer.start_link(module, opts, gen_opts)
+  end
+
+  @doc """
+  For `sync_connect`: waits, in `init/1`, for the attempt `id` to end. Returns `:connected` or
+  `{:error, %RedixRs.ConnectionError{}}` (after emitting `[:redix_rs, :failed_connection]`).
+  """
+  def await_connection(id, opts) do
+    # The native side bounds the attempt by :timeout; the margin only guards against a lost event.
+    timeout = if opts[:timeout] == :infinity, do: :infinity, else: opts[:timeout] + 1_000
+
+    receive do
+      {:redix_rs_native, ^id, :connected} ->
+        :connected
+
+      {:redix_rs_native, ^id, {:connect_failed, reason}} ->
+        error = %RedixRs.ConnectionError{reason: reason}
+        emit(:failed_connection, opts, %{reason: error})
+        {:error, error}
+    after
+      timeout -> {:error, %RedixRs.ConnectionError{reason: :timeout}}
+    end
+  end
+
+  @doc "Schedules `:reconnect` to the calling process after the next backoff; returns that backoff."
+  def schedule_reconnect(previous_backoff, opts) do
+    backoff = next_backoff(previous_backoff, opts)
+    Process.send_after(self(), :reconnect, backoff)
+    backoff
+  end
+
   @doc "Starts a connection attempt owned by the calling process; returns `{handle, id}`."
   def connect(opts, mode) when mode in [:plain, :pubsub] do
     {:ok, handle, id} = RedixRs.Native.connect(native_config(opts, mode), self())
