@@ -7,7 +7,7 @@ defmodule RedixRs.NoreplyTransactionTest do
   # Some tests stop the connections they start (and a paused server makes a connection wait).
   @moduletag :capture_log
 
-  alias RedixRs.{ConnectionError, Error}
+  alias RedixRs.Error
   alias RedixRs.Test.{RedisServer, Servers}
 
   setup do
@@ -289,13 +289,6 @@ defmodule RedixRs.NoreplyTransactionTest do
     end
   end
 
-  defp counter(conn, key) do
-    case RedixRs.command(conn, ["GET", key]) do
-      {:ok, nil} -> 0
-      {:ok, value} -> String.to_integer(value)
-    end
-  end
-
   describe "write_queue_limit" do
     test "a single submission larger than the limit is accepted when nothing is queued", %{
       prefix: p
@@ -312,6 +305,14 @@ defmodule RedixRs.NoreplyTransactionTest do
       assert :ok = RedixRs.noreply_pipeline(c, commands)
       assert {:ok, ["OK" | _]} = RedixRs.transaction_pipeline(c, commands)
       assert {:ok, "value-500"} = RedixRs.command(c, ["GET", "#{p}500"])
+    end
+  end
+
+  # The integer value of a counter key (0 when it does not exist).
+  defp counter(conn, key) do
+    case RedixRs.command(conn, ["GET", key]) do
+      {:ok, nil} -> 0
+      {:ok, value} -> String.to_integer(value)
     end
   end
 end
