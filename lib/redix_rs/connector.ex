@@ -90,6 +90,7 @@ defmodule RedixRs.Connector do
       password: resolve_password(opts[:password]),
       database: opts[:database] && Integer.to_string(opts[:database]),
       client_name: opts[:client_name],
+      protocol: opts[:protocol],
       timeout: if(opts[:timeout] == :infinity, do: @forever_ms, else: opts[:timeout]),
       max_queued_bytes: opts[:write_queue_limit],
       pubsub: mode == :pubsub,

@@ -32,6 +32,14 @@ defmodule RedixRs.Options do
       default: nil,
       doc: "a name sent with `CLIENT SETNAME` after connecting (shown by `CLIENT LIST`)"
     ],
+    protocol: [
+      type: :protocol,
+      default: :resp2,
+      doc:
+        "`:resp2` (Redix's replies) or `:resp3` (`HELLO 3`, Redis 6+): maps become maps, doubles " <>
+          "floats (`:infinity`, `:negative_infinity`, `:nan`), booleans `true`/`false`, big numbers " <>
+          "integers, sets lists; push frames never reach callers"
+    ],
     timeout: [
       type: :timeout,
       default: 5_000,
@@ -193,6 +201,8 @@ defmodule RedixRs.Options do
   defp valid(:non_neg_integer, _), do: {:error, "a non-negative integer"}
   defp valid(:pos_integer, n) when is_integer(n) and n > 0, do: {:ok, n}
   defp valid(:pos_integer, _), do: {:error, "a positive integer"}
+  defp valid(:protocol, protocol) when protocol in [:resp2, :resp3], do: {:ok, protocol}
+  defp valid(:protocol, _), do: {:error, ":resp2 or :resp3"}
   defp valid(:ssl, false), do: {:ok, false}
 
   defp valid(:ssl, _),

@@ -2,8 +2,10 @@
 //!
 //! * [`resp`]: the RESP2/RESP3 frame type, the incremental parser and command encoding.
 //! * [`conn`]: one connection: transport, handshake and the multiplexer shared by many callers.
+//! * [`etf`]: big integers in the Erlang external term format (RESP3 big numbers).
 //! * [`pubsub`]: recognising pub/sub frames and routing them to subscribers.
 
 pub mod conn;
+pub mod etf;
 pub mod pubsub;
 pub mod resp;

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use redix_rs_core::conn::{Address, ConnectOptions, TcpOptions};
+use redix_rs_core::conn::{Address, ConnectOptions, Protocol, TcpOptions};
 use rustler::{Binary, Error, NifResult, Term};
 
 /// What `connect/2` needs: how to connect, and how much may be queued unwritten.
@@ -37,6 +37,10 @@ pub fn decode(map: Term<'_>) -> NifResult<NativeConfig> {
         password: optional_bytes(get("password")?)?,
         database: optional_bytes(get("database")?)?,
         client_name: optional_bytes(get("client_name")?)?,
+        protocol: match get("protocol")?.atom_to_string()?.as_str() {
+            "resp3" => Protocol::Resp3,
+            _ => Protocol::Resp2,
+        },
         timeout: Duration::from_millis(get("timeout")?.decode()?),
     };
     let max_queued_bytes = get("max_queued_bytes")?.decode()?;

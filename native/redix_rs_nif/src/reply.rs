@@ -87,15 +87,19 @@ fn double(env: Env<'_>, d: f64) -> Term<'_> {
     }
 }
 
-/// Big numbers that fit an i64 become integers; larger ones stay decimal binaries.
+/// Big numbers become integers of any size (built through the external term format, as the NIF API
+/// has no bignum constructor); malformed digits (never sent by Redis) stay a binary.
 fn big_number<'a>(env: Env<'a>, digits: &[u8]) -> Term<'a> {
-    match std::str::from_utf8(digits)
+    if let Some(i) = std::str::from_utf8(digits)
         .ok()
         .and_then(|s| s.parse::<i64>().ok())
     {
-        Some(i) => i.encode(env),
-        None => binary(env, digits),
+        return i.encode(env);
     }
+    redix_rs_core::etf::big_integer(digits)
+        .and_then(|etf| env.binary_to_term(&etf))
+        .map(|(term, _)| term)
+        .unwrap_or_else(|| binary(env, digits))
 }
 
 /// A disconnection reason: a bare atom or `{tag, "message"}`.

@@ -1,4 +1,5 @@
-//! The commands sent before a connection is shared: AUTH, SELECT, CLIENT SETNAME.
+//! The commands sent before a connection is shared: AUTH, SELECT, CLIENT SETNAME, or, for RESP3,
+//! HELLO 3 with AUTH and SETNAME folded in, then SELECT.
 //!
 //! They run one at a time (as in Redix) so that the first error is the one reported and so that the
 //! Redis < 6 fallback (AUTH with a username is a wrong-arity error there) can retry without it.
@@ -6,7 +7,7 @@
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::{ConnectError, ConnectOptions};
+use super::{ConnectError, ConnectOptions, Protocol};
 use crate::resp::{encode_command, Frame, Limits, Parsed, Parser};
 
 const OLD_AUTH_ERROR: &[u8] = b"ERR wrong number of arguments for 'auth' command";
@@ -21,13 +22,18 @@ where
         buf: BytesMut::with_capacity(4096),
         parser: Parser::new(Limits::default()),
     };
-    if let Some(password) = &opts.password {
-        io.auth(opts.username.as_deref(), password).await?;
+    match opts.protocol {
+        Protocol::Resp3 => io.hello3(opts).await?,
+        Protocol::Resp2 => {
+            if let Some(password) = &opts.password {
+                io.auth(opts.username.as_deref(), password).await?;
+            }
+        }
     }
     if let Some(db) = &opts.database {
         io.expect_ok(&[b"SELECT".as_slice(), db]).await?;
     }
-    if let Some(name) = &opts.client_name {
+    if let (Some(name), Protocol::Resp2) = (&opts.client_name, opts.protocol) {
         io.expect_ok(&[b"CLIENT".as_slice(), b"SETNAME", name])
             .await?;
     }
@@ -49,6 +55,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Exchange<'_, S> {
         match self.request(&[b"AUTH".as_slice(), user, password]).await? {
             Frame::Error(msg) if msg.as_ref() == OLD_AUTH_ERROR => {
                 self.expect_ok(&[b"AUTH".as_slice(), password]).await
+            }
+            reply => ok_or_error(reply),
+        }
+    }
+
+    /// `HELLO 3 [AUTH user pass] [SETNAME name]`; a password alone authenticates the `default` user.
+    async fn hello3(&mut self, opts: &ConnectOptions) -> Result<(), ConnectError> {
+        let mut args: Vec<&[u8]> = vec![b"HELLO", b"3"];
+        if let Some(password) = &opts.password {
+            let user = opts.username.as_deref().unwrap_or(b"default");
+            args.extend([b"AUTH".as_slice(), user, password]);
+        }
+        if let Some(name) = &opts.client_name {
+            args.extend([b"SETNAME".as_slice(), name]);
+        }
+        match self.request(&args).await? {
+            Frame::Error(msg) | Frame::BulkError(msg) if msg.starts_with(b"ERR unknown command") => {
+                Err(ConnectError::Redis(format!(
+                    "protocol: :resp3 needs a server that knows HELLO (Redis 6 or later); the server said: {}",
+                    String::from_utf8_lossy(&msg)
+                )))
             }
             reply => ok_or_error(reply),
         }

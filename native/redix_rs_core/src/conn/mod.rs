@@ -13,5 +13,5 @@ mod transport;
 pub use error::{ConnectError, Reason};
 pub use handshake::handshake;
 pub use multiplexer::{Multiplexer, Routed, Router, SubmitError, Waiter};
-pub use options::{Address, ConnectOptions, TcpOptions};
+pub use options::{Address, ConnectOptions, Protocol, TcpOptions};
 pub use transport::{connect, establish, Stream};

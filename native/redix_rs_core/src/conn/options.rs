@@ -31,6 +31,16 @@ pub struct TcpOptions {
     pub nodelay: bool,
 }
 
+/// The protocol spoken after the handshake.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Protocol {
+    /// RESP2, Redix's protocol and the default.
+    #[default]
+    Resp2,
+    /// RESP3, negotiated with `HELLO 3` (Redis 6+).
+    Resp3,
+}
+
 /// Everything needed to connect and complete the handshake.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectOptions {
@@ -40,6 +50,7 @@ pub struct ConnectOptions {
     pub password: Option<Vec<u8>>,
     pub database: Option<Vec<u8>>,
     pub client_name: Option<Vec<u8>>,
+    pub protocol: Protocol,
     /// Bounds the TCP connect and the handshake together, like Redix's `:timeout` option.
     pub timeout: Duration,
 }
@@ -60,6 +71,7 @@ impl ConnectOptions {
             password: None,
             database: None,
             client_name: None,
+            protocol: Protocol::Resp2,
             timeout: Duration::from_secs(5),
         }
     }
