@@ -141,9 +141,10 @@ defmodule RedixRsTest do
         RedixRs.pipeline(c, [["PING"], ["client", "reply", "off"]])
       end
 
-      # As in Redix, only commands with arguments are checked: Redis itself refuses this one.
-      assert {:error, %Error{message: "ERR wrong number of arguments" <> _}} =
-               RedixRs.command(c, ["SUBSCRIBE"])
+      # Unlike Redix, also without arguments: a bare UNSUBSCRIBE is answered only with a RESP3 push,
+      # which would leave its caller waiting for the next caller's reply.
+      assert_raise ArgumentError, ~r/Pub\/Sub/, fn -> RedixRs.command(c, ["UNSUBSCRIBE"]) end
+      assert_raise ArgumentError, ~r/Pub\/Sub/, fn -> RedixRs.command(c, [:subscribe]) end
 
       assert {:ok, "PONG"} = RedixRs.command(c, ["PING"])
     end

@@ -35,6 +35,25 @@ defmodule RedixRs.Call do
     end
   end
 
+  @doc """
+  Submits already-valid `commands` for the calling process, which gets `{ref, :ok | :error, _}`:
+  `{:ok, token}` or `{:error, %RedixRs.ConnectionError{}}`. For the connection processes' own
+  commands (health checks, PINGs, CLIENT ID, remote callers).
+  """
+  def submit_for_self(handle, ref, commands, kind \\ :pipeline) do
+    submitted =
+      case Native.submit(handle, ref, commands, kind) do
+        :dirty -> Native.submit_dirty(handle, ref, commands, kind)
+        other -> other
+      end
+
+    case submitted do
+      {:ok, token} -> {:ok, token}
+      {:error, reason} -> {:error, %ConnectionError{reason: refusal(reason)}}
+      :normalize -> raise ArgumentError, "invalid Redis commands: #{inspect(commands)}"
+    end
+  end
+
   # The hot path: one NIF call to encode and queue (a second, on a dirty scheduler, for large input),
   # then a receive on a reference made in this same function, so the receive skips older messages.
   defp submit(handle, owner, commands, kind, timeout, attempt) do
@@ -83,6 +102,10 @@ defmodule RedixRs.Call do
     with :sent <- Native.cancel(token) do
       receive do
         {^ref, _, _} -> :ok
+      after
+        # The answer was claimed for sending: it arrives at once (only a crash in between could
+        # lose it, and then waiting forever would be worse than a late stray message).
+        1_000 -> :ok
       end
     end
 
@@ -111,10 +134,19 @@ defmodule RedixRs.Call do
         call(conn, {:run, commands, kind, timeout}, timeout)
 
       _ ->
+        started = System.monotonic_time(:millisecond)
+
         with {:ok, handle, owner} <- call(conn, :handle, timeout) do
-          submit(handle, owner, commands, kind, timeout, :fast)
+          # One deadline for the whole call: the wait for the connection counts.
+          submit(handle, owner, commands, kind, remaining(timeout, started), :fast)
         end
     end
+  end
+
+  defp remaining(:infinity, _started), do: :infinity
+
+  defp remaining(timeout, started) do
+    max(timeout - (System.monotonic_time(:millisecond) - started), 0)
   end
 
   defp call(conn, request, timeout) do

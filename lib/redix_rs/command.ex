@@ -57,7 +57,9 @@ defmodule RedixRs.Command do
               "String.Chars, got: #{inspect(element)} in #{inspect(command)}"
   end
 
-  defp refuse_forbidden!([name, second | _], command) do
+  defp refuse_forbidden!([name | rest], command) do
+    second = List.first(rest, "")
+
     cond do
       String.upcase(name) in @pubsub ->
         raise ArgumentError,
@@ -74,6 +76,4 @@ defmodule RedixRs.Command do
         :ok
     end
   end
-
-  defp refuse_forbidden!(_strings, _command), do: :ok
 end

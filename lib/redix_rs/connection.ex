@@ -17,6 +17,8 @@ defmodule RedixRs.Connection do
     keys: [],
     waiting: [],
     remote_calls: %{},
+    # the health check in progress: %{ref, token} while its PING is out, %{ref} while probing
+    health: nil,
     connected_before: false
   ]
 
@@ -64,6 +66,53 @@ defmodule RedixRs.Connection do
   def handle_info({:redix_rs_native, _stale_id, _event}, state), do: {:noreply, state}
   def handle_info(:reconnect, state), do: {:noreply, start_attempt(state)}
 
+  # Health checks (`health_check_interval`): a PING on the connection; if it is not answered within
+  # the interval, it may be waiting behind a blocking command (BLPOP 0), so a fresh connection asks the
+  # server directly. Only when that fails too is the connection declared dead.
+  def handle_info(:health_check, %{status: :connected, health: nil} = state) do
+    ref = make_ref()
+
+    case RedixRs.Call.submit_for_self(state.handle, ref, [["PING"]]) do
+      {:ok, token} ->
+        Process.send_after(self(), {:health_deadline, ref}, state.opts[:health_check_interval])
+        {:noreply, %{state | health: %{ref: ref, token: token}}}
+
+      _closed ->
+        {:noreply, state}
+    end
+  end
+
+  def handle_info(:health_check, state), do: {:noreply, state}
+
+  def handle_info({ref, _result, _reply}, %{health: %{ref: ref}} = state) do
+    {:noreply, healthy(state)}
+  end
+
+  def handle_info({:health_deadline, ref}, %{health: %{ref: ref, token: token}} = state) do
+    if Native.cancel(token) == :sent do
+      # The PING's answer was sent just now: it is (or will be) in the mailbox; handled above.
+      {:noreply, state}
+    else
+      {opts, parent} = {state.opts, self()}
+
+      spawn(fn ->
+        send(parent, {:health_probe, ref, Connector.probe(opts, opts[:health_check_interval])})
+      end)
+
+      {:noreply, %{state | health: %{ref: ref}}}
+    end
+  end
+
+  def handle_info({:health_probe, ref, :ok}, %{health: %{ref: ref}} = state) do
+    {:noreply, healthy(state)}
+  end
+
+  def handle_info({:health_probe, ref, {:error, _}}, %{health: %{ref: ref}} = state) do
+    # The disconnection event follows, with reason :health_check_timeout; then the usual reconnect.
+    Native.close(state.handle, :health_check_timeout)
+    {:noreply, %{state | health: nil}}
+  end
+
   def handle_info({ref, tag, payload}, state) when is_map_key(state.remote_calls, ref) do
     {from, remote_calls} = Map.pop(state.remote_calls, ref)
     GenServer.reply(from, remote_reply(tag, payload))
@@ -76,7 +125,7 @@ defmodule RedixRs.Connection do
   def terminate(_reason, state) do
     Handles.delete(state.keys)
     # Callers in flight learn this process's exit reason through RedixRs.Handles.
-    if state.handle, do: Native.close(state.handle)
+    if state.handle, do: Native.close(state.handle, :owner_down)
   end
 
   defp connect_synchronously(state) do
@@ -92,6 +141,7 @@ defmodule RedixRs.Connection do
 
   defp handle_event({:disconnected, reason}, state) do
     Handles.delete(state.keys)
+    state = %{state | health: nil}
     error = %ConnectionError{reason: reason}
     Connector.emit(:disconnection, state.opts, %{reason: error})
     state = fail_remote_calls(%{state | handle: nil})
@@ -121,8 +171,22 @@ defmodule RedixRs.Connection do
     end
   end
 
+  defp healthy(state) do
+    schedule_health_check(%{state | health: nil})
+  end
+
+  defp schedule_health_check(state) do
+    case state.opts[:health_check_interval] do
+      interval when is_integer(interval) -> Process.send_after(self(), :health_check, interval)
+      _off -> :ok
+    end
+
+    state
+  end
+
   defp connected(state) do
     Handles.put(state.keys, state.handle)
+    schedule_health_check(state)
     Connector.emit(:connection, state.opts, %{reconnection: state.connected_before})
     state = %{state | status: :connected, backoff: nil, connected_before: true}
     answer_waiting(state, {:ok, state.handle, self()})
@@ -148,18 +212,12 @@ defmodule RedixRs.Connection do
   defp run_for_remote_caller(commands, kind, from, state) do
     ref = make_ref()
 
-    result =
-      case Native.submit(state.handle, ref, commands, kind) do
-        :dirty -> Native.submit_dirty(state.handle, ref, commands, kind)
-        other -> other
-      end
-
-    case result do
+    case RedixRs.Call.submit_for_self(state.handle, ref, commands, kind) do
       {:ok, _token} ->
         %{state | remote_calls: Map.put(state.remote_calls, ref, from)}
 
-      {:error, reason} ->
-        GenServer.reply(from, {:error, %ConnectionError{reason: reason}})
+      {:error, _} = error ->
+        GenServer.reply(from, error)
         state
     end
   end

@@ -10,7 +10,15 @@ defmodule RedixRs.ConnectionError do
       been executed
     * `:timeout` - no reply within the call's `:timeout`
     * `:write_queue_full` - more than `:write_queue_limit` bytes are waiting to be written
-    * a POSIX reason such as `:econnrefused`, or `:tcp_closed`, when connecting or the socket fails
+    * a POSIX reason such as `:econnrefused`, or `:tcp_closed` (`:ssl_closed` over TLS), when
+      connecting or the socket fails
+    * `{:tls_alert, {alert, message}}` - TLS failed, with the alert names of Erlang's `:ssl`
+      (`message` is a string): `:unknown_ca` (the server's certificate is not signed by a trusted
+      CA), `:certificate_expired`, `:handshake_failure` (among others, a certificate that does not
+      match the host name or `server_name_indication`), `:certificate_required` (the server
+      requires a client certificate), `:bad_certificate`, ...
+    * `{:tls_config, message}` - the TLS settings cannot be used, e.g. a `:certfile` that cannot be
+      read or holds no certificate
 
   ## Examples
 
@@ -18,6 +26,8 @@ defmodule RedixRs.ConnectionError do
       "the connection to Redis is closed"
       iex> Exception.message(%RedixRs.ConnectionError{reason: :econnrefused})
       "connection refused"
+      iex> Exception.message(%RedixRs.ConnectionError{reason: {:tls_alert, {:unknown_ca, "not trusted"}}})
+      "TLS alert unknown_ca: not trusted"
   """
 
   defexception [:reason]
@@ -43,5 +53,10 @@ defmodule RedixRs.ConnectionError do
   end
 
   def format_reason({:protocol_error, message}), do: "protocol error: #{message}"
+
+  def format_reason({:tls_alert, {alert, message}}) when is_atom(alert),
+    do: "TLS alert #{alert}: #{message}"
+
+  def format_reason({:tls_config, message}), do: "TLS configuration error: #{message}"
   def format_reason(reason), do: inspect(reason)
 end

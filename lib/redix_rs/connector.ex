@@ -4,7 +4,9 @@ defmodule RedixRs.Connector do
   # and the connection telemetry events.
   @moduledoc false
 
-  alias RedixRs.Telemetry
+  alias RedixRs.{ConnectionError, Telemetry}
+
+  require Logger
 
   # `:infinity` as a connect timeout: one day is as good as forever for the native side.
   @forever_ms 86_400_000
@@ -13,8 +15,20 @@ defmodule RedixRs.Connector do
 
   @doc "Starts `module` (a connection GenServer) with the GenServer options among `opts`."
   def start_link(module, opts) do
+    warn_if_unverified(opts)
     gen_opts = for {key, value} <- Keyword.take(opts, @gen_opts), value != nil, do: {key, value}
     GenServer.start_link(module, opts, gen_opts)
+  end
+
+  # Once per connection started, not at each reconnection.
+  defp warn_if_unverified(opts) do
+    if opts[:ssl] and RedixRs.Options.TLS.verify_none?(opts[:socket_opts]) do
+      Logger.warning(
+        "redix_rs: TLS to #{address(opts)} with verify: :verify_none: the server's certificate " <>
+          "is not checked, so the connection is encrypted but not authenticated (insecure: " <>
+          "anyone on the path can impersonate the server)"
+      )
+    end
   end
 
   @doc """
@@ -30,11 +44,11 @@ defmodule RedixRs.Connector do
         :connected
 
       {:redix_rs_native, ^id, {:connect_failed, reason}} ->
-        error = %RedixRs.ConnectionError{reason: reason}
+        error = %ConnectionError{reason: reason}
         emit(:failed_connection, opts, %{reason: error})
         {:error, error}
     after
-      timeout -> {:error, %RedixRs.ConnectionError{reason: :timeout}}
+      timeout -> {:error, %ConnectionError{reason: :timeout}}
     end
   end
 
@@ -49,6 +63,35 @@ defmodule RedixRs.Connector do
   def connect(opts, mode) when mode in [:plain, :pubsub] do
     {:ok, handle, id} = RedixRs.Native.connect(native_config(opts, mode), self())
     {handle, id}
+  end
+
+  @doc """
+  Asks the server for a PING on a fresh connection (with the same options) and returns `:ok` or
+  `{:error, reason}` within `timeout`. The connection dies with the calling process.
+  """
+  def probe(opts, timeout) do
+    deadline = System.monotonic_time(:millisecond) + timeout
+    left = fn -> max(deadline - System.monotonic_time(:millisecond), 0) end
+    {handle, id} = connect(opts, :plain)
+
+    receive do
+      {:redix_rs_native, ^id, :connected} ->
+        ref = make_ref()
+
+        with {:ok, _token} <- RedixRs.Native.submit(handle, ref, [["PING"]], :pipeline) do
+          receive do
+            {^ref, :ok, _} -> :ok
+            {^ref, :error, reason} -> {:error, reason}
+          after
+            left.() -> {:error, :timeout}
+          end
+        end
+
+      {:redix_rs_native, ^id, {:connect_failed, reason}} ->
+        {:error, reason}
+    after
+      left.() -> {:error, :timeout}
+    end
   end
 
   @doc "The wait before the next attempt: `backoff_initial`, then ×1.5 up to `backoff_max`."
@@ -93,6 +136,7 @@ defmodule RedixRs.Connector do
       protocol: opts[:protocol],
       timeout: if(opts[:timeout] == :infinity, do: @forever_ms, else: opts[:timeout]),
       max_queued_bytes: opts[:write_queue_limit],
+      tls: if(opts[:ssl], do: RedixRs.Options.TLS.native(opts[:socket_opts])),
       pubsub: mode == :pubsub,
       # With exit_on_disconnection the process exits instead, and subscribers are not told (Redix).
       notify_disconnection: not opts[:exit_on_disconnection]

@@ -31,9 +31,9 @@ defmodule RedixRs.Native do
   def submit(_handle, _ref, _commands, _kind), do: not_loaded()
   def submit_dirty(_handle, _ref, _commands, _kind), do: not_loaded()
   def cancel(_token), do: not_loaded()
-  def pubsub_op(_handle, _action, _kind, _names, _pid, _ref, _redis_names), do: not_loaded()
+  def pubsub_op(_handle, _op), do: not_loaded()
   def pubsub_drain(_handle), do: not_loaded()
-  def close(_handle), do: not_loaded()
+  def close(_handle, _why), do: not_loaded()
 
   defp not_loaded do
     {reason, text} = :persistent_term.get({__MODULE__, :load_error}, {:unknown, "unknown"})

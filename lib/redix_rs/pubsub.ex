@@ -3,8 +3,8 @@ defmodule RedixRs.PubSub do
   Pub/sub connections, with Redix's API and messages.
 
   A `RedixRs.PubSub` connection subscribes processes to channels, patterns and (Redis 7) sharded
-  channels. Messages go from the Rust side straight to each subscriber process, with no Elixir
-  process in between:
+  channels. Messages are parsed and routed in Rust; the pub/sub process only runs the native call
+  that sends each batch of them to their subscribers, never handling messages one by one:
 
       {:ok, pubsub} = RedixRs.PubSub.start_link(host: "localhost", name: :redix_pubsub)
       {:ok, ref} = RedixRs.PubSub.subscribe(:redix_pubsub, "chat:1", self())
@@ -45,7 +45,7 @@ defmodule RedixRs.PubSub do
 
   The options of `RedixRs.start_link/1`, plus:
 
-  #{RedixRs.Options.docs(:pubsub) |> String.split("\n") |> List.last()}
+  #{RedixRs.Options.docs(:pubsub_only)}
 
   Unlike Redix, a failed `sync_connect: true` start returns `{:error, %RedixRs.ConnectionError{}}`
   (Redix returns the bare reason for pub/sub connections), as `RedixRs.start_link/1` does.

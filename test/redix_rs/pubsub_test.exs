@@ -161,6 +161,35 @@ defmodule RedixRs.PubSubTest do
       assert_receive {:redix_pubsub, ^ps2, ^ref2, :subscribed, %{channel: ^ch}}, 5_000
     end
 
+    test "a second subscriber waits for Redis's confirmation too, and unsubscribe's message is there on return" do
+      server = RedisServer.start()
+      ps = pubsub!(port: server.port)
+      ch = unique("pending")
+      other = forwarder()
+
+      # Frozen: the first SUBSCRIBE cannot be confirmed yet.
+      :ok = RedisServer.os_kill(server, "STOP")
+
+      try do
+        {:ok, ref} = PubSub.subscribe(ps, ch)
+        {:ok, other_ref} = PubSub.subscribe(ps, ch, other)
+        refute_receive {:forwarded, ^other, {:redix_pubsub, _, _, :subscribed, _}}, 300
+        refute_received {:redix_pubsub, _, _, :subscribed, _}
+        :ok = RedisServer.os_kill(server, "CONT")
+        assert_receive {:redix_pubsub, ^ps, ^ref, :subscribed, %{channel: ^ch}}, 5_000
+
+        assert_receive {:forwarded, ^other,
+                        {:redix_pubsub, ^ps, ^other_ref, :subscribed, %{channel: ^ch}}},
+                       5_000
+
+        # As in Redix, the :unsubscribed message is in the mailbox when unsubscribe/3 returns.
+        :ok = PubSub.unsubscribe(ps, ch)
+        assert_received {:redix_pubsub, ^ps, ^ref, :unsubscribed, %{channel: ^ch}}
+      after
+        RedisServer.os_kill(server, "CONT")
+      end
+    end
+
     test "an already subscribed channel is confirmed at once; unsubscribing too (even never-subscribed)" do
       server = RedisServer.start()
       {:ok, conn} = RedixRs.start_link(port: server.port, sync_connect: true)

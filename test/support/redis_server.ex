@@ -5,6 +5,8 @@ defmodule RedixRs.Test.RedisServer do
   # Every server listens on a free port of 127.0.0.1 (never 6379), keeps nothing on disk
   # (`--save "" --appendonly no`) and runs in a fresh temporary directory that also holds
   # its log (`redis.log`) and, with `unix_socket: true`, its Unix socket (`redis.sock`).
+  # With `tls: [...]` it also serves TLS on a second free port (`:tls_port`); the plain port stays
+  # open for readiness checks and `redis_cli/3`.
   #
   # ## Lifetime and the watchdog
   #
@@ -27,6 +29,7 @@ defmodule RedixRs.Test.RedisServer do
 
   defstruct [
     :port,
+    :tls_port,
     :unix_path,
     :os_pid,
     :dir,
@@ -41,6 +44,7 @@ defmodule RedixRs.Test.RedisServer do
 
   @type t :: %__MODULE__{
           port: :inet.port_number(),
+          tls_port: :inet.port_number() | nil,
           unix_path: String.t() | nil,
           os_pid: pos_integer(),
           dir: String.t(),
@@ -96,6 +100,13 @@ defmodule RedixRs.Test.RedisServer do
       (`--unixsocketperm 700`); its path is in the `:unix_path` field
     * `:args` - extra command-line arguments for redis-server, such as
       `["--maxclients", "10"]`
+    * `:tls` - also serve TLS on a free port (its number is in the `:tls_port` field), with
+      these options, all but `:auth_clients` required:
+        * `:cert_file` - the server's certificate (PEM)
+        * `:key_file` - its private key (PEM)
+        * `:ca_cert_file` - the CAs that sign accepted client certificates (PEM)
+        * `:auth_clients` - `:no` (default), `:yes` (a client certificate is required) or
+          `:optional`
     * `:port` - listens on this port instead of a free one
     * `:owner` - the process whose exit kills the server (default: the caller)
     * `:timeout` - how long to wait for the server to answer PING (default: 5000 ms)
@@ -170,6 +181,7 @@ defmodule RedixRs.Test.RedisServer do
       server.start_opts
       |> Keyword.put(:port, server.port)
       |> Keyword.put(:owner, server.owner)
+      |> then(&if(server.tls_port, do: Keyword.put(&1, :tls_port, server.tls_port), else: &1))
 
     start_in_dir(opts, server.dir)
   end
@@ -265,9 +277,23 @@ defmodule RedixRs.Test.RedisServer do
       {:unix_socket, value} when is_boolean(value) -> :ok
       {:args, args} when is_list(args) -> :ok
       {:port, port} when is_integer(port) and port in 1..65_535 and port != 6379 -> :ok
+      {:tls_port, port} when is_integer(port) and port in 1..65_535 and port != 6379 -> :ok
+      {:tls, tls} when is_list(tls) -> validate_tls_opts!(tls)
       {:owner, pid} when is_pid(pid) -> :ok
       {:timeout, timeout} when is_integer(timeout) and timeout > 0 -> :ok
       other -> raise ArgumentError, "invalid RedisServer option: #{inspect(other)}"
+    end)
+  end
+
+  defp validate_tls_opts!(tls) do
+    for key <- [:cert_file, :key_file, :ca_cert_file], not is_binary(tls[key]) do
+      raise ArgumentError, "the :tls option of RedisServer needs #{inspect(key)} (a path)"
+    end
+
+    Enum.each(tls, fn
+      {key, path} when key in [:cert_file, :key_file, :ca_cert_file] and is_binary(path) -> :ok
+      {:auth_clients, value} when value in [:yes, :no, :optional] -> :ok
+      other -> raise ArgumentError, "invalid RedisServer :tls option: #{inspect(other)}"
     end)
   end
 
@@ -329,13 +355,17 @@ defmodule RedixRs.Test.RedisServer do
   defp launch(opts, dir, port) do
     log_path = Path.join(dir, "redis.log")
     unix_path = if Keyword.get(opts, :unix_socket, false), do: Path.join(dir, "redis.sock")
+
+    tls_port =
+      if Keyword.has_key?(opts, :tls), do: Keyword.get_lazy(opts, :tls_port, &free_port/0)
+
     owner = Keyword.get(opts, :owner, self())
     timeout = Keyword.get(opts, :timeout, @start_timeout)
     File.write!(log_path, "")
 
     sh_args =
       ["-c", @watchdog, "redix_rs_redis_watchdog", dir, log_path] ++
-        redis_command(opts, dir, port, unix_path)
+        redis_command(opts, dir, port, unix_path, tls_port)
 
     caller = self()
     ref = make_ref()
@@ -345,6 +375,7 @@ defmodule RedixRs.Test.RedisServer do
       {^ref, :started, port_ref, os_pid} ->
         server = %__MODULE__{
           port: port,
+          tls_port: tls_port,
           unix_path: unix_path,
           os_pid: os_pid,
           dir: dir,
@@ -354,7 +385,7 @@ defmodule RedixRs.Test.RedisServer do
           holder: holder,
           owner: owner,
           log_path: log_path,
-          start_opts: Keyword.drop(opts, [:port, :owner])
+          start_opts: Keyword.drop(opts, [:port, :tls_port, :owner])
         }
 
         deadline = System.monotonic_time(:millisecond) + timeout
@@ -370,7 +401,7 @@ defmodule RedixRs.Test.RedisServer do
     end
   end
 
-  defp redis_command(opts, dir, port, unix_path) do
+  defp redis_command(opts, dir, port, unix_path, tls_port) do
     redis = System.find_executable("redis-server") || "/usr/bin/redis-server"
 
     args =
@@ -380,6 +411,7 @@ defmodule RedixRs.Test.RedisServer do
         password_args(Keyword.get(opts, :password)) ++
         acl_args(Keyword.get(opts, :acl_user)) ++
         unix_args(unix_path) ++
+        tls_args(Keyword.get(opts, :tls), tls_port) ++
         Enum.map(Keyword.get(opts, :args, []), &to_string/1)
 
     case System.find_executable("setpriv") do
@@ -399,6 +431,15 @@ defmodule RedixRs.Test.RedisServer do
 
   defp unix_args(nil), do: []
   defp unix_args(path), do: ["--unixsocket", path, "--unixsocketperm", "700"]
+
+  defp tls_args(nil, _tls_port), do: []
+
+  defp tls_args(tls, tls_port) do
+    ["--tls-port", Integer.to_string(tls_port)] ++
+      ["--tls-cert-file", tls[:cert_file], "--tls-key-file", tls[:key_file]] ++
+      ["--tls-ca-cert-file", tls[:ca_cert_file]] ++
+      ["--tls-auth-clients", Atom.to_string(Keyword.get(tls, :auth_clients, :no))]
+  end
 
   defp await_ready(server, monitor, deadline) do
     receive do
@@ -428,7 +469,16 @@ defmodule RedixRs.Test.RedisServer do
 
   defp ready?(server) do
     pong?({127, 0, 0, 1}, server.port) and
-      (server.unix_path == nil or pong?({:local, server.unix_path}, 0))
+      (server.unix_path == nil or pong?({:local, server.unix_path}, 0)) and
+      (server.tls_port == nil or listening?(server.tls_port))
+  end
+
+  # Redis opens all its listeners before serving any, so this is only a guard.
+  defp listening?(port) do
+    case :gen_tcp.connect({127, 0, 0, 1}, port, [:binary, active: false], 500) do
+      {:ok, socket} -> :gen_tcp.close(socket) == :ok
+      {:error, _reason} -> false
+    end
   end
 
   defp pong?(address, port) do

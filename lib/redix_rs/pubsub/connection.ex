@@ -24,8 +24,6 @@ defmodule RedixRs.PubSub.Connection do
     pings: %{},
     # {:ping | :client_id, from}: calls made while connecting, or before the client id arrived
     waiting: [],
-    # id => handle of ended connections whose last messages (`:disconnected`) are still to be sent
-    draining: %{},
     connected_before: false
   ]
 
@@ -110,19 +108,18 @@ defmodule RedixRs.PubSub.Connection do
   def handle_info({:redix_rs_native, _stale_id, _event}, state), do: {:noreply, state}
   def handle_info(:reconnect, state), do: {:noreply, start_attempt(state)}
 
-  # The native side queued messages for subscribers: send them (from this process, a batch at a time).
-  def handle_info({:redix_rs_pubsub_drain, id}, state) do
-    handle = if id == state.id, do: state.handle, else: state.draining[id]
-
-    case handle && Native.pubsub_drain(handle) do
-      :more ->
-        send(self(), {:redix_rs_pubsub_drain, id})
-        {:noreply, state}
-
-      _done_or_gone ->
-        {:noreply, %{state | draining: Map.delete(state.draining, id)}}
+  # The native side queued messages for subscribers: send them, a bounded batch per NIF call.
+  def handle_info({:redix_rs_pubsub_drain, id}, %{id: id, handle: handle} = state)
+      when handle != nil do
+    case Native.pubsub_drain(handle) do
+      :more -> send(self(), {:redix_rs_pubsub_drain, id})
+      :done -> :ok
     end
+
+    {:noreply, state}
   end
+
+  def handle_info({:redix_rs_pubsub_drain, _stale_id}, state), do: {:noreply, state}
 
   def handle_info({ref, result, reply}, %{client_id_ref: ref} = state) do
     {:noreply, client_id_arrived(state, result, reply)}
@@ -172,8 +169,9 @@ defmodule RedixRs.PubSub.Connection do
     Connector.emit(:disconnection, state.opts, %{reason: error})
     Enum.each(state.pings, fn {_, from} -> GenServer.reply(from, {:error, error}) end)
     state = answer_waiting(state, :all, {:error, %ConnectionError{reason: :closed}})
-    draining = Map.put(state.draining, state.id, state.handle)
-    state = %{state | handle: nil, client_id: nil, pings: %{}, draining: draining}
+    # What the connection owed subscribers (its last messages, then `:disconnected`) goes out now.
+    drain_all(state.handle)
+    state = %{state | handle: nil, client_id: nil, pings: %{}}
 
     if state.opts[:exit_on_disconnection] do
       {:stop, error, state}
@@ -220,7 +218,7 @@ defmodule RedixRs.PubSub.Connection do
   defp ping(state, from) do
     ref = make_ref()
 
-    case Native.submit(state.handle, ref, [["PING"]], :pipeline) do
+    case RedixRs.Call.submit_for_self(state.handle, ref, [["PING"]]) do
       {:ok, _token} ->
         %{state | pings: Map.put(state.pings, ref, from)}
 
@@ -264,8 +262,11 @@ defmodule RedixRs.PubSub.Connection do
   defp fetch_client_id(%{opts: opts} = state) do
     if opts[:fetch_client_id_on_connect] do
       ref = make_ref()
-      {:ok, _token} = Native.submit(state.handle, ref, [["CLIENT", "ID"]], :pipeline)
-      %{state | client_id_ref: ref}
+      # Refused only when the connection has just died: its disconnection event follows.
+      case RedixRs.Call.submit_for_self(state.handle, ref, [["CLIENT", "ID"]]) do
+        {:ok, _token} -> %{state | client_id_ref: ref}
+        {:error, _} -> state
+      end
     else
       state
     end
@@ -355,8 +356,18 @@ defmodule RedixRs.PubSub.Connection do
     %{state | subscribers: Map.delete(state.subscribers, pid)}
   end
 
+  # Applies a change natively, then sends what it owes subscribers (`:subscribed` for a channel Redis
+  # already confirmed, `:unsubscribed`) before the caller gets its reply, as Redix does.
   defp op(state, action, kind, names, pid, ref, redis_names) do
-    :ok = Native.pubsub_op(state.handle, action, kind, names, pid, ref, redis_names)
+    :ok = Native.pubsub_op(state.handle, {action, kind, names, pid, ref, redis_names})
+    drain_all(state.handle)
+  end
+
+  defp drain_all(handle) do
+    case Native.pubsub_drain(handle) do
+      :more -> drain_all(handle)
+      :done -> :ok
+    end
   end
 
   defp unsubscribed(:channel), do: :unsubscribed

@@ -36,8 +36,9 @@ defmodule RedixRs.PubSub.Subscriber do
       ]
 
   `init/1` is optional (the default keeps the argument as the state). Any other `GenServer`
-  callback the module defines (`handle_call/3`, `handle_cast/2`, `handle_info/2`, `terminate/2`)
-  is called as usual; `handle_info/2` also receives the pub/sub messages this behaviour does not
+  callback the module defines (`handle_call/3`, `handle_cast/2`, `handle_info/2`,
+  `handle_continue/2`, `terminate/2`) is called as usual (a call to a module without
+  `handle_call/3` crashes the subscriber, as in a GenServer); `handle_info/2` also receives the pub/sub messages this behaviour does not
   turn into callbacks (`:subscribed`, `:disconnected`, ...).
 
   Subscriptions follow the pub/sub connection: after a reconnect they are restored, and
@@ -97,8 +98,10 @@ defmodule RedixRs.PubSub.Subscriber do
       ...> end
       iex> {:ok, pubsub} = RedixRs.PubSub.start_link(port: RedixRs.Doctest.port())
       iex> {:ok, _} = RedixRs.PubSub.Subscriber.start_link(DocListener, self(), pubsub: pubsub, channels: ["doc:news"])
-      iex> RedixRs.Test.Helpers.eventually(fn -> RedixRs.command!(:redix, ["PUBLISH", "doc:news", "hi"]) == 1 end)
-      true
+      iex> RedixRs.PubSub.ping(pubsub)  # answered after the SUBSCRIBE sent at start
+      :ok
+      iex> RedixRs.command!(:redix, ["PUBLISH", "doc:news", "hi"])
+      1
       iex> receive do
       ...>   {"doc:news", payload} -> payload
       ...> end
@@ -131,15 +134,23 @@ defmodule RedixRs.PubSub.Subscriber.Server do
   def init({module, arg, opts}) do
     case init_module(module, arg) do
       {:ok, state} ->
-        pubsub = Keyword.fetch!(opts, :pubsub)
-        subscribe(pubsub, &RedixRs.PubSub.subscribe/3, opts[:channels])
-        subscribe(pubsub, &RedixRs.PubSub.psubscribe/3, opts[:patterns])
-        subscribe(pubsub, &RedixRs.PubSub.ssubscribe/3, opts[:shard_channels])
+        subscribe_all(opts)
         {:ok, {module, state}}
+
+      {:ok, state, extra} ->
+        subscribe_all(opts)
+        {:ok, {module, state}, extra}
 
       other ->
         other
     end
+  end
+
+  defp subscribe_all(opts) do
+    pubsub = Keyword.fetch!(opts, :pubsub)
+    subscribe(pubsub, &RedixRs.PubSub.subscribe/3, opts[:channels])
+    subscribe(pubsub, &RedixRs.PubSub.psubscribe/3, opts[:patterns])
+    subscribe(pubsub, &RedixRs.PubSub.ssubscribe/3, opts[:shard_channels])
   end
 
   defp init_module(module, arg) do
@@ -171,6 +182,10 @@ defmodule RedixRs.PubSub.Subscriber.Server do
 
   @impl true
   def handle_call(request, from, {module, state}) do
+    unless function_exported?(module, :handle_call, 3) do
+      raise "#{inspect(module)} received a call but does not define handle_call/3: #{inspect(request)}"
+    end
+
     case module.handle_call(request, from, state) do
       {:reply, reply, state} -> {:reply, reply, {module, state}}
       {:reply, reply, state, extra} -> {:reply, reply, {module, state}, extra}

@@ -2,7 +2,14 @@
 //! (RESP3 big numbers), built here so that they can be tested without the VM.
 
 /// `SMALL_BIG_EXT`/`LARGE_BIG_EXT` for a decimal integer: sign, then magnitude in base 256, little-endian.
+/// Numbers longer than this stay decimal binaries: the conversion is quadratic in the digits.
+pub const MAX_DIGITS: usize = 1_000;
+
+/// Returns `None` for malformed or overlong (> `MAX_DIGITS`) input.
 pub fn big_integer(digits: &[u8]) -> Option<Vec<u8>> {
+    if digits.len() > MAX_DIGITS + 1 {
+        return None;
+    }
     let (negative, digits) = match digits.split_first()? {
         (b'-', rest) => (true, rest),
         _ => (false, digits),
@@ -38,7 +45,7 @@ pub fn big_integer(digits: &[u8]) -> Option<Vec<u8>> {
 
 #[cfg(test)]
 mod tests {
-    use super::big_integer;
+    use super::{big_integer, MAX_DIGITS};
 
     #[test]
     fn big_integers_in_external_term_format() {
@@ -49,5 +56,6 @@ mod tests {
         assert_eq!(etf, [131, 110, 2, 1, 0, 1]);
         assert!(big_integer(b"12a").is_none());
         assert!(big_integer(b"-").is_none());
+        assert!(big_integer(&[b'7'; MAX_DIGITS + 2]).is_none());
     }
 }

@@ -103,25 +103,27 @@ fn encode_pipeline(
     let mut elements = 0usize;
     let mut rest = commands;
     while let Ok((command, tail)) = rest.list_get_cell() {
-        elements += encode_command(command, out, budget.elements.saturating_sub(elements))?;
-        if out.len() - start > budget.bytes {
-            return Err(EncodeStop::OverBudget);
-        }
+        let left = Budget {
+            bytes: budget.bytes.saturating_sub(out.len() - start),
+            elements: budget.elements.saturating_sub(elements),
+        };
+        elements += encode_command(command, out, left)?;
         rest = tail;
     }
     Ok(())
 }
 
-/// Encodes one command; returns its number of elements.
+/// Encodes one command within `budget`; returns its number of elements.
 fn encode_command(
     command: Term<'_>,
     out: &mut BytesMut,
-    max_elements: usize,
+    budget: Budget,
 ) -> Result<usize, EncodeStop> {
-    let len = bounded_len(command, max_elements)?;
+    let len = bounded_len(command, budget.elements)?;
     if len == 0 {
         return Err(EncodeStop::Normalize);
     }
+    let start = out.len();
     encode_array_header(len, out);
     let mut rest = command;
     let mut index = 0;
@@ -129,14 +131,17 @@ fn encode_command(
     let mut first_len = 0;
     while let Ok((element, tail)) = rest.list_get_cell() {
         let written_from = out.len();
-        encode_element(element, out)?;
+        encode_element(element, out, budget.bytes.saturating_sub(out.len() - start))?;
         if index == 0 {
             first_len = copy_name(&out[written_from..], &mut first);
-        } else if index == 1 && refused(&first[..first_len], &out[written_from..]) {
+        } else if index == 1 && refused(&first[..first_len], Some(&out[written_from..])) {
             return Err(EncodeStop::Normalize);
         }
         index += 1;
         rest = tail;
+    }
+    if len == 1 && refused(&first[..first_len], None) {
+        return Err(EncodeStop::Normalize);
     }
     Ok(len)
 }
@@ -156,8 +161,16 @@ fn bounded_len(list: Term<'_>, max: usize) -> Result<usize, EncodeStop> {
     Ok(n)
 }
 
-fn encode_element(element: Term<'_>, out: &mut BytesMut) -> Result<(), EncodeStop> {
+/// Encodes one element, refusing before any copy one that would exceed `bytes_left`.
+fn encode_element(
+    element: Term<'_>,
+    out: &mut BytesMut,
+    bytes_left: usize,
+) -> Result<(), EncodeStop> {
     if let Ok(bin) = element.decode::<Binary>() {
+        if bin.len() > bytes_left {
+            return Err(EncodeStop::OverBudget);
+        }
         encode_bulk(bin.as_slice(), out);
     } else if let Ok(i) = element.decode::<i64>() {
         let mut digits = [0u8; 20];
@@ -215,12 +228,14 @@ fn bulk_payload(encoded: &[u8]) -> &[u8] {
     &body[..body.len().saturating_sub(2)]
 }
 
-/// Commands Redix refuses on a plain connection (given with at least two elements, as Redix checks).
-fn refused(name: &[u8], second_encoded: &[u8]) -> bool {
+/// Commands refused on a plain connection: pub/sub commands (whatever their length: a bare
+/// `UNSUBSCRIBE` is answered with a RESP3 push only, which would leave its caller with the next
+/// caller's reply) and `CLIENT REPLY`.
+fn refused(name: &[u8], second_encoded: Option<&[u8]>) -> bool {
     match name {
         b"SUBSCRIBE" | b"PSUBSCRIBE" | b"UNSUBSCRIBE" | b"PUNSUBSCRIBE" | b"SSUBSCRIBE"
         | b"SUNSUBSCRIBE" => true,
-        b"CLIENT" => bulk_payload(second_encoded).eq_ignore_ascii_case(b"REPLY"),
+        b"CLIENT" => second_encoded.is_some_and(|s| bulk_payload(s).eq_ignore_ascii_case(b"REPLY")),
         _ => false,
     }
 }

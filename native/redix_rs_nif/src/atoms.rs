@@ -18,7 +18,6 @@ rustler::atoms! {
     redix_rs_native,
     __struct__,
     __exception__,
-    panic,
     cancelled,
     sent,
     reason,
@@ -38,4 +37,6 @@ rustler::atoms! {
     redix_rs_pubsub_drain,
     more,
     done,
+    owner_down,
+    health_check_timeout,
 }

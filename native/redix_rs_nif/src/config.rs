@@ -3,9 +3,14 @@
 //! The Elixir side has already validated every option, so a decoding failure here is a bug and is
 //! reported as `badarg` rather than explained.
 
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStringExt;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use redix_rs_core::conn::{Address, ConnectOptions, Protocol, TcpOptions};
+use redix_rs_core::conn::{
+    Address, ClientCert, ConnectOptions, Protocol, Roots, TcpOptions, TlsOptions,
+};
 use rustler::{Binary, Error, NifResult, Term};
 
 /// What `connect/2` needs: how to connect, and how much may be queued unwritten.
@@ -33,6 +38,7 @@ pub fn decode(map: Term<'_>) -> NifResult<NativeConfig> {
             recv_buffer: get("recbuf")?.decode()?,
             nodelay: get("nodelay")?.decode()?,
         },
+        tls: decode_tls(get("tls")?)?,
         username: optional_bytes(get("username")?)?,
         password: optional_bytes(get("password")?)?,
         database: optional_bytes(get("database")?)?,
@@ -52,6 +58,48 @@ pub fn decode(map: Term<'_>) -> NifResult<NativeConfig> {
         pubsub,
         notify_disconnection,
     })
+}
+
+/// `nil`, or `%{server_name:, sni:, verify:, cacerts:, cacertfile:, certfile:, keyfile:}` where
+/// `cacerts` is `nil` or a list of DER binaries (it wins over `cacertfile`, as in `:ssl`) and the
+/// files are `nil` or paths (`keyfile` is set whenever `certfile` is).
+fn decode_tls(term: Term<'_>) -> NifResult<Option<TlsOptions>> {
+    if term.is_atom() {
+        return Ok(None); // nil
+    }
+    let get = |key: &str| -> NifResult<Term<'_>> {
+        let atom = rustler::Atom::from_str(term.get_env(), key)?;
+        term.map_get(atom)
+    };
+    let optional_path = |key: &str| -> NifResult<Option<PathBuf>> {
+        Ok(optional_bytes(get(key)?)?.map(|bytes| PathBuf::from(OsString::from_vec(bytes))))
+    };
+    let cacerts = get("cacerts")?;
+    let roots = if !cacerts.is_atom() {
+        let ders: Vec<Binary> = cacerts.decode()?;
+        Roots::Der(ders.iter().map(|der| der.as_slice().to_vec()).collect())
+    } else if let Some(path) = optional_path("cacertfile")? {
+        Roots::PemFile(path)
+    } else {
+        Roots::System
+    };
+    let client_cert = match (optional_path("certfile")?, optional_path("keyfile")?) {
+        (Some(cert_file), Some(key_file)) => Some(ClientCert {
+            cert_file,
+            key_file,
+        }),
+        (None, None) => None,
+        _ => return Err(Error::BadArg),
+    };
+    Ok(Some(TlsOptions {
+        server_name: optional_bytes(get("server_name")?)?
+            .map(|bytes| String::from_utf8(bytes).map_err(|_| Error::BadArg))
+            .transpose()?,
+        sni: get("sni")?.decode()?,
+        verify: get("verify")?.decode()?,
+        roots,
+        client_cert,
+    }))
 }
 
 /// `{:tcp, host, port}` or `{:unix, path}`.

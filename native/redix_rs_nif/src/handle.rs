@@ -3,14 +3,12 @@
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
-use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
-
 use redix_rs_core::conn::{Multiplexer, Reason, Waiter};
 use redix_rs_core::resp::Frame;
 use rustler::env::SavedTerm;
 use rustler::{Encoder, Env, LocalPid, Monitor, OwnedEnv, Resource, ResourceArc, Term};
 
-use crate::pubsub::{Op, PubSubRouter};
+use crate::pubsub::PubSubRouter;
 use crate::{atoms, reply};
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -25,9 +23,8 @@ pub struct ConnectionHandle {
     pub pubsub: Option<PubSubSide>,
 }
 
-/// Operations queued for the connection's op task, and the router whose outbox the owner drains.
+/// The pub/sub side: the router whose outbox the owner drains.
 pub struct PubSubSide {
-    pub ops: UnboundedSender<Op>,
     pub router: Arc<PubSubRouter>,
 }
 
@@ -41,35 +38,18 @@ impl ConnectionHandle {
         }
     }
 
-    /// A pub/sub connection owned by `owner` (the `RedixRs.PubSub` process); returns the handle and the
-    /// receiving end of its operation queue, to be drained by `run_pubsub_ops`.
-    pub fn pubsub(
-        max_queued_bytes: usize,
-        owner: LocalPid,
-        notify_disconnection: bool,
-    ) -> (Self, UnboundedReceiver<Op>) {
+    /// A pub/sub connection owned by `owner` (the `RedixRs.PubSub` process).
+    pub fn pubsub(max_queued_bytes: usize, owner: LocalPid, notify_disconnection: bool) -> Self {
         let id = next_id();
         let router = Arc::new(PubSubRouter::new(owner, id, notify_disconnection));
         let mux = Multiplexer::with_router(max_queued_bytes, router.clone());
-        let (ops, rx) = unbounded_channel();
-        let pubsub = Some(PubSubSide { ops, router });
-        (ConnectionHandle { mux, id, pubsub }, rx)
+        let pubsub = Some(PubSubSide { router });
+        ConnectionHandle { mux, id, pubsub }
     }
 }
 
 fn next_id() -> u64 {
     NEXT_ID.fetch_add(1, Ordering::Relaxed)
-}
-
-/// Applies pub/sub operations in the order they were asked for; ends when the handle is gone.
-pub async fn run_pubsub_ops(
-    router: Arc<PubSubRouter>,
-    mux: Multiplexer<ReplyWaiter>,
-    mut ops: UnboundedReceiver<Op>,
-) {
-    while let Some(op) = ops.recv().await {
-        router.apply(op, &mux);
-    }
 }
 
 #[rustler::resource_impl]
@@ -164,22 +144,42 @@ impl ReplyWaiter {
         }
     }
 
-    fn send(self, body: impl for<'a> FnOnce(Env<'a>, &[Frame]) -> (Term<'a>, Term<'a>)) {
+    fn send(mut self, body: impl for<'a> FnOnce(Env<'a>, &[Frame]) -> (Term<'a>, Term<'a>)) {
         if !self.state.claim(SENT) {
             return; // the caller timed out and is gone from this call
         }
         let ReplyWaiter {
             pid,
-            mut env,
+            env,
             reference,
             replies,
             ..
-        } = self;
+        } = &mut self;
         // A dead recipient is not an error: its answer simply has nowhere to go.
-        let _ = env.send_and_clear(&pid, |env| {
-            let (tag, payload) = body(env, &replies);
+        let _ = env.send_and_clear(pid, |env| {
+            let (tag, payload) = body(env, replies);
             (reference.load(env), tag, payload).encode(env)
         });
+    }
+}
+
+/// A waiter dropped unanswered (its task panicked mid-reply) still answers its caller, so that no
+/// caller waits forever. Waiters handed back by a refused submission are dropped on a scheduler thread,
+/// where sending is not allowed and not needed (their caller got the refusal).
+impl Drop for ReplyWaiter {
+    fn drop(&mut self) {
+        if !rustler::thread::is_scheduler_thread() && self.state.claim(SENT) {
+            let ReplyWaiter {
+                pid,
+                env,
+                reference,
+                ..
+            } = self;
+            let _ = env.send_and_clear(pid, |env| {
+                let reason = atoms::disconnected().encode(env);
+                (reference.load(env), atoms::error(), reason).encode(env)
+            });
+        }
     }
 }
 

@@ -1,4 +1,5 @@
-//! The NIF functions: `connect`, `submit`, `submit_dirty`, `close`. Each returns in microseconds;
+//! The NIF functions: `connect`, `submit`, `submit_dirty`, `cancel`, `close`, and for pub/sub
+//! `pubsub_op` and `pubsub_drain`. Each returns in microseconds (or runs on a dirty scheduler);
 //! everything that waits happens on the tokio runtime.
 
 use bytes::{Bytes, BytesMut};
@@ -8,7 +9,7 @@ use redix_rs_core::conn::{
 use rustler::{Binary, Encoder, Env, Error, LocalPid, NifResult, OwnedEnv, ResourceArc, Term};
 
 use crate::args::{count_commands, encode_submission, Budget, EncodeStop, Kind};
-use crate::handle::{run_pubsub_ops, CallState, ConnectionHandle, Expect, ReplyWaiter};
+use crate::handle::{CallState, ConnectionHandle, Expect, ReplyWaiter};
 use crate::pubsub::{Action, Op, Subscriber};
 use crate::{atoms, config, reply, runtime};
 use redix_rs_core::pubsub::Kind as SubscriptionKind;
@@ -23,12 +24,11 @@ fn connect<'a>(env: Env<'a>, config: Term<'a>, owner: LocalPid) -> NifResult<Ter
     let config = config::decode(config)?;
     let runtime = runtime::get().map_err(|e| Error::Term(Box::new(e)))?;
     let handle = if config.pubsub {
-        let (handle, ops) =
-            ConnectionHandle::pubsub(config.max_queued_bytes, owner, config.notify_disconnection);
-        if let Some(side) = &handle.pubsub {
-            runtime.spawn(run_pubsub_ops(side.router.clone(), handle.mux.clone(), ops));
-        }
-        ResourceArc::new(handle)
+        ResourceArc::new(ConnectionHandle::pubsub(
+            config.max_queued_bytes,
+            owner,
+            config.notify_disconnection,
+        ))
     } else {
         ResourceArc::new(ConnectionHandle::new(config.max_queued_bytes))
     };
@@ -93,59 +93,66 @@ fn submit_dirty<'a>(
     })
 }
 
-/// Closes the connection as its owner stops; its waiters get `{:error, :owner_down}` (they then exit
-/// with the owner's exit reason, as Redix callers do). Idempotent.
+/// Closes the connection, for `why`: `:owner_down` (its owner stops: waiters get `{:error,
+/// :owner_down}` and exit with the owner's exit reason, as Redix callers do) or
+/// `:health_check_timeout` (the connection is declared dead and will be re-established). Idempotent.
 #[rustler::nif]
-fn close(handle: ResourceArc<ConnectionHandle>) -> rustler::Atom {
-    handle.mux.close(Reason::Atom("owner_down"));
-    atoms::ok()
+fn close(handle: ResourceArc<ConnectionHandle>, why: rustler::Atom) -> NifResult<rustler::Atom> {
+    let reason = if why == atoms::health_check_timeout() {
+        "health_check_timeout"
+    } else if why == atoms::owner_down() {
+        "owner_down"
+    } else {
+        return Err(Error::BadArg);
+    };
+    handle.mux.close(Reason::Atom(reason));
+    Ok(atoms::ok())
 }
 
-/// Changes who is subscribed to what on a pub/sub connection: `action` is `:subscribe`,
-/// `:unsubscribe` or `:drop` (a dead subscriber, removed silently); `kind` is `:channel`, `:pattern` or
-/// `:shard`; `redis_names` are the names Redis must be told about. Applied in order on a tokio thread,
-/// which also sends the subscriber its `:subscribed`/`:unsubscribed` messages.
-#[rustler::nif]
-#[allow(clippy::too_many_arguments)]
-fn pubsub_op<'a>(
-    handle: ResourceArc<ConnectionHandle>,
-    action: Term<'a>,
-    kind: Term<'a>,
-    names: Vec<Binary<'a>>,
-    subscriber: LocalPid,
-    reference: Term<'a>,
-    redis_names: Vec<Binary<'a>>,
-) -> NifResult<rustler::Atom> {
+/// Changes who is subscribed to what on a pub/sub connection. `op` is
+/// `{action, kind, names, subscriber_pid, ref, redis_names}`: `action` is `:subscribe`, `:unsubscribe`
+/// or `:drop` (a dead subscriber, removed silently); `kind` is `:channel`, `:pattern` or `:shard`;
+/// `redis_names` are the names Redis must be told about. The messages it owes subscribers
+/// (`:subscribed`, `:unsubscribed`) are queued for `pubsub_drain/1`, which the caller runs next. On a
+/// dirty scheduler: a call may carry tens of thousands of names.
+#[rustler::nif(schedule = "DirtyCpu")]
+fn pubsub_op<'a>(handle: ResourceArc<ConnectionHandle>, op: Term<'a>) -> NifResult<rustler::Atom> {
     let Some(side) = &handle.pubsub else {
         return Err(Error::BadArg);
     };
-    let action = match action.atom_to_string()?.as_str() {
+    let (action, kind, names, subscriber, reference, redis_names): (
+        rustler::Atom,
+        rustler::Atom,
+        Vec<Binary<'a>>,
+        LocalPid,
+        Term<'a>,
+        Vec<Binary<'a>>,
+    ) = op.decode()?;
+    let action = match action.to_term(op.get_env()).atom_to_string()?.as_str() {
         "subscribe" => Action::Subscribe,
         "unsubscribe" => Action::Unsubscribe,
         "drop" => Action::Drop,
         _ => return Err(Error::BadArg),
     };
-    let kind = match kind.atom_to_string()?.as_str() {
+    let kind = match kind.to_term(op.get_env()).atom_to_string()?.as_str() {
         "channel" => SubscriptionKind::Channel,
         "pattern" => SubscriptionKind::Pattern,
         "shard" => SubscriptionKind::Shard,
         _ => return Err(Error::BadArg),
     };
+    let to_bytes = |bins: Vec<Binary<'a>>| -> Vec<Bytes> {
+        bins.iter()
+            .map(|b| Bytes::copy_from_slice(b.as_slice()))
+            .collect()
+    };
     let op = Op {
         action,
         kind,
-        names: names
-            .iter()
-            .map(|b| Bytes::copy_from_slice(b.as_slice()))
-            .collect(),
+        names: to_bytes(names),
         subscriber: Subscriber::new(subscriber, reference),
-        redis_names: redis_names
-            .iter()
-            .map(|b| Bytes::copy_from_slice(b.as_slice()))
-            .collect(),
+        redis_names: to_bytes(redis_names),
     };
-    // The receiver lives as long as the handle: a send can only fail while it is being dropped.
-    let _ = side.ops.send(op);
+    side.router.apply(op, &handle.mux);
     Ok(atoms::ok())
 }
 

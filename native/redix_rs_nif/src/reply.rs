@@ -102,11 +102,15 @@ fn big_number<'a>(env: Env<'a>, digits: &[u8]) -> Term<'a> {
         .unwrap_or_else(|| binary(env, digits))
 }
 
-/// A disconnection reason: a bare atom or `{tag, "message"}`.
+/// A disconnection reason: a bare atom, `{tag, "message"}`, or for TLS alerts `:ssl`'s shape,
+/// `{:tls_alert, {alert, "message"}}`.
 pub fn reason<'a>(env: Env<'a>, reason: &Reason) -> Term<'a> {
-    match reason {
-        Reason::Atom(name) => atom(env, name).encode(env),
-        Reason::Tagged(tag, msg) => (atom(env, tag), msg.as_str()).encode(env),
+    match (reason, reason.tls_alert()) {
+        (Reason::Tagged(tag, _), Some((alert, text))) => {
+            (atom(env, tag), (atom(env, alert), text)).encode(env)
+        }
+        (Reason::Atom(name), _) => atom(env, name).encode(env),
+        (Reason::Tagged(tag, msg), None) => (atom(env, tag), msg.as_str()).encode(env),
     }
 }
 

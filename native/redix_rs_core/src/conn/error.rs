@@ -4,15 +4,46 @@ use crate::resp::ProtocolError;
 
 /// A disconnection or connection-failure reason, shaped to become an Erlang term:
 /// a bare atom (`:tcp_closed`, `:econnrefused`) or a tagged tuple (`{:protocol_error, "..."}`).
+///
+/// TLS failures are `Tagged("tls_alert", "<alert>: <message>")`, where `<alert>` is the name `:ssl`
+/// gives the TLS alert (`unknown_ca`, `handshake_failure`, `certificate_expired`, ...): the Elixir
+/// side turns them into `:ssl`'s `{:tls_alert, {alert, message}}` ([`Reason::tls_alert`] splits
+/// them). TLS settings that cannot be used (an unreadable `certfile`, ...) are
+/// `Tagged("tls_config", message)`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reason {
     Atom(&'static str),
     Tagged(&'static str, String),
 }
 
+/// The tag of TLS alert reasons.
+pub const TLS_ALERT: &str = "tls_alert";
+/// The tag of unusable TLS settings.
+pub const TLS_CONFIG: &str = "tls_config";
+
 impl Reason {
-    /// Maps an I/O error to the POSIX atom `:gen_tcp` would report (`econnrefused`, `ehostunreach`, ...).
+    /// A TLS alert reason: `alert` is `:ssl`'s name for it (`unknown_ca`, ...).
+    pub fn tls(alert: &'static str, message: impl std::fmt::Display) -> Reason {
+        Reason::Tagged(TLS_ALERT, format!("{alert}: {message}"))
+    }
+
+    /// `Some((alert, message))` for a TLS alert reason.
+    pub fn tls_alert(&self) -> Option<(&str, &str)> {
+        match self {
+            Reason::Tagged(TLS_ALERT, detail) => detail.split_once(": "),
+            _ => None,
+        }
+    }
+
+    /// Maps an I/O error to the POSIX atom `:gen_tcp` would report (`econnrefused`, `ehostunreach`, ...),
+    /// or, for an error of the TLS layer, to the TLS alert `:ssl` would report.
     pub fn from_io(err: &std::io::Error) -> Reason {
+        if let Some(tls) = err
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        {
+            return super::tls::reason(tls);
+        }
         if let Some(name) = err.raw_os_error().and_then(posix_name) {
             return Reason::Atom(name);
         }
@@ -68,6 +99,9 @@ pub enum ConnectError {
     Redis(String),
     #[error("protocol error: {0}")]
     Protocol(#[from] ProtocolError),
+    /// The TLS settings cannot be used (a file cannot be read, holds no certificate, ...).
+    #[error("TLS configuration: {0}")]
+    TlsConfig(String),
 }
 
 impl ConnectError {
@@ -80,6 +114,7 @@ impl ConnectError {
             ConnectError::Closed => Reason::Atom("tcp_closed"),
             ConnectError::Redis(msg) => Reason::Tagged("redis_error", msg.clone()),
             ConnectError::Protocol(e) => Reason::Tagged("protocol_error", e.to_string()),
+            ConnectError::TlsConfig(msg) => Reason::Tagged(TLS_CONFIG, msg.clone()),
         }
     }
 }

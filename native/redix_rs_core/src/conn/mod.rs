@@ -1,17 +1,19 @@
 //! A connection to one Redis server: options, transport, handshake and the multiplexer that lets many
 //! callers share one socket.
 //!
-//! The flow is `transport::connect` → `handshake::run` → `Multiplexer::run`, driven by whoever owns the
-//! connection (the NIF crate spawns it on its tokio runtime).
+//! The flow is `transport::connect` (TCP, then TLS when asked) → `handshake::run` → `Multiplexer::run`,
+//! driven by whoever owns the connection (the NIF crate spawns it on its tokio runtime).
 
 mod error;
 mod handshake;
 mod multiplexer;
 mod options;
+mod tls;
 mod transport;
 
-pub use error::{ConnectError, Reason};
+pub use error::{ConnectError, Reason, TLS_ALERT, TLS_CONFIG};
 pub use handshake::handshake;
 pub use multiplexer::{Multiplexer, Routed, Router, SubmitError, Waiter};
-pub use options::{Address, ConnectOptions, Protocol, TcpOptions};
+pub use options::{Address, ClientCert, ConnectOptions, Protocol, Roots, TcpOptions, TlsOptions};
+pub use tls::TlsStream;
 pub use transport::{connect, establish, Stream};

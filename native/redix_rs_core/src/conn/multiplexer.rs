@@ -225,16 +225,16 @@ impl<W: Waiter> Multiplexer<W> {
         }
     }
 
-    /// True once the connection has ended or been asked to.
-    pub fn is_closed(&self) -> bool {
-        let st = self.lock();
-        st.closed.is_some() || st.close_requested.is_some()
-    }
-
     /// Ends a connection that cannot run (it failed to connect, or its task panicked): marks it closed
     /// and fails every queued waiter with `reason`.
     pub fn abort(&self, reason: &Reason) {
         self.fail_all(None, reason);
+    }
+
+    /// True once the connection has ended or been asked to (for tests and introspection).
+    pub fn is_closed(&self) -> bool {
+        let st = self.lock();
+        st.closed.is_some() || st.close_requested.is_some()
     }
 
     /// Number of waiters queued and not yet answered (for tests and introspection).
@@ -254,6 +254,14 @@ impl<W: Waiter> Multiplexer<W> {
             Stream::Tcp(mut s) => {
                 let (r, w) = s.split();
                 self.drive(r, w, leftover, &mut current).await
+            }
+            Stream::Tls(s) => {
+                let (r, w) = tokio::io::split(*s);
+                match self.drive(r, w, leftover, &mut current).await {
+                    // The end of a TLS stream, with or without close_notify: `:ssl`'s name for it.
+                    Reason::Atom("tcp_closed") => Reason::Atom("ssl_closed"),
+                    reason => reason,
+                }
             }
             Stream::Unix(mut s) => {
                 let (r, w) = s.split();

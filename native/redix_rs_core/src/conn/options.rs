@@ -1,5 +1,7 @@
-//! What it takes to open one connection: where, how (socket options) and who (credentials, database).
+//! What it takes to open one connection: where, how (socket options, TLS) and who (credentials,
+//! database).
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Where the server listens.
@@ -31,6 +33,60 @@ pub struct TcpOptions {
     pub nodelay: bool,
 }
 
+/// TLS settings, in the vocabulary of Redix's `:ssl` socket options (`verify`, `cacerts`,
+/// `cacertfile`, `certfile`, `keyfile`, `server_name_indication`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsOptions {
+    /// The name the server's certificate must be valid for, also sent as SNI; `None` means the host
+    /// connected to (an IP address is checked against the certificate's IP addresses, and is never
+    /// sent as SNI).
+    pub server_name: Option<String>,
+    /// Send the SNI extension (`server_name_indication: :disable` turns it off).
+    pub sni: bool,
+    /// Check the server's certificate chain and name (`verify: :verify_peer`, the default). `false`
+    /// (`verify: :verify_none`) accepts any certificate: encryption without authentication.
+    pub verify: bool,
+    /// The certificates trusted to sign the server's certificate.
+    pub roots: Roots,
+    /// A client certificate for mutual TLS.
+    pub client_cert: Option<ClientCert>,
+}
+
+impl Default for TlsOptions {
+    /// Verification against the system's trusted CAs, SNI on, no client certificate.
+    fn default() -> Self {
+        TlsOptions {
+            server_name: None,
+            sni: true,
+            verify: true,
+            roots: Roots::System,
+            client_cert: None,
+        }
+    }
+}
+
+/// Where the trusted CA certificates come from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Roots {
+    /// The operating system's store (`/etc/ssl/certs` on Debian; `SSL_CERT_FILE` and `SSL_CERT_DIR`
+    /// override it), read once per process.
+    #[default]
+    System,
+    /// DER-encoded certificates (`cacerts`).
+    Der(Vec<Vec<u8>>),
+    /// A PEM file of one or more certificates (`cacertfile`), read at each connection.
+    PemFile(PathBuf),
+}
+
+/// A client certificate chain and its private key, PEM files read at each connection (so renewed
+/// certificates are picked up on reconnection). The key may be PKCS#8, PKCS#1 (RSA) or SEC1 (EC),
+/// unencrypted; it may sit in the certificate file itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCert {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
 /// The protocol spoken after the handshake.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Protocol {
@@ -46,6 +102,8 @@ pub enum Protocol {
 pub struct ConnectOptions {
     pub address: Address,
     pub tcp: TcpOptions,
+    /// TLS over the TCP connection (`ssl: true`); not available on Unix sockets.
+    pub tls: Option<TlsOptions>,
     pub username: Option<Vec<u8>>,
     pub password: Option<Vec<u8>>,
     pub database: Option<Vec<u8>>,
@@ -67,6 +125,7 @@ impl ConnectOptions {
                 nodelay: true,
                 ..TcpOptions::default()
             },
+            tls: None,
             username: None,
             password: None,
             database: None,

@@ -1,4 +1,4 @@
-//! Opening the socket: TCP (with the user's socket options) or a Unix domain socket.
+//! Opening the socket: TCP (with the user's socket options), TLS over it, or a Unix domain socket.
 
 use std::io;
 use std::net::SocketAddr;
@@ -9,12 +9,15 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 
-use super::{handshake, Address, ConnectError, ConnectOptions, TcpOptions};
+use super::tls::{self, TlsStream};
+use super::{handshake, Address, ConnectError, ConnectOptions, Protocol, TcpOptions};
 
 /// A connected byte stream to a server.
 #[derive(Debug)]
 pub enum Stream {
     Tcp(TcpStream),
+    /// Boxed: a TLS session is large, and this enum is moved around.
+    Tls(Box<TlsStream>),
     Unix(UnixStream),
 }
 
@@ -24,7 +27,10 @@ pub enum Stream {
 pub async fn establish(opts: &ConnectOptions) -> Result<(Stream, BytesMut), ConnectError> {
     let attempt = async {
         let mut stream = connect(opts).await?;
-        let leftover = handshake(&mut stream, opts).await?;
+        let mut leftover = handshake(&mut stream, opts).await?;
+        if matches!(stream, Stream::Tls(_)) && !handshake_sends_commands(opts) {
+            leftover = tls::confirm(&mut stream, leftover).await?;
+        }
         Ok((stream, leftover))
     };
     tokio::time::timeout(opts.timeout, attempt)
@@ -32,11 +38,29 @@ pub async fn establish(opts: &ConnectOptions) -> Result<(Stream, BytesMut), Conn
         .map_err(|_| ConnectError::Timeout)?
 }
 
-/// Opens the socket only.
+/// Whether `handshake` exchanges anything with the server (AUTH, HELLO, SELECT or CLIENT SETNAME).
+fn handshake_sends_commands(opts: &ConnectOptions) -> bool {
+    opts.protocol == Protocol::Resp3
+        || opts.password.is_some()
+        || opts.database.is_some()
+        || opts.client_name.is_some()
+}
+
+/// Opens the socket (and runs the TLS handshake, with `opts.tls`) only.
 pub async fn connect(opts: &ConnectOptions) -> Result<Stream, ConnectError> {
-    match &opts.address {
-        Address::Tcp { host, port } => connect_tcp(host, *port, &opts.tcp).await.map(Stream::Tcp),
-        Address::Unix { path } => Ok(Stream::Unix(UnixStream::connect(path).await?)),
+    match (&opts.address, &opts.tls) {
+        (Address::Tcp { host, port }, None) => {
+            connect_tcp(host, *port, &opts.tcp).await.map(Stream::Tcp)
+        }
+        (Address::Tcp { host, port }, Some(tls_opts)) => {
+            let tcp = connect_tcp(host, *port, &opts.tcp).await?;
+            let stream = tls::connect(tcp, host, tls_opts).await?;
+            Ok(Stream::Tls(Box::new(stream)))
+        }
+        (Address::Unix { .. }, Some(_)) => Err(ConnectError::TlsConfig(
+            "TLS is not available over a Unix domain socket".to_string(),
+        )),
+        (Address::Unix { path }, None) => Ok(Stream::Unix(UnixStream::connect(path).await?)),
     }
 }
 
@@ -88,6 +112,7 @@ impl AsyncRead for Stream {
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
             Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
@@ -101,6 +126,7 @@ impl AsyncWrite for Stream {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
             Stream::Unix(s) => Pin::new(s).poll_write(cx, buf),
         }
     }
@@ -108,6 +134,7 @@ impl AsyncWrite for Stream {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
             Stream::Unix(s) => Pin::new(s).poll_flush(cx),
         }
     }
@@ -115,6 +142,7 @@ impl AsyncWrite for Stream {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
             Stream::Unix(s) => Pin::new(s).poll_shutdown(cx),
         }
     }

@@ -4,7 +4,8 @@
 //! the confirmation arrives, which is when it is told `subscribed`. Redis sends a channel's messages
 //! only after confirming it, so a subscriber never sees a message before its confirmation.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::hash::Hash;
 
 use bytes::Bytes;
 
@@ -65,6 +66,13 @@ impl<S: Clone + PartialEq> Registry<S> {
             .collect()
     }
 
+    /// Whether Redis already confirmed `name` (some subscriber of it is confirmed).
+    pub fn is_confirmed(&self, kind: Kind, name: &Bytes) -> bool {
+        self.table
+            .get(&(kind, name.clone()))
+            .is_some_and(|entries| entries.iter().any(|e| e.confirmed))
+    }
+
     /// Removes `subscriber` from `name`; returns whether it was there.
     pub fn remove(&mut self, kind: Kind, name: &Bytes, subscriber: &S) -> bool {
         let key = (kind, name.clone());
@@ -89,16 +97,18 @@ impl<S: Clone + PartialEq> Registry<S> {
             .filter(|e| e.confirmed)
             .map(|e| &e.subscriber)
     }
+}
 
+impl<S: Clone + Eq + Hash> Registry<S> {
     /// Every subscriber once, whatever it subscribed to (for telling each about a disconnection).
     pub fn subscribers(&self) -> Vec<S> {
-        let mut all: Vec<S> = Vec::new();
-        for entry in self.table.values().flatten() {
-            if !all.contains(&entry.subscriber) {
-                all.push(entry.subscriber.clone());
-            }
-        }
-        all
+        let mut seen = HashSet::new();
+        self.table
+            .values()
+            .flatten()
+            .filter(|e| seen.insert(e.subscriber.clone()))
+            .map(|e| e.subscriber.clone())
+            .collect()
     }
 }
 
@@ -116,7 +126,9 @@ mod tests {
         reg.add_pending(Kind::Channel, name("a"), 1);
         reg.add_pending(Kind::Channel, name("a"), 2);
         assert_eq!(reg.recipients(Kind::Channel, &name("a")).count(), 0);
+        assert!(!reg.is_confirmed(Kind::Channel, &name("a")));
         assert_eq!(reg.confirm(Kind::Channel, &name("a")), vec![1, 2]);
+        assert!(reg.is_confirmed(Kind::Channel, &name("a")));
         assert_eq!(
             reg.recipients(Kind::Channel, &name("a"))
                 .copied()
