@@ -106,7 +106,8 @@ defmodule RedixRs.Connector do
 
   @doc "`host:port` as the user gave it, or the socket path."
   def address(opts) do
-    case opts[:host] do
+    case (opts[:sentinel] && :sentinel) || opts[:host] do
+      :sentinel -> "sentinel"
       {:local, path} -> path
       host -> "#{host}:#{opts[:port]}"
     end
@@ -137,10 +138,50 @@ defmodule RedixRs.Connector do
       timeout: if(opts[:timeout] == :infinity, do: @forever_ms, else: opts[:timeout]),
       max_queued_bytes: opts[:write_queue_limit],
       tls: if(opts[:ssl], do: RedixRs.Options.TLS.native(opts[:socket_opts])),
+      sentinel: opts[:sentinel] && sentinel_config(opts[:sentinel]),
       pubsub: mode == :pubsub,
       # With exit_on_disconnection the process exits instead, and subscribers are not told (Redix).
       notify_disconnection: not opts[:exit_on_disconnection]
     })
+  end
+
+  defp sentinel_config(sentinel) do
+    {:ok, socket} = RedixRs.Options.Socket.parse(sentinel[:socket_opts])
+
+    Map.merge(socket, %{
+      sentinels:
+        Enum.map(sentinel[:sentinels], &{&1.host, &1.port, resolve_password(&1.password)}),
+      group: sentinel[:group],
+      role: sentinel[:role],
+      password: resolve_password(sentinel[:password]),
+      timeout: sentinel[:timeout],
+      tls: if(sentinel[:ssl], do: RedixRs.Options.TLS.native(sentinel[:socket_opts]))
+    })
+  end
+
+  @doc """
+  Handles what the native side says about sentinels while connecting: a failed one is reported as
+  `[:redix_rs, :failed_connection]` with its `:sentinel_address`; the one that answered moves to the
+  front of the list, to be asked first next time (as Redis's guidelines for clients say). Returns
+  the options.
+  """
+  def sentinel_event({:sentinel_failed, address, reason}, opts) do
+    metadata = %{
+      connection: self(),
+      connection_name: opts[:name],
+      sentinel_address: address,
+      reason: %RedixRs.ConnectionError{reason: reason}
+    }
+
+    Telemetry.execute([:redix_rs, :failed_connection], %{}, metadata)
+    opts
+  end
+
+  def sentinel_event({:sentinel_answered, index}, opts) do
+    Keyword.update!(opts, :sentinel, fn sentinel ->
+      {answered, others} = List.pop_at(sentinel[:sentinels], index)
+      Keyword.put(sentinel, :sentinels, [answered | others])
+    end)
   end
 
   # A `{m, f, a}` password is called at every connection attempt, so rotated secrets are picked up.

@@ -82,6 +82,14 @@ defmodule RedixRs.Options do
         "connect with TLS (rustls), verifying the server's certificate and name against the " <>
           "system's trusted CAs unless `:socket_opts` say otherwise"
     ],
+    sentinel: [
+      type: :sentinel,
+      default: nil,
+      doc:
+        "find the server through Redis Sentinel: `[sentinels: [uri_or_keyword, ...], group: " <>
+          "\"mymaster\", role: :primary | :replica, password: ..., timeout: 500, ssl: false, " <>
+          "socket_opts: []]` (then `:host` and `:port` cannot be given)"
+    ],
     health_check_interval: [
       type: :timeout,
       default: :infinity,
@@ -165,7 +173,7 @@ defmodule RedixRs.Options do
         {key, check!(spec[:type], key, value, spec[:default])}
       end)
 
-    validated |> check_unix_port!() |> check_tls!()
+    validated |> check_unix_port!() |> check_tls!() |> check_sentinel!(opts)
   end
 
   def validate!(other, _mode) do
@@ -218,6 +226,7 @@ defmodule RedixRs.Options do
   defp valid(:pos_integer, _), do: {:error, "a positive integer"}
   defp valid(:protocol, protocol) when protocol in [:resp2, :resp3], do: {:ok, protocol}
   defp valid(:protocol, _), do: {:error, ":resp2 or :resp3"}
+  defp valid(:sentinel, opts), do: {:ok, RedixRs.Options.Sentinel.validate!(opts)}
   defp valid(:keyword, kw) when is_list(kw), do: {:ok, kw}
   defp valid(:keyword, _), do: {:error, "a keyword list"}
   defp valid(:list, list) when is_list(list), do: {:ok, list}
@@ -261,6 +270,14 @@ defmodule RedixRs.Options do
       true ->
         opts
     end
+  end
+
+  defp check_sentinel!(validated, given) do
+    if validated[:sentinel] && (Keyword.has_key?(given, :host) or Keyword.has_key?(given, :port)) do
+      raise ArgumentError, ":host or :port can't be passed as option if :sentinel is used"
+    end
+
+    validated
   end
 
   defp check_unix_port!(opts) do

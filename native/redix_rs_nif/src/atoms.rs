@@ -39,4 +39,6 @@ rustler::atoms! {
     done,
     owner_down,
     health_check_timeout,
+    sentinel_failed,
+    sentinel_answered,
 }

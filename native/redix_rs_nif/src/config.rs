@@ -9,7 +9,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use redix_rs_core::conn::{
-    Address, ClientCert, ConnectOptions, Protocol, Roots, TcpOptions, TlsOptions,
+    Address, ClientCert, ConnectOptions, Protocol, Role, Roots, Sentinel, SentinelOptions,
+    TcpOptions, TlsOptions,
 };
 use rustler::{Binary, Error, NifResult, Term};
 
@@ -31,13 +32,7 @@ pub fn decode(map: Term<'_>) -> NifResult<NativeConfig> {
     };
     let connect = ConnectOptions {
         address: decode_address(get("address")?)?,
-        tcp: TcpOptions {
-            inet6: get("inet6")?.decode()?,
-            keepalive: get("keepalive")?.decode()?,
-            send_buffer: get("sndbuf")?.decode()?,
-            recv_buffer: get("recbuf")?.decode()?,
-            nodelay: get("nodelay")?.decode()?,
-        },
+        tcp: decode_tcp(map)?,
         tls: decode_tls(get("tls")?)?,
         username: optional_bytes(get("username")?)?,
         password: optional_bytes(get("password")?)?,
@@ -47,6 +42,7 @@ pub fn decode(map: Term<'_>) -> NifResult<NativeConfig> {
             "resp3" => Protocol::Resp3,
             _ => Protocol::Resp2,
         },
+        sentinel: decode_sentinel(get("sentinel")?)?,
         timeout: Duration::from_millis(get("timeout")?.decode()?),
     };
     let max_queued_bytes = get("max_queued_bytes")?.decode()?;
@@ -58,6 +54,56 @@ pub fn decode(map: Term<'_>) -> NifResult<NativeConfig> {
         pubsub,
         notify_disconnection,
     })
+}
+
+/// The plain-TCP socket options of `map`: `inet6`, `keepalive`, `sndbuf`, `recbuf`, `nodelay`.
+fn decode_tcp(map: Term<'_>) -> NifResult<TcpOptions> {
+    let get = |key: &str| -> NifResult<Term<'_>> {
+        let atom = rustler::Atom::from_str(map.get_env(), key)?;
+        map.map_get(atom)
+    };
+    Ok(TcpOptions {
+        inet6: get("inet6")?.decode()?,
+        keepalive: get("keepalive")?.decode()?,
+        send_buffer: get("sndbuf")?.decode()?,
+        recv_buffer: get("recbuf")?.decode()?,
+        nodelay: get("nodelay")?.decode()?,
+    })
+}
+
+/// `nil`, or `%{sentinels: [{host, port, password | nil}], group:, role: :primary | :replica,
+/// password:, timeout:, tls:}` plus the sentinels' TCP options (as `decode_tcp`).
+fn decode_sentinel(term: Term<'_>) -> NifResult<Option<SentinelOptions>> {
+    if term.is_atom() {
+        return Ok(None); // nil
+    }
+    let get = |key: &str| -> NifResult<Term<'_>> {
+        let atom = rustler::Atom::from_str(term.get_env(), key)?;
+        term.map_get(atom)
+    };
+    let sentinels: Vec<(Term, u16, Term)> = get("sentinels")?.decode()?;
+    let sentinels = sentinels
+        .into_iter()
+        .map(|(host, port, password)| {
+            Ok(Sentinel {
+                host: string(host)?,
+                port,
+                password: optional_bytes(password)?,
+            })
+        })
+        .collect::<NifResult<Vec<_>>>()?;
+    Ok(Some(SentinelOptions {
+        sentinels,
+        group: optional_bytes(get("group")?)?.ok_or(Error::BadArg)?,
+        role: match get("role")?.atom_to_string()?.as_str() {
+            "replica" => Role::Replica,
+            _ => Role::Primary,
+        },
+        password: optional_bytes(get("password")?)?,
+        timeout: Duration::from_millis(get("timeout")?.decode()?),
+        tls: decode_tls(get("tls")?)?,
+        tcp: decode_tcp(term)?,
+    }))
 }
 
 /// `nil`, or `%{server_name:, sni:, verify:, cacerts:, cacertfile:, certfile:, keyfile:}` where

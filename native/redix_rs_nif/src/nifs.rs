@@ -4,7 +4,7 @@
 
 use bytes::{Bytes, BytesMut};
 use redix_rs_core::conn::{
-    establish, ConnectError, ConnectOptions, Multiplexer, Reason, SubmitError,
+    establish_with, ConnectError, ConnectOptions, Multiplexer, Reason, SentinelEvent, SubmitError,
 };
 use rustler::{Binary, Encoder, Env, Error, LocalPid, NifResult, OwnedEnv, ResourceArc, Term};
 
@@ -218,7 +218,18 @@ async fn supervise(mux: Multiplexer<ReplyWaiter>, opts: ConnectOptions, owner: L
 }
 
 async fn serve(mux: Multiplexer<ReplyWaiter>, opts: ConnectOptions, owner: LocalPid, id: u64) {
-    match establish(&opts).await {
+    // Through sentinels, the owner hears which failed (for telemetry) and which answered (to ask it
+    // first next time): `{:sentinel_failed, "host:port", reason}`, `{:sentinel_answered, index}`.
+    let mut on_sentinel = |event: SentinelEvent| match event {
+        SentinelEvent::Failed { address, reason } => notify(&owner, id, |env| {
+            let reason = reply::reason(env, &reason);
+            (atoms::sentinel_failed(), address.as_str(), reason).encode(env)
+        }),
+        SentinelEvent::Answered { index } => notify(&owner, id, |env| {
+            (atoms::sentinel_answered(), index).encode(env)
+        }),
+    };
+    match establish_with(&opts, &mut on_sentinel).await {
         Ok((stream, leftover)) => {
             notify(&owner, id, |env| atoms::connected().encode(env));
             let reason = mux.run(stream, leftover).await;

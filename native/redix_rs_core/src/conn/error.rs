@@ -102,6 +102,13 @@ pub enum ConnectError {
     /// The TLS settings cannot be used (a file cannot be read, holds no certificate, ...).
     #[error("TLS configuration: {0}")]
     TlsConfig(String),
+    /// Sentinel could not give a usable server: `no_viable_sentinel_connection`,
+    /// `sentinel_no_primary_found`, `sentinel_no_replicas_found_for_given_primary`.
+    #[error("{0}")]
+    Sentinel(&'static str),
+    /// The server a sentinel named does not have the role asked for (its `ROLE` reply).
+    #[error("wrong role: {0}")]
+    WrongRole(String),
 }
 
 impl ConnectError {
@@ -115,6 +122,8 @@ impl ConnectError {
             ConnectError::Redis(msg) => Reason::Tagged("redis_error", msg.clone()),
             ConnectError::Protocol(e) => Reason::Tagged("protocol_error", e.to_string()),
             ConnectError::TlsConfig(msg) => Reason::Tagged(TLS_CONFIG, msg.clone()),
+            ConnectError::Sentinel(reason) => Reason::Atom(reason),
+            ConnectError::WrongRole(role) => Reason::Tagged("wrong_role", role.clone()),
         }
     }
 }

@@ -17,11 +17,7 @@ pub async fn handshake<S>(stream: &mut S, opts: &ConnectOptions) -> Result<Bytes
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut io = Exchange {
-        stream,
-        buf: BytesMut::with_capacity(4096),
-        parser: Parser::new(Limits::default()),
-    };
+    let mut io = Exchange::new(stream, BytesMut::with_capacity(4096));
     match opts.protocol {
         Protocol::Resp3 => io.hello3(opts).await?,
         Protocol::Resp2 => {
@@ -37,18 +33,36 @@ where
         io.expect_ok(&[b"CLIENT".as_slice(), b"SETNAME", name])
             .await?;
     }
-    Ok(io.buf)
+    Ok(io.into_leftover())
 }
 
 /// One request/reply at a time over a stream that is not multiplexed yet.
-struct Exchange<'a, S> {
+pub(crate) struct Exchange<'a, S> {
     stream: &'a mut S,
     buf: BytesMut,
     parser: Parser,
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Exchange<'_, S> {
-    async fn auth(&mut self, username: Option<&[u8]>, password: &[u8]) -> Result<(), ConnectError> {
+impl<'a, S: AsyncRead + AsyncWrite + Unpin> Exchange<'a, S> {
+    /// An exchange over `stream`, with `buf` holding bytes already read from it.
+    pub(crate) fn new(stream: &'a mut S, buf: BytesMut) -> Self {
+        Exchange {
+            stream,
+            buf,
+            parser: Parser::new(Limits::default()),
+        }
+    }
+
+    /// The bytes read past the last reply.
+    pub(crate) fn into_leftover(self) -> BytesMut {
+        self.buf
+    }
+
+    pub(crate) async fn auth(
+        &mut self,
+        username: Option<&[u8]>,
+        password: &[u8],
+    ) -> Result<(), ConnectError> {
         let Some(user) = username else {
             return self.expect_ok(&[b"AUTH".as_slice(), password]).await;
         };
@@ -86,7 +100,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Exchange<'_, S> {
         ok_or_error(reply)
     }
 
-    async fn request(&mut self, args: &[&[u8]]) -> Result<Frame, ConnectError> {
+    pub(crate) async fn request(&mut self, args: &[&[u8]]) -> Result<Frame, ConnectError> {
         let mut out = BytesMut::new();
         encode_command(args, &mut out);
         self.stream.write_all(&out).await?;

@@ -8,6 +8,7 @@ mod error;
 mod handshake;
 mod multiplexer;
 mod options;
+mod sentinel;
 mod tls;
 mod transport;
 
@@ -15,5 +16,6 @@ pub use error::{ConnectError, Reason, TLS_ALERT, TLS_CONFIG};
 pub use handshake::handshake;
 pub use multiplexer::{Multiplexer, Routed, Router, SubmitError, Waiter};
 pub use options::{Address, ClientCert, ConnectOptions, Protocol, Roots, TcpOptions, TlsOptions};
+pub use sentinel::{Role, Sentinel, SentinelEvent, SentinelOptions};
 pub use tls::TlsStream;
-pub use transport::{connect, establish, Stream};
+pub use transport::{connect, establish, establish_with, Stream};

@@ -109,6 +109,8 @@ pub struct ConnectOptions {
     pub database: Option<Vec<u8>>,
     pub client_name: Option<Vec<u8>>,
     pub protocol: Protocol,
+    /// Find the server through these sentinels (`address` is then ignored).
+    pub sentinel: Option<super::SentinelOptions>,
     /// Bounds the TCP connect and the handshake together, like Redix's `:timeout` option.
     pub timeout: Duration,
 }
@@ -131,6 +133,7 @@ impl ConnectOptions {
             database: None,
             client_name: None,
             protocol: Protocol::Resp2,
+            sentinel: None,
             timeout: Duration::from_secs(5),
         }
     }

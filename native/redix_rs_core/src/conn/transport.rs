@@ -9,6 +9,7 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 
+use super::sentinel::{establish_via_sentinels, SentinelEvent};
 use super::tls::{self, TlsStream};
 use super::{handshake, Address, ConnectError, ConnectOptions, Protocol, TcpOptions};
 
@@ -21,10 +22,29 @@ pub enum Stream {
     Unix(UnixStream),
 }
 
-/// Opens the socket and runs the handshake, all within `opts.timeout`.
+/// Opens the socket and runs the handshake, all within `opts.timeout`; through the sentinels first
+/// when `opts.sentinel` is set (their events are dropped: see `establish_with`).
 ///
 /// Returns the stream and any bytes read past the handshake replies (normally none).
 pub async fn establish(opts: &ConnectOptions) -> Result<(Stream, BytesMut), ConnectError> {
+    establish_with(opts, &mut |_| {}).await
+}
+
+/// `establish`, telling `on_sentinel` what happened with each sentinel tried.
+pub async fn establish_with(
+    opts: &ConnectOptions,
+    on_sentinel: &mut (dyn FnMut(SentinelEvent) + Send),
+) -> Result<(Stream, BytesMut), ConnectError> {
+    match &opts.sentinel {
+        Some(sentinel) => establish_via_sentinels(opts, sentinel, on_sentinel).await,
+        None => establish_direct(opts).await,
+    }
+}
+
+/// Connects to `opts.address` itself (no sentinel).
+pub(crate) async fn establish_direct(
+    opts: &ConnectOptions,
+) -> Result<(Stream, BytesMut), ConnectError> {
     let attempt = async {
         let mut stream = connect(opts).await?;
         let mut leftover = handshake(&mut stream, opts).await?;

@@ -1,0 +1,280 @@
+//! Finding the server through Redis Sentinel, as Redis's guidelines for Sentinel clients say: ask the
+//! sentinels in order (each within a short timeout) for the group's primary (or a replica), connect to
+//! it, and confirm with `ROLE` that it is what was asked for. Done again at every (re)connection, so
+//! after a failover the client follows the new primary.
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::handshake::Exchange;
+use super::transport::{connect, establish_direct};
+use super::{Address, ConnectError, ConnectOptions, Reason, Stream, TcpOptions, TlsOptions};
+use crate::resp::Frame;
+
+/// Which server of the group to connect to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Primary,
+    Replica,
+}
+
+/// One sentinel: where it is, and its own password (else the global one is used).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sentinel {
+    pub host: String,
+    pub port: u16,
+    pub password: Option<Vec<u8>>,
+}
+
+/// How to reach the sentinels and what to ask them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentinelOptions {
+    /// Tried in this order.
+    pub sentinels: Vec<Sentinel>,
+    pub group: Vec<u8>,
+    pub role: Role,
+    /// The password of every sentinel that has none of its own.
+    pub password: Option<Vec<u8>>,
+    /// Bounds connecting to one sentinel and its answer.
+    pub timeout: Duration,
+    pub tls: Option<TlsOptions>,
+    pub tcp: TcpOptions,
+}
+
+/// What happened with the sentinels while connecting, for the owner (telemetry, reordering).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SentinelEvent {
+    /// This sentinel (`host:port`) could not be used.
+    Failed { address: String, reason: Reason },
+    /// The sentinel at this index of the list led to the server: it should be asked first next time.
+    Answered { index: usize },
+}
+
+/// Connects to the server of `sentinel.group` that has `sentinel.role`, with the rest of `opts`.
+pub async fn establish_via_sentinels(
+    opts: &ConnectOptions,
+    sentinel: &SentinelOptions,
+    on_event: &mut (dyn FnMut(SentinelEvent) + Send),
+) -> Result<(Stream, BytesMut), ConnectError> {
+    let mut no_server_known = false;
+    for (index, one) in sentinel.sentinels.iter().enumerate() {
+        let address = format!("{}:{}", one.host, one.port);
+        let attempt = async {
+            let server = ask(one, sentinel).await?;
+            let mut opts = opts.clone();
+            opts.address = server;
+            let (mut stream, leftover) = establish_direct(&opts).await?;
+            let leftover = confirm_role(&mut stream, leftover, sentinel.role).await?;
+            Ok::<_, ConnectError>((stream, leftover))
+        };
+        match attempt.await {
+            Ok(connected) => {
+                on_event(SentinelEvent::Answered { index });
+                return Ok(connected);
+            }
+            Err(err) => {
+                no_server_known |= matches!(err, ConnectError::Sentinel(_));
+                on_event(SentinelEvent::Failed {
+                    address,
+                    reason: err.reason(),
+                });
+            }
+        }
+    }
+    Err(ConnectError::Sentinel(
+        match (no_server_known, sentinel.role) {
+            (true, Role::Primary) => "sentinel_no_primary_found",
+            (true, Role::Replica) => "sentinel_no_replicas_found_for_given_primary",
+            (false, _) => "no_viable_sentinel_connection",
+        },
+    ))
+}
+
+/// Asks one sentinel where the server is.
+async fn ask(one: &Sentinel, sentinel: &SentinelOptions) -> Result<Address, ConnectError> {
+    let opts = ConnectOptions {
+        tcp: sentinel.tcp.clone(),
+        tls: sentinel.tls.clone(),
+        timeout: sentinel.timeout,
+        ..ConnectOptions::tcp(one.host.clone(), one.port)
+    };
+    let query = async {
+        let mut stream = connect(&opts).await?;
+        let mut io = Exchange::new(&mut stream, BytesMut::new());
+        if let Some(password) = one.password.as_ref().or(sentinel.password.as_ref()) {
+            io.auth(None, password).await?;
+        }
+        match sentinel.role {
+            Role::Primary => primary(&mut io, &sentinel.group).await,
+            Role::Replica => replica(&mut io, &sentinel.group).await,
+        }
+    };
+    tokio::time::timeout(sentinel.timeout, query)
+        .await
+        .map_err(|_| ConnectError::Timeout)?
+}
+
+async fn primary<S: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut Exchange<'_, S>,
+    group: &[u8],
+) -> Result<Address, ConnectError> {
+    match io
+        .request(&[b"SENTINEL".as_slice(), b"get-master-addr-by-name", group])
+        .await?
+    {
+        Frame::Array(items) => match items.as_slice() {
+            [host, port] => address(host, port),
+            _ => Err(unexpected("get-master-addr-by-name")),
+        },
+        Frame::NullArray | Frame::NullBulk | Frame::Null => {
+            Err(ConnectError::Sentinel("sentinel_no_primary_found"))
+        }
+        Frame::Error(msg) => Err(ConnectError::Redis(
+            String::from_utf8_lossy(&msg).into_owned(),
+        )),
+        _ => Err(unexpected("get-master-addr-by-name")),
+    }
+}
+
+/// A replica that the sentinel does not consider down, picked at random (as Redix does) so that
+/// clients spread over the replicas.
+async fn replica<S: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut Exchange<'_, S>,
+    group: &[u8],
+) -> Result<Address, ConnectError> {
+    let reply = io
+        .request(&[b"SENTINEL".as_slice(), b"replicas", group])
+        .await?;
+    let Frame::Array(replicas) = reply else {
+        return match reply {
+            Frame::Error(msg) => Err(ConnectError::Redis(
+                String::from_utf8_lossy(&msg).into_owned(),
+            )),
+            _ => Err(unexpected("replicas")),
+        };
+    };
+    let healthy: Vec<Address> = replicas.iter().filter_map(healthy_replica).collect();
+    if healthy.is_empty() {
+        return Err(ConnectError::Sentinel(
+            "sentinel_no_replicas_found_for_given_primary",
+        ));
+    }
+    let pick = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos() as usize)
+        % healthy.len();
+    Ok(healthy[pick].clone())
+}
+
+/// A replica's address from its field list (`ip`, `port`, `flags`, ... as name/value pairs), unless
+/// its flags say it is down or disconnected.
+fn healthy_replica(fields: &Frame) -> Option<Address> {
+    let pairs: Vec<(Bytes, &Frame)> = match fields {
+        Frame::Array(items) => items
+            .chunks(2)
+            .filter_map(|kv| Some((text(&kv[0])?, kv.get(1)?)))
+            .collect(),
+        Frame::Map(pairs) => pairs
+            .iter()
+            .filter_map(|(k, v)| Some((text(k)?, v)))
+            .collect(),
+        _ => return None,
+    };
+    let field = |name: &[u8]| {
+        pairs
+            .iter()
+            .find(|(k, _)| k.as_ref() == name)
+            .map(|(_, v)| *v)
+    };
+    let flags = field(b"flags").and_then(text).unwrap_or_default();
+    let down = [b"s_down".as_slice(), b"o_down", b"disconnected"]
+        .iter()
+        .any(|flag| flags.split(|&b| b == b',').any(|f| f == *flag));
+    if down {
+        return None;
+    }
+    address(field(b"ip")?, field(b"port")?).ok()
+}
+
+/// `ROLE` must say `master` for a primary and `slave` for a replica: a sentinel may be out of date.
+async fn confirm_role(
+    stream: &mut Stream,
+    leftover: BytesMut,
+    role: Role,
+) -> Result<BytesMut, ConnectError> {
+    let mut io = Exchange::new(stream, leftover);
+    let reply = io.request(&[b"ROLE".as_slice()]).await?;
+    let actual = match &reply {
+        Frame::Array(items) | Frame::Push(items) => items.first().and_then(text),
+        _ => None,
+    }
+    .ok_or_else(|| unexpected("ROLE"))?;
+    let expected: &[u8] = match role {
+        Role::Primary => b"master",
+        Role::Replica => b"slave",
+    };
+    if actual.as_ref() != expected {
+        return Err(ConnectError::WrongRole(
+            String::from_utf8_lossy(&actual).into_owned(),
+        ));
+    }
+    Ok(io.into_leftover())
+}
+
+fn address(host: &Frame, port: &Frame) -> Result<Address, ConnectError> {
+    let host = text(host).and_then(|h| String::from_utf8(h.to_vec()).ok());
+    let port = text(port).and_then(|p| std::str::from_utf8(&p).ok()?.parse::<u16>().ok());
+    match (host, port) {
+        (Some(host), Some(port)) => Ok(Address::Tcp { host, port }),
+        _ => Err(unexpected("an address")),
+    }
+}
+
+fn text(frame: &Frame) -> Option<Bytes> {
+    match frame {
+        Frame::Bulk(b) | Frame::Simple(b) => Some(b.clone()),
+        _ => None,
+    }
+}
+
+fn unexpected(what: &str) -> ConnectError {
+    ConnectError::Redis(format!("unexpected reply from a sentinel to {what}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(s: &str) -> Frame {
+        Frame::Bulk(Bytes::copy_from_slice(s.as_bytes()))
+    }
+
+    #[test]
+    fn healthy_replicas_are_those_not_flagged_down() {
+        let fields = |flags: &str| {
+            Frame::Array(vec![
+                bulk("ip"),
+                bulk("10.0.0.2"),
+                bulk("port"),
+                bulk("6380"),
+                bulk("flags"),
+                bulk(flags),
+            ])
+        };
+        assert_eq!(
+            healthy_replica(&fields("slave")),
+            Some(Address::Tcp {
+                host: "10.0.0.2".into(),
+                port: 6380
+            })
+        );
+        assert_eq!(healthy_replica(&fields("slave,s_down")), None);
+        assert_eq!(healthy_replica(&fields("slave,disconnected")), None);
+        assert_eq!(
+            healthy_replica(&Frame::Array(vec![bulk("ip"), bulk("h")])),
+            None
+        );
+    }
+}
