@@ -31,7 +31,11 @@ end
 
 alias RedixRs.Bench.Report
 
-server = RedisServer.start()
+certs = RedixRs.Bench.TLSCerts.generate!(Path.join(System.tmp_dir!(), "redix_rs_bench_tls"))
+
+server =
+  RedisServer.start(tls: [cert_file: certs.cert, key_file: certs.key, ca_cert_file: certs.ca])
+
 port = server.port
 Scenarios.prepare(port)
 clients = Enum.filter([:redix_rs, :eredis], &Clients.available?/1)
@@ -83,6 +87,22 @@ rows =
     row
   end
 
+# a over TLS, side by side with plain TCP (redix_rs both times; eredis has no TLS here).
+tls_rounds =
+  for _ <- 1..rounds,
+      do:
+        {Scenarios.sequential_get(:redix_rs, port),
+         Scenarios.sequential_get_tls(server.tls_port, certs.ca)}
+
+plain = tls_rounds |> Enum.map(&elem(&1, 0)) |> Enum.max_by(&Report.ops/1)
+tls = tls_rounds |> Enum.map(&elem(&1, 1)) |> Enum.max_by(&Report.ops/1)
+
+tls_row =
+  "| a over TLS (rustls): 1 process, 20,000 GET | #{Report.cell(tls)} | plain TCP, same run: #{Report.cell(plain)} | " <>
+    "TLS/plain #{Float.round(Report.ops(tls) / Report.ops(plain), 2)}x | - | - |"
+
+IO.puts(tls_row)
+
 m = Scenarios.noreply_memory(port)
 
 m_row =
@@ -126,7 +146,7 @@ entry = """
 
 #{header}
 |---|---|---|---|---|---|
-#{Enum.join(rows ++ [m_row, fan_row], "\n")}
+#{Enum.join(rows ++ [tls_row, m_row, fan_row], "\n")}
 """
 
 unless File.exists?(results_path) do

@@ -73,6 +73,21 @@ defmodule RedixRs.Bench.Scenarios do
     %{result | ops: batches * size}
   end
 
+  @doc "a over TLS: one process, sequential GETs of a 32-byte value through `RedixRs` with `ssl: true`."
+  def sequential_get_tls(tls_port, ca, n \\ 20_000) do
+    opts = [port: tls_port, ssl: true, socket_opts: [cacertfile: ca], sync_connect: true]
+    {:ok, conn} = RedixRs.start_link(opts)
+
+    result =
+      timed(fn ->
+        for _ <- 1..n,
+            do: time_one(fn -> {:ok, _} = RedixRs.command(conn, ["GET", "bench:32"]) end)
+      end)
+
+    RedixRs.stop(conn)
+    result
+  end
+
   @doc "e: one process, 10,000 sequential GETs of a 16 KiB value."
   def get_16k(client, port), do: sequential_get(client, port, 10_000, "bench:16k")
 
