@@ -1,0 +1,615 @@
+defmodule RedixRs.Test.SentinelSetup do
+  @moduledoc false
+  # A Redis Sentinel deployment for tests, on free ports of 127.0.0.1 (never 6379 or 26379):
+  # one primary and one replica (`RedixRs.Test.RedisServer`s, the replica started with
+  # `--replicaof`) and three `redis-sentinel` processes monitoring the primary as "mymaster"
+  # (quorum 2, down-after 1000 ms, failover-timeout 5000 ms).
+  #
+  #     setup = SentinelSetup.start(password: "pw", sentinel_password: "spw")
+  #     SentinelSetup.sentinel_uris(setup)   #=> ["redis://127.0.0.1:41001", ...]
+  #     new_port = SentinelSetup.failover(setup)
+  #     SentinelSetup.stop(setup)
+  #
+  # ## Sentinel processes
+  #
+  # RedisServer.start/1 cannot run a sentinel (it always runs `redis-server --port ...`, and
+  # a sentinel needs its writable config file as the first argument), so sentinels are started
+  # here with the same design as RedisServer (see its moduledoc): a `sh` watchdog, opened as an
+  # Erlang port by a holder process that monitors the owner, runs redis-sentinel (through
+  # `setpriv --pdeathsig KILL` when available) and SIGKILLs it on a "stop" line or when the
+  # port closes (owner exit, VM death even by `kill -9`), removing the temp dir in the latter
+  # case. Each sentinel is described by a `%RedixRs.Test.RedisServer{}` (with `:password` set
+  # to the sentinel password), so `RedisServer.redis_cli/3` and `RedisServer.os_kill/2` work on
+  # it; stop one with `stop_sentinel/1` (`RedisServer.restart/1` would start a plain
+  # redis-server and must not be used on it).
+
+  alias RedixRs.Test.RedisServer
+
+  @group "mymaster"
+  @start_timeout 15_000
+  @failover_timeout 30_000
+  @sentinel_start_timeout 5_000
+  @stop_timeout 5_000
+  @port_attempts 5
+
+  @type t :: %{
+          primary: RedisServer.t(),
+          replica: RedisServer.t(),
+          sentinels: [RedisServer.t()],
+          group: String.t(),
+          password: String.t() | nil,
+          sentinel_password: String.t() | nil
+        }
+
+  # The same watchdog as RedisServer's: $1 temp dir, $2 log file, then the command.
+  @watchdog """
+  dir=$1; log=$2; shift 2
+  exec 3<&0 </dev/null 2>>"$log"
+  "$@" 3<&- >>"$log" 2>&1 &
+  pid=$!
+  (
+    if read -r line <&3; then kill -KILL "$pid" 2>/dev/null; exit 0; fi
+    trap '' TERM
+    kill -KILL "$pid" 2>/dev/null
+    exit 3
+  ) >/dev/null 2>&1 &
+  watcher=$!
+  exec 3<&-
+  echo "$pid"
+  wait "$pid"; status=$?
+  kill "$watcher" 2>/dev/null
+  wait "$watcher"; wstatus=$?
+  if [ "$wstatus" = 3 ]; then rm -rf "$dir"; fi
+  exit "$status"
+  """
+
+  @doc """
+  Starts the primary, the replica (and waits until its link to the primary is up) and three
+  sentinels, and waits until every sentinel reports the primary, knows the replica and has
+  discovered the two other sentinels.
+
+  Options:
+
+    * `:password` - `requirepass` and `masterauth` of the data nodes (and the sentinels'
+      `sentinel auth-pass`)
+    * `:sentinel_password` - `requirepass` of the sentinels
+    * `:owner` - the process whose exit kills everything (default: the caller)
+    * `:timeout` - how long to wait for the whole setup (default: 15000 ms)
+
+  Raises (after stopping whatever was started) if the setup is not ready in time.
+  """
+  @spec start(keyword()) :: t()
+  def start(opts \\ []) when is_list(opts) do
+    Enum.each(opts, fn
+      {key, value} when key in [:password, :sentinel_password] and is_binary(value) -> :ok
+      {key, nil} when key in [:password, :sentinel_password] -> :ok
+      {:owner, pid} when is_pid(pid) -> :ok
+      {:timeout, t} when is_integer(t) and t > 0 -> :ok
+      other -> raise ArgumentError, "invalid SentinelSetup option: #{inspect(other)}"
+    end)
+
+    password = Keyword.get(opts, :password)
+    sentinel_password = Keyword.get(opts, :sentinel_password)
+    owner = Keyword.get(opts, :owner, self())
+    deadline = now() + Keyword.get(opts, :timeout, @start_timeout)
+    # Without a delay, a full sync starts at once instead of after 5 s (the default).
+    node_args =
+      ["--repl-diskless-sync-delay", "0"] ++
+        if(password, do: ["--masterauth", password], else: [])
+
+    # Everything started so far, to stop it if a later step fails.
+    started = :ets.new(:sentinel_setup_started, [:public])
+
+    try do
+      primary = RedisServer.start(password: password, owner: owner, args: node_args)
+      :ets.insert(started, {primary.port, primary})
+
+      replica =
+        RedisServer.start(
+          password: password,
+          owner: owner,
+          args: ["--replicaof", "127.0.0.1", Integer.to_string(primary.port)] ++ node_args
+        )
+
+      :ets.insert(started, {replica.port, replica})
+
+      await!(deadline, "the replica's link to the primary", fn ->
+        info(replica) =~ "master_link_status:up"
+      end)
+
+      sentinels =
+        for _ <- 1..3 do
+          sentinel = start_sentinel(primary.port, password, sentinel_password, owner)
+          :ets.insert(started, {sentinel.port, sentinel})
+          sentinel
+        end
+
+      setup = %{
+        primary: primary,
+        replica: replica,
+        sentinels: sentinels,
+        group: @group,
+        password: password,
+        sentinel_password: sentinel_password
+      }
+
+      await!(deadline, "the sentinels to agree on the primary and find each other", fn ->
+        Enum.all?(sentinels, &sentinel_ready?(&1, primary.port, replica.port))
+      end)
+
+      setup
+    rescue
+      error ->
+        Enum.each(:ets.tab2list(started), fn {_port, server} -> stop_any(server) end)
+        reraise error, __STACKTRACE__
+    after
+      :ets.delete(started)
+    end
+  end
+
+  @doc "Stops the sentinels, the replica and the primary (already stopped ones are fine)."
+  @spec stop(t()) :: :ok
+  def stop(%{sentinels: sentinels, primary: primary, replica: replica}) do
+    Enum.each(sentinels, &stop_sentinel/1)
+    RedisServer.stop(replica)
+    RedisServer.stop(primary)
+    :ok
+  end
+
+  @doc "Stops one sentinel of the setup (kills it and removes its temp dir)."
+  @spec stop_sentinel(RedisServer.t()) :: :ok
+  def stop_sentinel(%RedisServer{holder: holder, os_pid: os_pid, dir: dir}) do
+    monitor = Process.monitor(holder)
+    send(holder, {:stop, self(), monitor})
+
+    receive do
+      {:DOWN, ^monitor, :process, _pid, _reason} -> :ok
+    after
+      @stop_timeout ->
+        Process.demonitor(monitor, [:flush])
+        Process.exit(holder, :kill)
+        System.cmd("kill", ["-KILL", Integer.to_string(os_pid)], stderr_to_stdout: true)
+    end
+
+    receive do
+      {^monitor, :stopped} -> :ok
+    after
+      0 -> :ok
+    end
+
+    await_os_exit(os_pid, now() + @stop_timeout)
+    File.rm_rf!(dir)
+    :ok
+  end
+
+  @doc ~S'The sentinels as URIs: `["redis://127.0.0.1:PORT", ...]` (without passwords).'
+  @spec sentinel_uris(t()) :: [String.t()]
+  def sentinel_uris(%{sentinels: sentinels}),
+    do: Enum.map(sentinels, &"redis://127.0.0.1:#{&1.port}")
+
+  @doc "The sentinels as keywords: `[[host: \"127.0.0.1\", port: PORT], ...]`."
+  @spec sentinel_keywords(t()) :: [keyword()]
+  def sentinel_keywords(%{sentinels: sentinels}),
+    do: Enum.map(sentinels, &[host: "127.0.0.1", port: &1.port])
+
+  @doc """
+  The port of the primary as the given sentinel (default: the first) reports it, or nil.
+  """
+  @spec primary_port(t(), RedisServer.t() | nil) :: :inet.port_number() | nil
+  def primary_port(setup, sentinel \\ nil) do
+    sentinel = sentinel || hd(setup.sentinels)
+
+    case query(sentinel, ["SENTINEL", "get-master-addr-by-name", setup.group]) do
+      [_host, port] -> String.to_integer(port)
+      _other -> nil
+    end
+  end
+
+  @doc "The data node (primary or replica struct) that listens on `port`."
+  @spec server_on_port(t(), :inet.port_number()) :: RedisServer.t() | nil
+  def server_on_port(%{primary: primary, replica: replica}, port) do
+    Enum.find([primary, replica], &(&1.port == port))
+  end
+
+  @doc ~S'The first element of `ROLE` on a data node: "master" or "slave".'
+  @spec role(RedisServer.t()) :: String.t()
+  def role(server) do
+    [role | _] = query(server, ["ROLE"])
+    role
+  end
+
+  @doc """
+  Forces a failover with `SENTINEL FAILOVER mymaster` (sent to the first sentinel, retried
+  while it answers an error such as NOGOODSLAVE or INPROG) and waits until every sentinel
+  reports the other data node as the primary. Returns the new primary's port.
+
+  Options: `:timeout` (default 30000 ms); `:await_demotion` (default `false`): also wait until
+  the former primary reports the replica role (sentinels only reconfigure it some 10 s after
+  the switch; until then it still accepts writes).
+  """
+  @spec failover(t(), keyword()) :: :inet.port_number()
+  def failover(setup, opts \\ []) do
+    deadline = now() + Keyword.get(opts, :timeout, @failover_timeout)
+    [first | _] = setup.sentinels
+    old_port = primary_port(setup, first) || raise "sentinel #{first.port} reports no primary"
+
+    new_port =
+      Enum.find([setup.primary.port, setup.replica.port], &(&1 != old_port)) ||
+        raise "the sentinels report an unknown primary: #{old_port}"
+
+    await!(deadline, "SENTINEL FAILOVER to be accepted", fn ->
+      case query(first, ["SENTINEL", "FAILOVER", setup.group]) do
+        "OK" -> true
+        _error -> false
+      end
+    end)
+
+    await!(deadline, "every sentinel to report the new primary (port #{new_port})", fn ->
+      Enum.all?(setup.sentinels, &(safe_primary_port(setup, &1) == new_port))
+    end)
+
+    if Keyword.get(opts, :await_demotion, false) do
+      old = server_on_port(setup, old_port)
+
+      await!(deadline, "the former primary to become a replica", fn ->
+        safe_role(old) == "slave"
+      end)
+    end
+
+    new_port
+  end
+
+  @doc """
+  Runs a command with `RedisServer.redis_cli/3` and decodes the RESP2 reply: simple and bulk
+  strings as binaries, integers, nil, arrays as lists, errors as `{:error, message}`.
+  """
+  @spec query(RedisServer.t(), [String.Chars.t()], keyword()) :: term()
+  def query(server, args, opts \\ []) do
+    {value, ""} = decode(RedisServer.redis_cli(server, args, opts))
+    value
+  end
+
+  ## Starting a sentinel
+
+  defp start_sentinel(primary_port, password, sentinel_password, owner) do
+    dir = make_temp_dir!()
+
+    try do
+      start_sentinel_on_free_port(
+        primary_port,
+        password,
+        sentinel_password,
+        owner,
+        dir,
+        @port_attempts
+      )
+    rescue
+      error ->
+        File.rm_rf(dir)
+        reraise error, __STACKTRACE__
+    end
+  end
+
+  defp start_sentinel_on_free_port(primary_port, password, sentinel_password, owner, dir, left) do
+    port = free_port()
+    config = Path.join(dir, "sentinel.conf")
+    File.write!(config, config(port, dir, primary_port, password, sentinel_password))
+
+    case launch_sentinel(port, dir, config, sentinel_password, owner) do
+      {:ok, sentinel} ->
+        sentinel
+
+      {:error, :eaddrinuse, _log} when left > 1 ->
+        start_sentinel_on_free_port(
+          primary_port,
+          password,
+          sentinel_password,
+          owner,
+          dir,
+          left - 1
+        )
+
+      {:error, reason, log} ->
+        raise "redis-sentinel on port #{port} failed to start (#{inspect(reason)}). Its log:\n#{log}"
+    end
+  end
+
+  defp config(port, dir, primary_port, password, sentinel_password) do
+    lines =
+      [
+        "port #{port}",
+        "bind 127.0.0.1",
+        "daemonize no",
+        "protected-mode no",
+        ~s(logfile ""),
+        "dir #{dir}",
+        "sentinel resolve-hostnames no",
+        "sentinel monitor #{@group} 127.0.0.1 #{primary_port} 2",
+        "sentinel down-after-milliseconds #{@group} 1000",
+        "sentinel failover-timeout #{@group} 5000",
+        "sentinel parallel-syncs #{@group} 1"
+      ] ++
+        if(password, do: ["sentinel auth-pass #{@group} #{password}"], else: []) ++
+        if sentinel_password, do: ["requirepass #{sentinel_password}"], else: []
+
+    Enum.map_join(lines, "", &(&1 <> "\n"))
+  end
+
+  defp launch_sentinel(port, dir, config, sentinel_password, owner) do
+    log_path = Path.join(dir, "sentinel.log")
+    File.write!(log_path, "")
+    sentinel = System.find_executable("redis-sentinel") || "/usr/bin/redis-sentinel"
+
+    command =
+      case System.find_executable("setpriv") do
+        nil -> [sentinel, config]
+        setpriv -> [setpriv, "--pdeathsig", "KILL", sentinel, config]
+      end
+
+    sh_args = ["-c", @watchdog, "redix_rs_sentinel_watchdog", dir, log_path] ++ command
+    caller = self()
+    ref = make_ref()
+    {holder, monitor} = spawn_monitor(fn -> holder_init(caller, ref, owner, sh_args) end)
+
+    receive do
+      {^ref, :started, port_ref, os_pid} ->
+        server = %RedisServer{
+          port: port,
+          os_pid: os_pid,
+          dir: dir,
+          password: sentinel_password,
+          port_ref: port_ref,
+          holder: holder,
+          owner: owner,
+          log_path: log_path,
+          start_opts: [sentinel: true]
+        }
+
+        await_sentinel_ready(server, monitor, now() + @sentinel_start_timeout)
+
+      {:DOWN, ^monitor, :process, _pid, reason} ->
+        {:error, {:watchdog_failed, reason}, read_log(log_path)}
+    after
+      @sentinel_start_timeout ->
+        Process.demonitor(monitor, [:flush])
+        Process.exit(holder, :kill)
+        {:error, :watchdog_timeout, read_log(log_path)}
+    end
+  end
+
+  defp await_sentinel_ready(server, monitor, deadline) do
+    receive do
+      {:DOWN, ^monitor, :process, _pid, _reason} ->
+        log = read_log(server.log_path)
+        reason = if log =~ "Address already in use", do: :eaddrinuse, else: :exited
+        {:error, reason, log}
+    after
+      0 ->
+        cond do
+          pong?(server.port) ->
+            Process.demonitor(monitor, [:flush])
+            {:ok, server}
+
+          now() >= deadline ->
+            Process.demonitor(monitor, [:flush])
+            log = read_log(server.log_path)
+            stop_sentinel(server)
+            {:error, :timeout, log}
+
+          true ->
+            Process.sleep(20)
+            await_sentinel_ready(server, monitor, deadline)
+        end
+    end
+  end
+
+  defp pong?(port) do
+    case :gen_tcp.connect({127, 0, 0, 1}, port, [:binary, active: false], 500) do
+      {:ok, socket} ->
+        try do
+          with :ok <- :gen_tcp.send(socket, "*1\r\n$4\r\nPING\r\n"),
+               {:ok, reply} <- :gen_tcp.recv(socket, 0, 1_000) do
+            String.starts_with?(reply, ["+PONG", "-NOAUTH"])
+          else
+            _error -> false
+          end
+        after
+          :gen_tcp.close(socket)
+        end
+
+      {:error, _reason} ->
+        false
+    end
+  end
+
+  # The holder: owns the watchdog port, exits when the owner exits (closing the port, which
+  # makes the watchdog kill the sentinel) and understands RedisServer's {:stop, pid, ref}.
+  defp holder_init(caller, ref, owner, sh_args) do
+    owner_monitor = Process.monitor(owner)
+    sh = System.find_executable("sh") || "/bin/sh"
+
+    port =
+      Port.open({:spawn_executable, sh}, [:binary, :exit_status, {:line, 256}, args: sh_args])
+
+    receive do
+      {^port, {:data, {:eol, line}}} ->
+        send(caller, {ref, :started, port, String.to_integer(line)})
+        holder_loop(port, owner_monitor, [])
+
+      {^port, {:exit_status, status}} ->
+        exit({:exit_status, status})
+
+      {:DOWN, ^owner_monitor, :process, _pid, _reason} ->
+        exit(:normal)
+    end
+  end
+
+  defp holder_loop(port, owner_monitor, stoppers) do
+    receive do
+      {^port, {:data, _data}} ->
+        holder_loop(port, owner_monitor, stoppers)
+
+      {^port, {:exit_status, _status}} ->
+        Enum.each(stoppers, fn {pid, ref} -> send(pid, {ref, :stopped}) end)
+        exit(:normal)
+
+      {:stop, pid, ref} ->
+        Port.command(port, "stop\n")
+        holder_loop(port, owner_monitor, [{pid, ref} | stoppers])
+
+      {:DOWN, ^owner_monitor, :process, _pid, _reason} ->
+        exit(:normal)
+    end
+  end
+
+  ## Readiness
+
+  defp sentinel_ready?(sentinel, primary_port, replica_port) do
+    safe(fn ->
+      [_host, port] = query(sentinel, ["SENTINEL", "get-master-addr-by-name", @group])
+      others = query(sentinel, ["SENTINEL", "sentinels", @group])
+      replicas = query(sentinel, ["SENTINEL", "replicas", @group])
+
+      String.to_integer(port) == primary_port and length(others) == 2 and
+        Enum.any?(replicas, fn fields ->
+          info = pairs(fields)
+          flags = String.split(info["flags"] || "", ",")
+
+          info["port"] == Integer.to_string(replica_port) and
+            "s_down" not in flags and "disconnected" not in flags
+        end)
+    end)
+  end
+
+  defp safe_primary_port(setup, sentinel), do: safe(fn -> primary_port(setup, sentinel) end)
+  defp safe_role(server), do: safe(fn -> role(server) end)
+
+  defp info(server), do: safe(fn -> query(server, ["INFO", "replication"]) end) || ""
+
+  defp safe(fun) do
+    fun.()
+  rescue
+    _error -> nil
+  catch
+    :exit, _reason -> nil
+  end
+
+  defp pairs(fields) when is_list(fields) do
+    fields |> Enum.chunk_every(2) |> Map.new(fn [k, v] -> {k, v} end)
+  end
+
+  defp await!(deadline, what, fun) do
+    cond do
+      fun.() ->
+        :ok
+
+      now() >= deadline ->
+        raise "SentinelSetup: timed out waiting for #{what}"
+
+      true ->
+        Process.sleep(100)
+        await!(deadline, what, fun)
+    end
+  end
+
+  ## Helpers
+
+  defp stop_any(%RedisServer{start_opts: [sentinel: true]} = sentinel),
+    do: safe(fn -> stop_sentinel(sentinel) end)
+
+  defp stop_any(server), do: safe(fn -> RedisServer.stop(server) end)
+
+  defp make_temp_dir! do
+    suffix = "#{System.os_time(:nanosecond)}_#{System.unique_integer([:positive])}"
+    dir = Path.join(System.tmp_dir!(), "redix_rs_sentinel_#{suffix}")
+    File.mkdir_p!(dir)
+    dir
+  end
+
+  defp free_port do
+    {:ok, socket} = :gen_tcp.listen(0, ip: {127, 0, 0, 1})
+    {:ok, port} = :inet.port(socket)
+    :ok = :gen_tcp.close(socket)
+    if port in [6379, 26379], do: free_port(), else: port
+  end
+
+  defp read_log(path) do
+    case File.read(path) do
+      {:ok, log} -> log
+      {:error, reason} -> "(cannot read #{path}: #{inspect(reason)})"
+    end
+  end
+
+  defp await_os_exit(os_pid, deadline) do
+    cond do
+      not os_alive?(os_pid) ->
+        :ok
+
+      now() >= deadline ->
+        raise "redis-sentinel (OS pid #{os_pid}) is still running"
+
+      true ->
+        Process.sleep(20)
+        await_os_exit(os_pid, deadline)
+    end
+  end
+
+  defp os_alive?(os_pid) do
+    case File.read("/proc/#{os_pid}/stat") do
+      {:ok, stat} -> not String.contains?(stat, ") Z ")
+      {:error, _reason} -> false
+    end
+  end
+
+  defp now, do: System.monotonic_time(:millisecond)
+
+  ## A small RESP2 decoder for redis_cli replies
+
+  defp decode(<<?+, rest::binary>>), do: line(rest)
+
+  defp decode(<<?-, rest::binary>>) do
+    {message, rest} = line(rest)
+    {{:error, message}, rest}
+  end
+
+  defp decode(<<?:, rest::binary>>) do
+    {n, rest} = line(rest)
+    {String.to_integer(n), rest}
+  end
+
+  defp decode(<<?$, rest::binary>>) do
+    {length, rest} = line(rest)
+
+    case String.to_integer(length) do
+      -1 ->
+        {nil, rest}
+
+      length ->
+        <<value::binary-size(length), "\r\n", rest::binary>> = rest
+        {value, rest}
+    end
+  end
+
+  defp decode(<<?*, rest::binary>>) do
+    {count, rest} = line(rest)
+
+    case String.to_integer(count) do
+      -1 ->
+        {nil, rest}
+
+      count ->
+        {values, rest} =
+          Enum.reduce(List.duplicate(nil, count), {[], rest}, fn _, {acc, rest} ->
+            {value, rest} = decode(rest)
+            {[value | acc], rest}
+          end)
+
+        {Enum.reverse(values), rest}
+    end
+  end
+
+  defp line(data) do
+    [line, rest] = :binary.split(data, "\r\n")
+    {line, rest}
+  end
+end
