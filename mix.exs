@@ -100,6 +100,8 @@ defmodule RedixRs.MixProject do
 
   defp elixirc_paths(:test), do: ["lib", "test/support"]
   # The benchmarks reuse the test suite's redis-server launcher, not its :telemetry stand-in.
-  defp elixirc_paths(:bench), do: ["lib", "bench/lib", "test/support/redis_server.ex"]
+  defp elixirc_paths(:bench),
+    do: ["lib", "bench/lib", "test/support/redis_server.ex", "test/support/tls_certs.ex"]
+
   defp elixirc_paths(_), do: ["lib"]
 end

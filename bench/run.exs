@@ -31,7 +31,7 @@ end
 
 alias RedixRs.Bench.Report
 
-certs = RedixRs.Bench.TLSCerts.generate!(Path.join(System.tmp_dir!(), "redix_rs_bench_tls"))
+certs = RedixRs.Test.TLSCerts.generate!(Path.join(System.tmp_dir!(), "redix_rs_bench_tls"))
 
 server =
   RedisServer.start(tls: [cert_file: certs.cert, key_file: certs.key, ca_cert_file: certs.ca])

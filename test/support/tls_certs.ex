@@ -1,4 +1,4 @@
-defmodule RedixRs.Bench.TLSCerts do
+defmodule RedixRs.Test.TLSCerts do
   @moduledoc false
   # A throwaway CA and a server certificate for 127.0.0.1/localhost, made with openssl, for the TLS
   # scenario.
