@@ -106,4 +106,23 @@ defmodule RedixRs.MalformedReplyTest do
     assert {:error, %ConnectionError{reason: :timeout}} = result
     assert elapsed < 1_000_000
   end
+
+  # Only a server older than Redis 6 answers this, and there is none here.
+  test "protocol: :resp3 against a server without HELLO is a clear, fatal error" do
+    port =
+      fake_server(fn socket ->
+        _ = recv_command(socket)
+        :gen_tcp.send(socket, "-ERR unknown command 'HELLO'\r\n")
+        Process.sleep(100)
+        :gen_tcp.close(socket)
+      end)
+
+    Process.flag(:trap_exit, true)
+
+    assert {:error, %ConnectionError{reason: %RedixRs.Error{message: message}}} =
+             RedixRs.start_link(port: port, protocol: :resp3, sync_connect: true)
+
+    assert message =~ "protocol: :resp3 needs a server that knows HELLO (Redis 6 or later)"
+    assert message =~ "ERR unknown command 'HELLO'"
+  end
 end

@@ -552,4 +552,43 @@ defmodule RedixRs.SentinelTest do
       duplicates: length(old_after -- old_after -- new_values)
     }
   end
+
+  describe "TLS to the sentinels" do
+    @tag :tmp_dir
+    test "sentinel: [ssl: true, socket_opts: [cacertfile: ...]] asks the sentinels over TLS", %{
+      tmp_dir: dir
+    } do
+      certs = RedixRs.Test.TLSCerts.generate!(dir)
+      setup = SentinelSetup.start(tls: %{cert: certs.cert, key: certs.key, ca: certs.ca})
+
+      try do
+        sentinels = Enum.map(setup.sentinels, &[host: "127.0.0.1", port: &1.tls_port])
+
+        {:ok, conn} =
+          RedixRs.start_link(
+            sentinel: [
+              sentinels: sentinels,
+              group: setup.group,
+              ssl: true,
+              socket_opts: [cacertfile: certs.ca]
+            ],
+            sync_connect: true
+          )
+
+        assert {:ok, ["port", port]} = RedixRs.command(conn, ["CONFIG", "GET", "port"])
+        assert String.to_integer(port) == setup.primary.port
+
+        # Without the CA the sentinels cannot be trusted: no viable sentinel.
+        Process.flag(:trap_exit, true)
+
+        assert {:error, %RedixRs.ConnectionError{reason: :no_viable_sentinel_connection}} =
+                 RedixRs.start_link(
+                   sentinel: [sentinels: sentinels, group: setup.group, ssl: true],
+                   sync_connect: true
+                 )
+      after
+        SentinelSetup.stop(setup)
+      end
+    end
+  end
 end

@@ -73,6 +73,8 @@ defmodule RedixRs.Test.SentinelSetup do
     * `:password` - `requirepass` and `masterauth` of the data nodes (and the sentinels'
       `sentinel auth-pass`)
     * `:sentinel_password` - `requirepass` of the sentinels
+    * `:tls` - `%{cert:, key:, ca:}` (PEM paths): the sentinels also serve TLS, on the port in each
+      sentinel's `:tls_port` field
     * `:owner` - the process whose exit kills everything (default: the caller)
     * `:timeout` - how long to wait for the whole setup (default: 15000 ms)
 
@@ -85,12 +87,14 @@ defmodule RedixRs.Test.SentinelSetup do
       {key, nil} when key in [:password, :sentinel_password] -> :ok
       {:owner, pid} when is_pid(pid) -> :ok
       {:timeout, t} when is_integer(t) and t > 0 -> :ok
+      {:tls, %{cert: _, key: _, ca: _}} -> :ok
       other -> raise ArgumentError, "invalid SentinelSetup option: #{inspect(other)}"
     end)
 
     password = Keyword.get(opts, :password)
     sentinel_password = Keyword.get(opts, :sentinel_password)
     owner = Keyword.get(opts, :owner, self())
+    tls = Keyword.get(opts, :tls)
     deadline = now() + Keyword.get(opts, :timeout, @start_timeout)
     # Without a delay, a full sync starts at once instead of after 5 s (the default).
     node_args =
@@ -119,7 +123,7 @@ defmodule RedixRs.Test.SentinelSetup do
 
       sentinels =
         for _ <- 1..3 do
-          sentinel = start_sentinel(primary.port, password, sentinel_password, owner)
+          sentinel = start_sentinel(primary.port, password, sentinel_password, owner, tls)
           :ets.insert(started, {sentinel.port, sentinel})
           sentinel
         end
@@ -271,18 +275,19 @@ defmodule RedixRs.Test.SentinelSetup do
 
   ## Starting a sentinel
 
-  defp start_sentinel(primary_port, password, sentinel_password, owner) do
+  defp start_sentinel(primary_port, password, sentinel_password, owner, tls) do
     dir = make_temp_dir!()
 
     try do
-      start_sentinel_on_free_port(
-        primary_port,
-        password,
-        sentinel_password,
-        owner,
-        dir,
-        @port_attempts
-      )
+      sentinel =
+        start_sentinel_on_free_port(
+          {primary_port, password, sentinel_password, tls},
+          owner,
+          dir,
+          @port_attempts
+        )
+
+      if tls, do: %{sentinel | tls_port: tls_port(dir)}, else: sentinel
     rescue
       error ->
         File.rm_rf(dir)
@@ -290,29 +295,48 @@ defmodule RedixRs.Test.SentinelSetup do
     end
   end
 
-  defp start_sentinel_on_free_port(primary_port, password, sentinel_password, owner, dir, left) do
+  defp start_sentinel_on_free_port(
+         {primary_port, password, sentinel_password, tls} = how,
+         owner,
+         dir,
+         left
+       ) do
     port = free_port()
     config = Path.join(dir, "sentinel.conf")
-    File.write!(config, config(port, dir, primary_port, password, sentinel_password))
+    tls_lines = if tls, do: tls_config(tls, dir), else: []
+
+    File.write!(
+      config,
+      config(port, dir, primary_port, password, sentinel_password) <> Enum.join(tls_lines)
+    )
 
     case launch_sentinel(port, dir, config, sentinel_password, owner) do
       {:ok, sentinel} ->
         sentinel
 
       {:error, :eaddrinuse, _log} when left > 1 ->
-        start_sentinel_on_free_port(
-          primary_port,
-          password,
-          sentinel_password,
-          owner,
-          dir,
-          left - 1
-        )
+        start_sentinel_on_free_port(how, owner, dir, left - 1)
 
       {:error, reason, log} ->
         raise "redis-sentinel on port #{port} failed to start (#{inspect(reason)}). Its log:\n#{log}"
     end
   end
+
+  # The TLS port is remembered in the sentinel's directory, for `start_sentinel/5` to report.
+  defp tls_config(tls, dir) do
+    tls_port = free_port()
+    File.write!(Path.join(dir, "tls_port"), Integer.to_string(tls_port))
+
+    [
+      "tls-port #{tls_port}\n",
+      "tls-cert-file #{tls.cert}\n",
+      "tls-key-file #{tls.key}\n",
+      "tls-ca-cert-file #{tls.ca}\n",
+      "tls-auth-clients no\n"
+    ]
+  end
+
+  defp tls_port(dir), do: dir |> Path.join("tls_port") |> File.read!() |> String.to_integer()
 
   defp config(port, dir, primary_port, password, sentinel_password) do
     lines =
