@@ -118,8 +118,8 @@ defmodule RedixRs.PubSub.Connection do
   def handle_info({:redix_rs_pubsub_drain, id}, %{id: id, handle: handle} = state)
       when handle != nil do
     case Native.pubsub_drain(handle) do
-      :more -> send(self(), {:redix_rs_pubsub_drain, id})
-      :done -> :ok
+      {:more, _sent} -> send(self(), {:redix_rs_pubsub_drain, id})
+      {:done, _sent} -> :ok
     end
 
     {:noreply, state}
@@ -365,14 +365,25 @@ defmodule RedixRs.PubSub.Connection do
   # Applies a change natively, then sends what it owes subscribers (`:subscribed` for a channel Redis
   # already confirmed, `:unsubscribed`) before the caller gets its reply, as Redix does.
   defp op(state, action, kind, names, pid, ref, redis_names) do
-    :ok = Native.pubsub_op(state.handle, {action, kind, names, pid, ref, redis_names})
-    drain_all(state.handle)
+    queued = Native.pubsub_op(state.handle, {action, kind, names, pid, ref, redis_names})
+    drain(state, queued)
   end
 
+  # Sends at least `count` queued messages (those up to the op's own), however many keep arriving
+  # after them; the rest go out on the next drain wake-up.
+  defp drain(state, count) do
+    case Native.pubsub_drain(state.handle) do
+      {:more, sent} when sent < count -> drain(state, count - sent)
+      {:more, _sent} -> send(self(), {:redix_rs_pubsub_drain, state.id})
+      {:done, _sent} -> :ok
+    end
+  end
+
+  # An ended connection queues nothing more: send all it owed.
   defp drain_all(handle) do
     case Native.pubsub_drain(handle) do
-      :more -> drain_all(handle)
-      :done -> :ok
+      {:more, _sent} -> drain_all(handle)
+      {:done, _sent} -> :ok
     end
   end
 

@@ -113,10 +113,11 @@ fn close(handle: ResourceArc<ConnectionHandle>, why: rustler::Atom) -> NifResult
 /// `{action, kind, names, subscriber_pid, ref, redis_names}`: `action` is `:subscribe`, `:unsubscribe`
 /// or `:drop` (a dead subscriber, removed silently); `kind` is `:channel`, `:pattern` or `:shard`;
 /// `redis_names` are the names Redis must be told about. The messages it owes subscribers
-/// (`:subscribed`, `:unsubscribed`) are queued for `pubsub_drain/1`, which the caller runs next. On a
+/// (`:subscribed`, `:unsubscribed`) are queued for `pubsub_drain/1`, which the caller runs next;
+/// returns how many messages are queued up to and including them. On a
 /// dirty scheduler: a call may carry tens of thousands of names.
 #[rustler::nif(schedule = "DirtyCpu")]
-fn pubsub_op<'a>(handle: ResourceArc<ConnectionHandle>, op: Term<'a>) -> NifResult<rustler::Atom> {
+fn pubsub_op<'a>(handle: ResourceArc<ConnectionHandle>, op: Term<'a>) -> NifResult<usize> {
     let Some(side) = &handle.pubsub else {
         return Err(Error::BadArg);
     };
@@ -152,22 +153,21 @@ fn pubsub_op<'a>(handle: ResourceArc<ConnectionHandle>, op: Term<'a>) -> NifResu
         subscriber: Subscriber::new(subscriber, reference),
         redis_names: to_bytes(redis_names),
     };
-    side.router.apply(op, &handle.mux);
-    Ok(atoms::ok())
+    Ok(side.router.apply(op, &handle.mux))
 }
 
-/// Sends queued pub/sub messages to their subscribers from the calling process (the `RedixRs.PubSub`
-/// process, woken by `{:redix_rs_pubsub_drain, id}`): `:done`, or `:more` when it should call again.
+/// Sends a batch of queued pub/sub messages to their subscribers from the calling process (the
+/// `RedixRs.PubSub` process, woken by `{:redix_rs_pubsub_drain, id}`): `{:done | :more, sent}`.
 #[rustler::nif]
-fn pubsub_drain(env: Env<'_>, handle: ResourceArc<ConnectionHandle>) -> NifResult<rustler::Atom> {
+fn pubsub_drain(
+    env: Env<'_>,
+    handle: ResourceArc<ConnectionHandle>,
+) -> NifResult<(rustler::Atom, usize)> {
     let Some(side) = &handle.pubsub else {
         return Err(Error::BadArg);
     };
-    Ok(if side.router.drain(env) {
-        atoms::more()
-    } else {
-        atoms::done()
-    })
+    let (more, sent) = side.router.drain(env);
+    Ok((if more { atoms::more() } else { atoms::done() }, sent))
 }
 
 /// Called by a caller that timed out: `:cancelled` when its answer will never be sent, `:sent` when it

@@ -138,7 +138,9 @@ impl PubSubRouter {
     }
 
     /// Applies `op`, queueing what it means for subscribers, then writes what Redis must hear.
-    pub fn apply(&self, op: Op, mux: &Multiplexer<ReplyWaiter>) {
+    /// Returns how many messages are queued up to and including this op's, so that the owner can
+    /// send those before it replies without chasing messages that keep arriving after them.
+    pub fn apply(&self, op: Op, mux: &Multiplexer<ReplyWaiter>) -> usize {
         let to_redis: HashSet<&Bytes> = op.redis_names.iter().collect();
         let mut inner = self.lock();
         for name in &op.names {
@@ -176,12 +178,14 @@ impl PubSubRouter {
                 }
             }
         }
+        let queued = inner.outbox.len();
         drop(inner);
         if !op.redis_names.is_empty() {
             let command = redis_command(op.action, op.kind, &op.redis_names);
             // A closed connection is fine: the PubSub process replays subscriptions on reconnect.
             let _ = mux.submit_unanswered(&command, op.redis_names.len());
         }
+        queued
     }
 
     /// Queues a message; wakes the owner when the queue was empty (one wake-up per batch). On a
@@ -198,7 +202,7 @@ impl PubSubRouter {
 
     /// Sends a batch of queued messages from the calling process (the owner, on a scheduler
     /// thread: such sends cost far less than sends from a tokio thread). Returns whether more remain.
-    pub fn drain(&self, env: Env<'_>) -> bool {
+    pub fn drain(&self, env: Env<'_>) -> (bool, usize) {
         let (batch, more) = {
             let mut inner = self.lock();
             let batch = take_batch(&mut inner.outbox);
@@ -233,7 +237,7 @@ impl PubSubRouter {
             // A subscriber that died meanwhile is the PubSub process's to clean up, on its DOWN.
             let _ = env.send(&delivery.to.pid, message);
         }
-        more
+        (more, batch.len())
     }
 
     fn deliver(&self, inner: &mut Inner, event: &Event) {
