@@ -222,6 +222,29 @@ defmodule RedixRs.SentinelTest do
       refute_received {:telemetry, [:redix_rs, :failed_connection], _, %{connection: ^conn}}
     end
 
+    test "the sentinel that answered is asked first at the next connection", %{setup: setup} do
+      dead = closed_port()
+      address = "127.0.0.1:#{dead}"
+      sentinels = ["redis://#{address}" | SentinelSetup.sentinel_uris(setup)]
+      conn = start_conn!([sentinels: sentinels, group: "mymaster"], backoff_initial: 50)
+
+      assert_receive {:telemetry, [:redix_rs, :failed_connection], _,
+                      %{sentinel_address: ^address}},
+                     2_000
+
+      {:ok, id} = RedixRs.command(conn, ["CLIENT", "ID"])
+      RedisServer.redis_cli(setup.primary, ["CLIENT", "KILL", "ID", Integer.to_string(id)])
+
+      # Reconnected (a new client id) without asking the dead sentinel first this time.
+      assert Enum.any?(1..100, fn _ ->
+               Process.sleep(20)
+               match?({:ok, new_id} when new_id != id, RedixRs.command(conn, ["CLIENT", "ID"]))
+             end)
+
+      refute_received {:telemetry, [:redix_rs, :failed_connection], _,
+                       %{sentinel_address: ^address}}
+    end
+
     test "a failed round reports every sentinel, then address \"sentinel\"" do
       dead = [closed_port(), closed_port()]
       sentinels = Enum.map(dead, &[host: "127.0.0.1", port: &1])
