@@ -87,7 +87,15 @@ defmodule RedixRs.MixProject do
       elixirc_paths: elixirc_paths(Mix.env()),
       deps: [],
       description: "A Redis client for Elixir with a Rust core, a drop-in for Redix",
-      docs: [main: "RedixRs"]
+      docs: [main: "RedixRs"],
+      # The NIF is built from source on the user's machine by the compiler above: ship its crates.
+      package: [
+        licenses: ["MIT"],
+        links: %{},
+        files: ~w(lib native/redix_rs_core/src native/redix_rs_core/Cargo.toml
+                  native/redix_rs_nif/src native/redix_rs_nif/Cargo.toml
+                  Cargo.toml Cargo.lock mix.exs README.md .formatter.exs)
+      ]
     ]
   end
 
