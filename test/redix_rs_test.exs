@@ -291,11 +291,4 @@ defmodule RedixRsTest do
     {:ok, list} = RedixRs.command(:redix, ["CLIENT", "LIST"])
     list =~ "name=#{name} "
   end
-
-  defp closed_port do
-    {:ok, socket} = :gen_tcp.listen(0, ip: {127, 0, 0, 1})
-    {:ok, port} = :inet.port(socket)
-    :gen_tcp.close(socket)
-    port
-  end
 end

@@ -3,6 +3,8 @@ defmodule RedixRs.PubSubTest do
   # order, fan-out at scale, subscriber exits, reconnection, and the rest of the public API.
   use ExUnit.Case, async: true
 
+  import RedixRs.Test.Helpers, only: [closed_port: 0]
+
   # Connections that stop or lose their server on purpose log it, as Redix's do.
   @moduletag :capture_log
 
@@ -957,13 +959,6 @@ defmodule RedixRs.PubSubTest do
     assert_receive {:redix_pubsub, ^ps, ^ref, :message, props}, 5_000
     assert props == %{channel: ch, payload: "it works"}
     assert PubSub.ping(ps) == :ok
-  end
-
-  defp closed_port do
-    {:ok, socket} = :gen_tcp.listen(0, ip: {127, 0, 0, 1})
-    {:ok, port} = :inet.port(socket)
-    :ok = :gen_tcp.close(socket)
-    port
   end
 
   # The next pub/sub message in mailbox order (messages forwarded by other processes left aside).

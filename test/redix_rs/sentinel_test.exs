@@ -6,6 +6,8 @@ defmodule RedixRs.SentinelTest do
   # seconds.
   use ExUnit.Case, async: false
 
+  import RedixRs.Test.Helpers, only: [closed_port: 0]
+
   # Sentinels are dead on purpose, connections are killed by failovers.
   @moduletag :capture_log
   @moduletag timeout: 120_000
@@ -464,14 +466,6 @@ defmodule RedixRs.SentinelTest do
   defp port_of(conn) do
     {:ok, ["port", port]} = RedixRs.command(conn, ["CONFIG", "GET", "port"])
     String.to_integer(port)
-  end
-
-  # A port nothing listens on.
-  defp closed_port do
-    {:ok, socket} = :gen_tcp.listen(0, ip: {127, 0, 0, 1})
-    {:ok, port} = :inet.port(socket)
-    :ok = :gen_tcp.close(socket)
-    port
   end
 
   defp now, do: System.monotonic_time(:millisecond)

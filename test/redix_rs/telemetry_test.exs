@@ -4,6 +4,8 @@ defmodule RedixRs.TelemetryTest do
   # forwards events to the test process, which matches only the events of connections it owns.
   use ExUnit.Case, async: false
 
+  import RedixRs.Test.Helpers, only: [closed_port: 0]
+
   # Connections are killed, refused and stopped on purpose.
   @moduletag :capture_log
 
@@ -444,10 +446,4 @@ defmodule RedixRs.TelemetryTest do
   end
 
   # A port of 127.0.0.1 on which nothing listens.
-  defp closed_port do
-    {:ok, socket} = :gen_tcp.listen(0, ip: {127, 0, 0, 1})
-    {:ok, port} = :inet.port(socket)
-    :ok = :gen_tcp.close(socket)
-    port
-  end
 end

@@ -509,7 +509,9 @@ defmodule RedixRs.Test.RedisServer do
 
   ## The holder process: owns the watchdog port
 
-  defp holder_init(caller, ref, owner, sh_args) do
+  @doc false
+  # Also used by RedixRs.Test.SentinelSetup for its redis-sentinel processes.
+  def holder_init(caller, ref, owner, sh_args) do
     owner_monitor = Process.monitor(owner)
     sh = System.find_executable("sh") || "/bin/sh"
 

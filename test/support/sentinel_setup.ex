@@ -373,7 +373,9 @@ defmodule RedixRs.Test.SentinelSetup do
     sh_args = ["-c", @watchdog, "redix_rs_sentinel_watchdog", dir, log_path] ++ command
     caller = self()
     ref = make_ref()
-    {holder, monitor} = spawn_monitor(fn -> holder_init(caller, ref, owner, sh_args) end)
+
+    {holder, monitor} =
+      spawn_monitor(fn -> RedisServer.holder_init(caller, ref, owner, sh_args) end)
 
     receive do
       {^ref, :started, port_ref, os_pid} ->
@@ -443,46 +445,6 @@ defmodule RedixRs.Test.SentinelSetup do
 
       {:error, _reason} ->
         false
-    end
-  end
-
-  # The holder: owns the watchdog port, exits when the owner exits (closing the port, which
-  # makes the watchdog kill the sentinel) and understands RedisServer's {:stop, pid, ref}.
-  defp holder_init(caller, ref, owner, sh_args) do
-    owner_monitor = Process.monitor(owner)
-    sh = System.find_executable("sh") || "/bin/sh"
-
-    port =
-      Port.open({:spawn_executable, sh}, [:binary, :exit_status, {:line, 256}, args: sh_args])
-
-    receive do
-      {^port, {:data, {:eol, line}}} ->
-        send(caller, {ref, :started, port, String.to_integer(line)})
-        holder_loop(port, owner_monitor, [])
-
-      {^port, {:exit_status, status}} ->
-        exit({:exit_status, status})
-
-      {:DOWN, ^owner_monitor, :process, _pid, _reason} ->
-        exit(:normal)
-    end
-  end
-
-  defp holder_loop(port, owner_monitor, stoppers) do
-    receive do
-      {^port, {:data, _data}} ->
-        holder_loop(port, owner_monitor, stoppers)
-
-      {^port, {:exit_status, _status}} ->
-        Enum.each(stoppers, fn {pid, ref} -> send(pid, {ref, :stopped}) end)
-        exit(:normal)
-
-      {:stop, pid, ref} ->
-        Port.command(port, "stop\n")
-        holder_loop(port, owner_monitor, [{pid, ref} | stoppers])
-
-      {:DOWN, ^owner_monitor, :process, _pid, _reason} ->
-        exit(:normal)
     end
   end
 

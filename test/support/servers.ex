@@ -16,6 +16,14 @@ end
 defmodule RedixRs.Test.Helpers do
   @moduledoc false
 
+  @doc "A 127.0.0.1 port nothing listens on (it was free a moment ago)."
+  def closed_port do
+    {:ok, socket} = :gen_tcp.listen(0, ip: {127, 0, 0, 1})
+    {:ok, port} = :inet.port(socket)
+    :ok = :gen_tcp.close(socket)
+    port
+  end
+
   @doc "Polls `fun` every 20 ms until it returns true; false after `tries` attempts."
   def eventually(fun, tries \\ 100) do
     cond do
