@@ -43,6 +43,10 @@ defmodule RedixRs.ConnectionError do
   def format_reason(:closed), do: "the connection to Redis is closed"
   def format_reason(:disconnected), do: "the connection to Redis was lost during the call"
   def format_reason(:timeout), do: "timeout"
+
+  def format_reason(:pubsub_backlog),
+    do: "the pub/sub connection had more than 1,000,000 messages waiting for delivery"
+
   def format_reason(:write_queue_full), do: "the write queue of the connection is full"
 
   def format_reason(reason) when is_atom(reason) do

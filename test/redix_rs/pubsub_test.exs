@@ -394,6 +394,45 @@ defmodule RedixRs.PubSubTest do
     end
   end
 
+  describe "bounded backlog" do
+    test "a PubSub process that cannot keep up: the connection closes with :pubsub_backlog", %{
+      conn: conn
+    } do
+      ps = pubsub!()
+      ch = unique("backlog")
+      subscribers = for _ <- 1..101, do: sink()
+      Enum.each(subscribers, &PubSub.subscribe(ps, ch, &1))
+      :ok = PubSub.ping(ps)
+
+      handler = "backlog-#{System.unique_integer([:positive])}"
+      test = self()
+
+      :telemetry.attach(
+        handler,
+        [:redix_rs, :disconnection],
+        fn _, _, meta, _ -> send(test, {:disconnection, meta}) end,
+        nil
+      )
+
+      try do
+        # Suspended, the PubSub process sends nothing: 10,000 messages x 101 subscribers pile up.
+        :sys.suspend(ps)
+
+        for batch <- Enum.chunk_every(1..10_000, 1_000) do
+          {:ok, _} = RedixRs.pipeline(conn, Enum.map(batch, &["PUBLISH", ch, "m#{&1}"]))
+        end
+
+        :sys.resume(ps)
+        assert_receive {:disconnection, %{connection: ^ps, reason: reason}}, 10_000
+        assert reason == %ConnectionError{reason: :pubsub_backlog}
+        # It reconnects and resubscribes.
+        assert Helpers.eventually(fn -> numsub(conn, ch) == 1 end, 250)
+      after
+        :telemetry.detach(handler)
+      end
+    end
+  end
+
   describe "subscriber exits" do
     test "a subscriber killed mid-stream is removed: Redis unsubscribes when it was the only one",
          %{conn: conn} do

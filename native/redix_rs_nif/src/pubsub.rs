@@ -114,6 +114,11 @@ enum Props {
 
 /// Deliveries sent per `drain` call, so that one call stays short.
 const DRAIN_BATCH: usize = 200;
+/// Deliveries that may wait for the PubSub process: past this, the connection is closed with
+/// `:pubsub_backlog` (subscribers get what was queued, then `:disconnected`, and everything is
+/// resubscribed on reconnection) instead of growing memory the BEAM does not see.
+const MAX_OUTBOX: usize = 1_000_000;
+
 /// Bytes of properties (channel, payload) built per `drain` call: a call stays well under a millisecond
 /// even for large payloads.
 const DRAIN_BYTES: usize = 64 * 1024;
@@ -289,6 +294,7 @@ impl Router for PubSubRouter {
         }
         self.deliver(&mut inner, &event);
         match event {
+            _ if inner.outbox.len() > MAX_OUTBOX => Routed::Overloaded,
             Event::Subscribed { .. } | Event::Unsubscribed { .. } => Routed::Confirmation,
             Event::Message { .. } | Event::PMessage { .. } => Routed::Message,
         }

@@ -51,6 +51,9 @@ pub enum Routed {
     Message,
     /// A confirmation of a command sent with `submit_unanswered`, consumed.
     Confirmation,
+    /// Consumed, but the router cannot take more (its consumer fell behind): end the connection
+    /// with `pubsub_backlog` rather than grow without bound.
+    Overloaded,
 }
 
 /// An entry of the reply queue: a caller, or a command nobody waits for, which Redis answers with
@@ -368,6 +371,7 @@ impl<W: Waiter> Multiplexer<W> {
             match router.route(&frame) {
                 Routed::Message => return Ok(()),
                 Routed::Confirmation => return self.confirmed(),
+                Routed::Overloaded => return Err(Reason::Atom("pubsub_backlog")),
                 Routed::NotMine => {}
             }
         }
