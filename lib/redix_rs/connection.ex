@@ -75,7 +75,9 @@ defmodule RedixRs.Connection do
   # Health checks (`health_check_interval`): a PING on the connection; if it is not answered within
   # the interval, it may be waiting behind a blocking command (BLPOP 0), so a fresh connection asks the
   # server directly. Only when that fails too is the connection declared dead.
-  def handle_info(:health_check, %{status: :connected, health: nil} = state) do
+  # Checks are tagged with the connection's id: a timer left from an earlier connection is ignored,
+  # so each connection has one chain of checks.
+  def handle_info({:health_check, id}, %{id: id, status: :connected, health: nil} = state) do
     ref = make_ref()
 
     case RedixRs.Call.submit_for_self(state.handle, ref, [["PING"]]) do
@@ -88,7 +90,7 @@ defmodule RedixRs.Connection do
     end
   end
 
-  def handle_info(:health_check, state), do: {:noreply, state}
+  def handle_info({:health_check, _id}, state), do: {:noreply, state}
 
   def handle_info({ref, _result, _reply}, %{health: %{ref: ref}} = state) do
     {:noreply, healthy(state)}
@@ -183,8 +185,11 @@ defmodule RedixRs.Connection do
 
   defp schedule_health_check(state) do
     case state.opts[:health_check_interval] do
-      interval when is_integer(interval) -> Process.send_after(self(), :health_check, interval)
-      _off -> :ok
+      interval when is_integer(interval) ->
+        Process.send_after(self(), {:health_check, state.id}, interval)
+
+      _off ->
+        :ok
     end
 
     state
