@@ -63,8 +63,11 @@ defmodule RedixRs.Connection do
   def handle_info({:redix_rs_native, id, {:sentinel_failed, _, _} = event}, %{id: id} = state),
     do: {:noreply, %{state | opts: Connector.sentinel_event(event, state.opts)}}
 
-  def handle_info({:redix_rs_native, id, {:sentinel_answered, _} = event}, %{id: id} = state),
-    do: {:noreply, %{state | opts: Connector.sentinel_event(event, state.opts)}}
+  def handle_info(
+        {:redix_rs_native, id, {:sentinel_answered, _, _, _} = event},
+        %{id: id} = state
+      ),
+      do: {:noreply, %{state | opts: Connector.sentinel_event(event, state.opts)}}
 
   def handle_info({:redix_rs_native, id, event}, %{id: id} = state),
     do: handle_event(event, state)
@@ -85,8 +88,9 @@ defmodule RedixRs.Connection do
         Process.send_after(self(), {:health_deadline, ref}, state.opts[:health_check_interval])
         {:noreply, %{state | health: %{ref: ref, token: token}}}
 
-      _closed ->
-        {:noreply, state}
+      # Closed (a disconnection event follows) or the write queue is full: try at the next tick.
+      {:error, _} ->
+        {:noreply, schedule_health_check(state)}
     end
   end
 
@@ -104,7 +108,10 @@ defmodule RedixRs.Connection do
       {opts, parent} = {state.opts, self()}
 
       spawn(fn ->
-        send(parent, {:health_probe, ref, Connector.probe(opts, opts[:health_check_interval])})
+        send(
+          parent,
+          {:health_probe, ref, Connector.probe(opts, opts[:health_check_interval])}
+        )
       end)
 
       {:noreply, %{state | health: %{ref: ref}}}

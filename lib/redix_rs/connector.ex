@@ -66,13 +66,23 @@ defmodule RedixRs.Connector do
   end
 
   @doc """
-  Asks the server for a PING on a fresh connection (with the same options) and returns `:ok` or
-  `{:error, reason}` within `timeout`. The connection dies with the calling process.
+  Asks the server for a PING on a fresh connection with the same options (through Sentinel: to the
+  server this connection uses). Connecting and the handshake get the connect `:timeout`; the PING then
+  gets `ping_timeout`. Returns `:ok` or `{:error, reason}`; the connection dies with the caller.
   """
-  def probe(opts, timeout) do
-    deadline = System.monotonic_time(:millisecond) + timeout
-    left = fn -> max(deadline - System.monotonic_time(:millisecond), 0) end
+  def probe(opts, ping_timeout) do
+    opts =
+      case opts[:sentinel_server] do
+        {host, port} ->
+          opts |> Keyword.put(:sentinel, nil) |> Keyword.merge(host: host, port: port)
+
+        nil ->
+          opts
+      end
+
     {handle, id} = connect(opts, :plain)
+    # The native side bounds the attempt by :timeout; the margin only guards against a lost event.
+    connect_timeout = if opts[:timeout] == :infinity, do: :infinity, else: opts[:timeout] + 1_000
 
     receive do
       {:redix_rs_native, ^id, :connected} ->
@@ -83,14 +93,14 @@ defmodule RedixRs.Connector do
             {^ref, :ok, _} -> :ok
             {^ref, :error, reason} -> {:error, reason}
           after
-            left.() -> {:error, :timeout}
+            ping_timeout -> {:error, :timeout}
           end
         end
 
       {:redix_rs_native, ^id, {:connect_failed, reason}} ->
         {:error, reason}
     after
-      left.() -> {:error, :timeout}
+      connect_timeout -> {:error, :timeout}
     end
   end
 
@@ -177,11 +187,14 @@ defmodule RedixRs.Connector do
     opts
   end
 
-  def sentinel_event({:sentinel_answered, index}, opts) do
-    Keyword.update!(opts, :sentinel, fn sentinel ->
+  def sentinel_event({:sentinel_answered, index, host, port}, opts) do
+    opts
+    |> Keyword.update!(:sentinel, fn sentinel ->
       {answered, others} = List.pop_at(sentinel[:sentinels], index)
       Keyword.put(sentinel, :sentinels, [answered | others])
     end)
+    # The server this connection uses, for health-check probes (not whatever sentinels say later).
+    |> Keyword.put(:sentinel_server, {host, port})
   end
 
   # A `{m, f, a}` password is called at every connection attempt, so rotated secrets are picked up.

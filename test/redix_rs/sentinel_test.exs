@@ -570,6 +570,30 @@ defmodule RedixRs.SentinelTest do
     }
   end
 
+  describe "sentinel option validation" do
+    test "socket options, TLS options and passwords are checked when starting" do
+      base = [sentinels: ["redis://127.0.0.1:26390"], group: "mymaster"]
+
+      assert_raise ArgumentError, ~r/socket_opts/, fn ->
+        RedixRs.start_link(sentinel: base ++ [socket_opts: [:binary]])
+      end
+
+      assert_raise ArgumentError, ~r/verify_fun/, fn ->
+        RedixRs.start_link(
+          sentinel: base ++ [ssl: true, socket_opts: [verify_fun: {&is_atom/1, nil}]]
+        )
+      end
+
+      assert_raise ArgumentError, ~r/need ssl: true/, fn ->
+        RedixRs.start_link(sentinel: base ++ [socket_opts: [cacertfile: "/tmp/x.pem"]])
+      end
+
+      assert_raise ArgumentError, ~r/sentinel password/, fn ->
+        RedixRs.start_link(sentinel: base ++ [password: 123])
+      end
+    end
+  end
+
   describe "TLS to the sentinels" do
     @tag :tmp_dir
     test "sentinel: [ssl: true, socket_opts: [cacertfile: ...]] asks the sentinels over TLS", %{

@@ -29,16 +29,32 @@ defmodule RedixRs.Options.Sentinel do
 
     opts = Keyword.merge(@schema, opts)
 
+    opts =
+      opts
+      |> Keyword.update!(:sentinels, &sentinels!/1)
+      |> Keyword.update!(:group, &group!/1)
+      |> Keyword.update!(:role, &role!/1)
+      |> Keyword.update!(:timeout, &timeout!/1)
+      |> Keyword.update!(:ssl, &boolean!(&1, :ssl))
+      |> Keyword.update!(:password, &password!/1)
+
+    # The sentinels' socket and TLS options follow the rules of the connection's own.
+    RedixRs.Options.validate!(socket_opts: opts[:socket_opts], ssl: opts[:ssl])
     opts
-    |> Keyword.update!(:sentinels, &sentinels!/1)
-    |> Keyword.update!(:group, &group!/1)
-    |> Keyword.update!(:role, &role!/1)
-    |> Keyword.update!(:timeout, &timeout!/1)
-    |> Keyword.update!(:ssl, &boolean!(&1, :ssl))
   end
 
   def validate!(other) do
     raise ArgumentError, "expected :sentinel to be a keyword list, got: #{inspect(other)}"
+  end
+
+  defp password!(password) when is_binary(password) or is_nil(password), do: password
+
+  defp password!({m, f, a} = mfa) when is_atom(m) and is_atom(f) and is_list(a), do: mfa
+
+  defp password!(other) do
+    raise ArgumentError,
+          "expected a sentinel password to be a string or a {module, function, args} tuple, " <>
+            "got: #{inspect(other)}"
   end
 
   defp sentinels!([_ | _] = sentinels), do: Enum.map(sentinels, &sentinel!/1)
@@ -60,7 +76,7 @@ defmodule RedixRs.Options.Sentinel do
       raise ArgumentError, "invalid sentinel address: #{inspect(opts)}"
     end
 
-    %{host: host, port: port, password: opts[:password]}
+    %{host: host, port: port, password: password!(opts[:password])}
   end
 
   defp sentinel!(other) do

@@ -105,8 +105,11 @@ defmodule RedixRs.PubSub.Connection do
   def handle_info({:redix_rs_native, id, {:sentinel_failed, _, _} = event}, %{id: id} = state),
     do: {:noreply, %{state | opts: Connector.sentinel_event(event, state.opts)}}
 
-  def handle_info({:redix_rs_native, id, {:sentinel_answered, _} = event}, %{id: id} = state),
-    do: {:noreply, %{state | opts: Connector.sentinel_event(event, state.opts)}}
+  def handle_info(
+        {:redix_rs_native, id, {:sentinel_answered, _, _, _} = event},
+        %{id: id} = state
+      ),
+      do: {:noreply, %{state | opts: Connector.sentinel_event(event, state.opts)}}
 
   def handle_info({:redix_rs_native, id, event}, %{id: id} = state),
     do: handle_event(event, state)

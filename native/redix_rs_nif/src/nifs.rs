@@ -4,7 +4,8 @@
 
 use bytes::{Bytes, BytesMut};
 use redix_rs_core::conn::{
-    establish_with, ConnectError, ConnectOptions, Multiplexer, Reason, SentinelEvent, SubmitError,
+    establish_with, Address, ConnectError, ConnectOptions, Multiplexer, Reason, SentinelEvent,
+    SubmitError,
 };
 use rustler::{Binary, Encoder, Env, Error, LocalPid, NifResult, OwnedEnv, ResourceArc, Term};
 
@@ -225,11 +226,20 @@ async fn serve(mux: Multiplexer<ReplyWaiter>, opts: ConnectOptions, owner: Local
             let reason = reply::reason(env, &reason);
             (atoms::sentinel_failed(), address.as_str(), reason).encode(env)
         }),
-        SentinelEvent::Answered { index } => notify(&owner, id, |env| {
-            (atoms::sentinel_answered(), index).encode(env)
+        SentinelEvent::Answered { index, server } => notify(&owner, id, |env| {
+            let (host, port) = match &server {
+                Address::Tcp { host, port } => (host.as_str(), *port),
+                Address::Unix { path } => (path.as_str(), 0),
+            };
+            (atoms::sentinel_answered(), index, host, port).encode(env)
         }),
     };
-    match establish_with(&opts, &mut on_sentinel).await {
+    // An attempt whose owner has gone (or closed the handle) is abandoned at once.
+    let attempt = tokio::select! {
+        result = establish_with(&opts, &mut on_sentinel) => result,
+        _closed = mux.closed_by_owner() => Err(ConnectError::Closed),
+    };
+    match attempt {
         Ok((stream, leftover)) => {
             notify(&owner, id, |env| atoms::connected().encode(env));
             let reason = mux.run(stream, leftover).await;

@@ -167,7 +167,8 @@ impl<W: Waiter> Multiplexer<W> {
     /// Queues a command whose replies nobody waits for: a pub/sub command that Redis confirms with
     /// `confirmations` frames (one per channel), which go to the router. Its place in the reply queue
     /// is kept all the same, so that an error Redis sends instead is never taken for a caller's reply.
-    /// Subject to the same limit as `submit`.
+    /// Not subject to the queue limit: these control commands are few, and dropping one would leave
+    /// its subscribers waiting for a confirmation that never comes.
     pub fn submit_unanswered(
         &self,
         bytes: &[u8],
@@ -176,9 +177,6 @@ impl<W: Waiter> Multiplexer<W> {
         let mut st = self.lock();
         if st.closed.is_some() || st.close_requested.is_some() {
             return Err(SubmitError::Closed(()));
-        }
-        if !st.out.is_empty() && st.out.len() + bytes.len() > self.shared.max_queued_bytes {
-            return Err(SubmitError::Full(()));
         }
         let was_empty = st.out.is_empty();
         st.out.extend_from_slice(bytes);
@@ -287,7 +285,9 @@ impl<W: Waiter> Multiplexer<W> {
         }
     }
 
-    async fn closed_by_owner(&self) -> Reason {
+    /// Resolves once `close` has been called (with its reason): also used to abandon a connection
+    /// attempt whose owner has gone.
+    pub async fn closed_by_owner(&self) -> Reason {
         loop {
             if let Some(reason) = self.lock().close_requested.clone() {
                 return reason;

@@ -48,8 +48,9 @@ pub struct SentinelOptions {
 pub enum SentinelEvent {
     /// This sentinel (`host:port`) could not be used.
     Failed { address: String, reason: Reason },
-    /// The sentinel at this index of the list led to the server: it should be asked first next time.
-    Answered { index: usize },
+    /// The sentinel at this index of the list led to the server at `server`: that sentinel should be
+    /// asked first next time, and health checks probe that server.
+    Answered { index: usize, server: Address },
 }
 
 /// Connects to the server of `sentinel.group` that has `sentinel.role`, with the rest of `opts`.
@@ -61,18 +62,24 @@ pub async fn establish_via_sentinels(
     let mut no_server_known = false;
     for (index, one) in sentinel.sentinels.iter().enumerate() {
         let address = format!("{}:{}", one.host, one.port);
-        let attempt = async {
-            let server = ask(one, sentinel).await?;
+        let server = async {
             let mut opts = opts.clone();
-            opts.address = server;
-            let (mut stream, leftover) = establish_direct(&opts).await?;
-            let leftover = confirm_role(&mut stream, leftover, sentinel.role).await?;
-            Ok::<_, ConnectError>((stream, leftover))
+            opts.address = ask(one, sentinel).await?;
+            let address = opts.address.clone();
+            // The server must answer ROLE within the connection's own timeout, like a handshake.
+            let connect = async {
+                let (mut stream, leftover) = establish_direct(&opts).await?;
+                let leftover = confirm_role(&mut stream, leftover, sentinel.role).await?;
+                Ok::<_, ConnectError>((stream, leftover, address))
+            };
+            tokio::time::timeout(opts.timeout, connect)
+                .await
+                .map_err(|_| ConnectError::Timeout)?
         };
-        match attempt.await {
-            Ok(connected) => {
-                on_event(SentinelEvent::Answered { index });
-                return Ok(connected);
+        match server.await {
+            Ok((stream, leftover, server)) => {
+                on_event(SentinelEvent::Answered { index, server });
+                return Ok((stream, leftover));
             }
             Err(err) => {
                 no_server_known |= matches!(err, ConnectError::Sentinel(_));
