@@ -85,6 +85,10 @@ struct Inner {
     registry: Registry<Subscriber>,
     outbox: VecDeque<Delivery>,
     env: OwnedEnv,
+    /// Set when the connection has ended (with subscribers to tell): a subscription made after that
+    /// moment, before the PubSub process has heard of it, is answered `:disconnected`, as those of
+    /// the other subscribers were, and is made again on reconnection.
+    ended: Option<(Reason, HashSet<Subscriber>)>,
 }
 
 /// One message owed to a subscriber: `{:redix_pubsub, owner, ref, type, props}`.
@@ -129,6 +133,7 @@ impl PubSubRouter {
             registry: Registry::default(),
             outbox: VecDeque::new(),
             env: OwnedEnv::new(),
+            ended: None,
         };
         PubSubRouter {
             owner,
@@ -148,6 +153,9 @@ impl PubSubRouter {
     pub fn apply(&self, op: Op, mux: &Multiplexer<ReplyWaiter>) -> usize {
         let to_redis: HashSet<&Bytes> = op.redis_names.iter().collect();
         let mut inner = self.lock();
+        if op.action == Action::Subscribe && self.told_ended(&mut inner, &op.subscriber) {
+            return inner.outbox.len();
+        }
         for name in &op.names {
             let sub = op.subscriber.clone();
             match op.action {
@@ -191,6 +199,19 @@ impl PubSubRouter {
             let _ = mux.submit_unanswered(&command, op.redis_names.len());
         }
         queued
+    }
+
+    /// After the connection ended: tells `subscriber` (once) instead of subscribing it. Returns
+    /// whether the connection had ended.
+    fn told_ended(&self, inner: &mut Inner, subscriber: &Subscriber) -> bool {
+        let Some((reason, told)) = &mut inner.ended else {
+            return false;
+        };
+        if told.insert(subscriber.clone()) {
+            let props = Arc::new(Props::Disconnected(reason.clone()));
+            self.push(inner, subscriber.clone(), atoms::disconnected(), props);
+        }
+        true
     }
 
     /// Queues a message; wakes the owner when the queue was empty (one wake-up per batch). On a
@@ -314,10 +335,12 @@ impl Router for PubSubRouter {
             return;
         }
         let mut inner = self.lock();
-        for sub in inner.registry.subscribers() {
+        let subscribers = inner.registry.subscribers();
+        for sub in &subscribers {
             let props = Arc::new(Props::Disconnected(reason.clone()));
-            self.push(&mut inner, sub, atoms::disconnected(), props);
+            self.push(&mut inner, sub.clone(), atoms::disconnected(), props);
         }
+        inner.ended = Some((reason.clone(), subscribers.into_iter().collect()));
     }
 }
 
