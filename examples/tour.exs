@@ -153,6 +153,7 @@ defmodule Tour do
     if Code.ensure_loaded?(:eredis) do
       {:ok, eredis} = :eredis.start_link(~c"127.0.0.1", port)
       show("eredis   GET/s:", speed(fn -> :eredis.q(eredis, ["GET", "greeting"]) end))
+      :eredis.stop(eredis)
     else
       show(
         "eredis:",
