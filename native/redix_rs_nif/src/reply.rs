@@ -105,12 +105,12 @@ fn big_number<'a>(env: Env<'a>, digits: &[u8]) -> Term<'a> {
 /// A disconnection reason: a bare atom, `{tag, "message"}`, or for TLS alerts `:ssl`'s shape,
 /// `{:tls_alert, {alert, "message"}}`.
 pub fn reason<'a>(env: Env<'a>, reason: &Reason) -> Term<'a> {
-    match (reason, reason.tls_alert()) {
-        (Reason::Tagged(tag, _), Some((alert, text))) => {
-            (atom(env, tag), (atom(env, alert), text)).encode(env)
+    match reason {
+        Reason::Atom(name) => atom(env, name).encode(env),
+        Reason::Tagged(tag, msg) => (atom(env, tag), msg.as_str()).encode(env),
+        Reason::TlsAlert { alert, message } => {
+            (atom(env, "tls_alert"), (atom(env, alert), message.as_str())).encode(env)
         }
-        (Reason::Atom(name), _) => atom(env, name).encode(env),
-        (Reason::Tagged(tag, msg), None) => (atom(env, tag), msg.as_str()).encode(env),
     }
 }
 

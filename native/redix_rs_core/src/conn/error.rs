@@ -3,34 +3,36 @@
 use crate::resp::ProtocolError;
 
 /// A disconnection or connection-failure reason, shaped to become an Erlang term:
-/// a bare atom (`:tcp_closed`, `:econnrefused`) or a tagged tuple (`{:protocol_error, "..."}`).
-///
-/// TLS failures are `Tagged("tls_alert", "<alert>: <message>")`, where `<alert>` is the name `:ssl`
-/// gives the TLS alert (`unknown_ca`, `handshake_failure`, `certificate_expired`, ...): the Elixir
-/// side turns them into `:ssl`'s `{:tls_alert, {alert, message}}` ([`Reason::tls_alert`] splits
-/// them). TLS settings that cannot be used (an unreadable `certfile`, ...) are
+/// a bare atom (`:tcp_closed`, `:econnrefused`), a tagged tuple (`{:protocol_error, "..."}`), or a
+/// TLS alert in `:ssl`'s shape (`{:tls_alert, {:unknown_ca, "..."}}`, where the alert is the name
+/// `:ssl` gives it). TLS settings that cannot be used (an unreadable `certfile`, ...) are
 /// `Tagged("tls_config", message)`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reason {
     Atom(&'static str),
     Tagged(&'static str, String),
+    TlsAlert {
+        alert: &'static str,
+        message: String,
+    },
 }
 
-/// The tag of TLS alert reasons.
-pub const TLS_ALERT: &str = "tls_alert";
 /// The tag of unusable TLS settings.
 pub const TLS_CONFIG: &str = "tls_config";
 
 impl Reason {
     /// A TLS alert reason: `alert` is `:ssl`'s name for it (`unknown_ca`, ...).
     pub fn tls(alert: &'static str, message: impl std::fmt::Display) -> Reason {
-        Reason::Tagged(TLS_ALERT, format!("{alert}: {message}"))
+        Reason::TlsAlert {
+            alert,
+            message: message.to_string(),
+        }
     }
 
     /// `Some((alert, message))` for a TLS alert reason.
     pub fn tls_alert(&self) -> Option<(&str, &str)> {
         match self {
-            Reason::Tagged(TLS_ALERT, detail) => detail.split_once(": "),
+            Reason::TlsAlert { alert, message } => Some((alert, message)),
             _ => None,
         }
     }

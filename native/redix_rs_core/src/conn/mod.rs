@@ -12,7 +12,7 @@ mod sentinel;
 mod tls;
 mod transport;
 
-pub use error::{ConnectError, Reason, TLS_ALERT, TLS_CONFIG};
+pub use error::{ConnectError, Reason, TLS_CONFIG};
 pub use handshake::handshake;
 pub use multiplexer::{Multiplexer, Routed, Router, SubmitError, Waiter};
 pub use options::{Address, ClientCert, ConnectOptions, Protocol, Roots, TcpOptions, TlsOptions};
