@@ -41,13 +41,7 @@ defmodule RedixRs.Call do
   commands (health checks, PINGs, CLIENT ID, remote callers).
   """
   def submit_for_self(handle, ref, commands, kind \\ :pipeline) do
-    submitted =
-      case Native.submit(handle, ref, commands, kind) do
-        :dirty -> Native.submit_dirty(handle, ref, commands, kind)
-        other -> other
-      end
-
-    case submitted do
+    case native_submit(handle, ref, commands, kind) do
       {:ok, token} -> {:ok, token}
       {:error, reason} -> {:error, %ConnectionError{reason: refusal(reason)}}
       :normalize -> raise ArgumentError, "invalid Redis commands: #{inspect(commands)}"
@@ -59,13 +53,7 @@ defmodule RedixRs.Call do
   defp submit(handle, owner, commands, kind, timeout, attempt) do
     ref = make_ref()
 
-    submitted =
-      case Native.submit(handle, ref, commands, kind) do
-        :dirty -> Native.submit_dirty(handle, ref, commands, kind)
-        other -> other
-      end
-
-    case submitted do
+    case native_submit(handle, ref, commands, kind) do
       # `timeout: 0` always times out, as in Redix, even if the reply is already in the mailbox.
       {:ok, token} when timeout == 0 ->
         timed_out(ref, token)
@@ -93,6 +81,14 @@ defmodule RedixRs.Call do
 
       {:error, reason} ->
         {:error, %ConnectionError{reason: refusal(reason)}}
+    end
+  end
+
+  # A normal-scheduler NIF call; input too large for it goes again to the dirty-scheduler one.
+  defp native_submit(handle, ref, commands, kind) do
+    case Native.submit(handle, ref, commands, kind) do
+      :dirty -> Native.submit_dirty(handle, ref, commands, kind)
+      other -> other
     end
   end
 

@@ -173,9 +173,17 @@ defmodule RedixRs.Connector do
   Handles what the native side says about sentinels while connecting: a failed one is reported as
   `[:redix_rs, :failed_connection]` with its `:sentinel_address`; the one that answered moves to the
   front of the list, to be asked first next time (as Redis's guidelines for clients say). Returns
-  the options.
+  `{:handled, opts}`, or `:lifecycle` for every other event (the connection process's to handle).
   """
-  def sentinel_event({:sentinel_failed, address, reason}, opts) do
+  def sentinel_event(event, opts) do
+    case event do
+      {:sentinel_failed, _, _} -> {:handled, sentinel_failed(event, opts)}
+      {:sentinel_answered, _, _, _} -> {:handled, sentinel_answered(event, opts)}
+      _lifecycle -> :lifecycle
+    end
+  end
+
+  defp sentinel_failed({:sentinel_failed, address, reason}, opts) do
     metadata = %{
       connection: self(),
       connection_name: opts[:name],
@@ -187,7 +195,7 @@ defmodule RedixRs.Connector do
     opts
   end
 
-  def sentinel_event({:sentinel_answered, index, host, port}, opts) do
+  defp sentinel_answered({:sentinel_answered, index, host, port}, opts) do
     opts
     |> Keyword.update!(:sentinel, fn sentinel ->
       {answered, others} = List.pop_at(sentinel[:sentinels], index)
