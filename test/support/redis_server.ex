@@ -88,6 +88,10 @@ defmodule RedixRs.Test.RedisServer do
   exit "$status"
   """
 
+  @doc false
+  # The watchdog script, also used by RedixRs.Test.SentinelSetup for redis-sentinel.
+  def watchdog, do: @watchdog
+
   @doc """
   Starts a `redis-server` on a free port of 127.0.0.1 and waits until it answers PING.
 

@@ -41,28 +41,6 @@ defmodule RedixRs.Test.SentinelSetup do
           sentinel_password: String.t() | nil
         }
 
-  # The same watchdog as RedisServer's: $1 temp dir, $2 log file, then the command.
-  @watchdog """
-  dir=$1; log=$2; shift 2
-  exec 3<&0 </dev/null 2>>"$log"
-  "$@" 3<&- >>"$log" 2>&1 &
-  pid=$!
-  (
-    if read -r line <&3; then kill -KILL "$pid" 2>/dev/null; exit 0; fi
-    trap '' TERM
-    kill -KILL "$pid" 2>/dev/null
-    exit 3
-  ) >/dev/null 2>&1 &
-  watcher=$!
-  exec 3<&-
-  echo "$pid"
-  wait "$pid"; status=$?
-  kill "$watcher" 2>/dev/null
-  wait "$watcher"; wstatus=$?
-  if [ "$wstatus" = 3 ]; then rm -rf "$dir"; fi
-  exit "$status"
-  """
-
   @doc """
   Starts the primary, the replica (and waits until its link to the primary is up) and three
   sentinels, and waits until every sentinel reports the primary, knows the replica and has
@@ -370,7 +348,9 @@ defmodule RedixRs.Test.SentinelSetup do
         setpriv -> [setpriv, "--pdeathsig", "KILL", sentinel, config]
       end
 
-    sh_args = ["-c", @watchdog, "redix_rs_sentinel_watchdog", dir, log_path] ++ command
+    sh_args =
+      ["-c", RedisServer.watchdog(), "redix_rs_sentinel_watchdog", dir, log_path] ++ command
+
     caller = self()
     ref = make_ref()
 
