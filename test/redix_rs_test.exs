@@ -149,6 +149,23 @@ defmodule RedixRsTest do
       assert {:ok, "PONG"} = RedixRs.command(c, ["PING"])
     end
 
+    test "a long pipeline with a bad command at its end runs none of it", %{conn: c, key: k} do
+      # Long pipelines are checked whole before they are written (they go to the socket in chunks
+      # while being encoded), so a refusal at the very end leaves nothing executed.
+      incrs = List.duplicate(["INCR", k.("counter")], 2_000)
+
+      for bad <- [["ECHO", %{a: 1}], ["SUBSCRIBE", "ch"], ["CLIENT", "REPLY", "OFF"], []] do
+        assert_raise ArgumentError, fn -> RedixRs.pipeline(c, incrs ++ [bad]) end
+        assert_raise ArgumentError, fn -> RedixRs.transaction_pipeline(c, incrs ++ [bad]) end
+      end
+
+      assert {:ok, nil} = RedixRs.command(c, ["GET", k.("counter")])
+      # Elements that only need converting (floats) are converted, and the whole pipeline runs.
+      assert {:ok, replies} = RedixRs.pipeline(c, incrs ++ [["SET", k.("float"), 1.5]])
+      assert Enum.at(replies, 1_999) == 2_000 and List.last(replies) == "OK"
+      assert {:ok, "1.5"} = RedixRs.command(c, ["GET", k.("float")])
+    end
+
     test "per-call options are validated", %{conn: c} do
       assert_raise ArgumentError, ~r/:timeout/, fn ->
         RedixRs.command(c, ["PING"], timeout: -1)

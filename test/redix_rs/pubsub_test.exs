@@ -415,13 +415,17 @@ defmodule RedixRs.PubSubTest do
       )
 
       try do
-        # Suspended, the PubSub process sends nothing: 10,000 messages x 101 subscribers pile up.
+        # Suspended, the PubSub process sends nothing: 20,000 messages x 101 subscribers pile up,
+        # twice the limit.
         :sys.suspend(ps)
 
-        for batch <- Enum.chunk_every(1..10_000, 1_000) do
+        for batch <- Enum.chunk_every(1..20_000, 1_000) do
           {:ok, _} = RedixRs.pipeline(conn, Enum.map(batch, &["PUBLISH", ch, "m#{&1}"]))
         end
 
+        # Redis answered every PUBLISH; give the last messages time to reach the native queue on the
+        # other socket before the PubSub process starts draining it again.
+        Process.sleep(300)
         :sys.resume(ps)
         assert_receive {:disconnection, %{connection: ^ps, reason: reason}}, 10_000
         assert reason == %ConnectionError{reason: :pubsub_backlog}

@@ -139,7 +139,7 @@ async fn replies_dribbled_one_byte_at_a_time() {
     let (w2, pipeline) = ChanWaiter::new(3);
     mux.submit_with(w2, |out| {
         for c in ["A", "B", "C"] {
-            encode_command(&[c], out);
+            encode_command(&[c], out.buf());
         }
         Ok::<(), Infallible>(())
     })
@@ -238,7 +238,7 @@ async fn eof_in_the_middle_of_a_multi_reply_waiter() {
     let (w1, pipeline) = ChanWaiter::with_stats(3, &stats);
     mux.submit_with(w1, |out| {
         for _ in 0..3 {
-            encode_command(&["PING"], out);
+            encode_command(&["PING"], out.buf());
         }
         Ok::<(), Infallible>(())
     })
@@ -308,7 +308,7 @@ async fn max_queued_bytes_while_the_peer_stops_reading() {
         }
         let (waiter, _rx) = ChanWaiter::with_stats(1, &stats);
         match conn.mux.submit_with(waiter, |out| {
-            encode_command(&["PING"], out);
+            encode_command(&["PING"], out.buf());
             Ok::<(), Infallible>(())
         }) {
             Err(SubmitError::Full(w)) => w.discard(),

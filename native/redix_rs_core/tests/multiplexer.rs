@@ -8,7 +8,7 @@ use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 
 use bytes::BytesMut;
-use redix_rs_core::conn::{Multiplexer, Reason, SubmitError};
+use redix_rs_core::conn::{Multiplexer, Outgoing, Reason, SubmitError};
 use redix_rs_core::resp::{encode_command, Frame};
 use support::*;
 
@@ -75,7 +75,7 @@ async fn replies_match_callers_fifo_across_200_tasks() {
                 let (waiter, rx) = ChanWaiter::with_stats(1, &stats);
                 if (t + i) % 2 == 0 {
                     mux.submit_with(waiter, |out| {
-                        encode_command(&["SET", key.as_str(), value.as_str()], out);
+                        encode_command(&["SET", key.as_str(), value.as_str()], out.buf());
                         Ok::<(), Infallible>(())
                     })
                     .expect("submit_with refused");
@@ -165,9 +165,9 @@ async fn pipeline_of_10000_commands_gets_10000_replies_in_order() {
     let (waiter, rx) = ChanWaiter::new(3);
     conn.mux
         .submit_with(waiter, |out| {
-            encode_command(&["SET", "p", "1"], out);
-            encode_command(&["INCR", "p"], out);
-            encode_command(&["GET", "p"], out);
+            encode_command(&["SET", "p", "1"], out.buf());
+            encode_command(&["INCR", "p"], out.buf());
+            encode_command(&["GET", "p"], out.buf());
             Ok::<(), Infallible>(())
         })
         .expect("submit_with refused");
@@ -209,9 +209,9 @@ async fn value_of_5_mib_with_nul_bytes_round_trips() {
     // Encoded into the queue, and two large replies back to back in one pipeline.
     let (waiter, rx) = ChanWaiter::new(3);
     mux.submit_with(waiter, |out| {
-        encode_command(&[b"SET".as_slice(), b"big2", &value[1..]], out);
-        encode_command(&["GET", "big"], out);
-        encode_command(&["GET", "big2"], out);
+        encode_command(&[b"SET".as_slice(), b"big2", &value[1..]], out.buf());
+        encode_command(&["GET", "big"], out.buf());
+        encode_command(&["GET", "big2"], out.buf());
         Ok::<(), Infallible>(())
     })
     .expect("submit_with refused");
@@ -229,8 +229,8 @@ async fn encoder_error_queues_nothing_and_the_next_command_works() {
     let mux: Mux = Multiplexer::new(NO_LIMIT);
 
     // A half-written command left in the queue would swallow the next one as its argument.
-    let failing = |out: &mut BytesMut| {
-        out.extend_from_slice(b"*2\r\n$3\r\nGET\r\n");
+    let failing = |out: &mut Outgoing<'_>| {
+        out.buf().extend_from_slice(b"*2\r\n$3\r\nGET\r\n");
         Err("cannot encode")
     };
 
@@ -288,7 +288,7 @@ async fn max_queued_bytes_refuses_submissions_once_full() {
         other => panic!("expected SubmitError::Full, got {other:?}"),
     };
     match mux.submit_with(waiter, |out| {
-        encode_command(&["PING"], out);
+        encode_command(&["PING"], out.buf());
         Ok::<(), Infallible>(())
     }) {
         Err(SubmitError::Full(w)) => w.discard(),
@@ -320,7 +320,7 @@ async fn max_queued_bytes_boundary_is_inclusive() {
     }
     let (waiter, _rx) = ChanWaiter::new(1);
     match mux.submit_with(waiter, |out| {
-        out.extend_from_slice(b"*0\r\n");
+        out.buf().extend_from_slice(b"*0\r\n");
         Ok::<(), Infallible>(())
     }) {
         Err(SubmitError::Full(w)) => w.discard(),
@@ -390,7 +390,7 @@ async fn close_fails_every_queued_waiter_once_and_run_returns_the_reason() {
     // After run() returned, both submission paths still refuse.
     let (waiter, _rx) = ChanWaiter::new(1);
     match mux.submit_with(waiter, |out| {
-        encode_command(&["PING"], out);
+        encode_command(&["PING"], out.buf());
         Ok::<(), Infallible>(())
     }) {
         Err(SubmitError::Closed(w)) => w.discard(),
@@ -595,9 +595,9 @@ async fn resp3_push_frames_are_not_taken_as_replies() {
         let v = i.to_string();
         let (waiter, rx) = ChanWaiter::new(3);
         mux.submit_with(waiter, |out| {
-            encode_command(&["SET", "tracked", v.as_str()], out);
-            encode_command(&["GET", "tracked"], out);
-            encode_command(&["ECHO", v.as_str()], out);
+            encode_command(&["SET", "tracked", v.as_str()], out.buf());
+            encode_command(&["GET", "tracked"], out.buf());
+            encode_command(&["ECHO", v.as_str()], out.buf());
             Ok::<(), Infallible>(())
         })
         .expect("submit_with refused");

@@ -7,6 +7,7 @@
 //! never has to reproduce Redix's error messages.
 
 use bytes::BytesMut;
+use redix_rs_core::conn::Outgoing;
 use redix_rs_core::resp::{encode_array_header, encode_bulk};
 use rustler::{Binary, Term};
 
@@ -71,17 +72,20 @@ impl Kind {
     }
 }
 
-/// Encodes a whole submission of `kind`: wrappers, then the user's commands between them.
+/// Encodes a whole submission of `kind`: wrappers, then the user's commands between them. With
+/// `checked` (the submission passed [`check_submission`], so nothing can fail any more), large
+/// pipelines are handed to the socket in chunks as they are encoded.
 pub fn encode_submission(
     kind: Kind,
     commands: Term<'_>,
-    out: &mut BytesMut,
+    out: &mut Outgoing<'_>,
     budget: Budget,
+    checked: bool,
 ) -> Result<(), EncodeStop> {
     let (before, after) = kind.wrappers();
-    out.extend_from_slice(before);
-    encode_pipeline(commands, out, budget)?;
-    out.extend_from_slice(after);
+    out.buf().extend_from_slice(before);
+    encode_pipeline(commands, out, budget, checked)?;
+    out.buf().extend_from_slice(after);
     Ok(())
 }
 
@@ -93,21 +97,101 @@ pub fn count_commands(commands: Term<'_>, max: usize) -> Result<usize, EncodeSto
     }
 }
 
+/// Everything the encoder would refuse, found before a byte is queued, so that the encoding can go to
+/// the socket while it proceeds: returns the number of commands. Sizes are counted as payload plus a
+/// the most framing RESP can add, so a submission that passes never exceeds `budget`.
+pub fn check_submission(commands: Term<'_>, budget: Budget) -> Result<usize, EncodeStop> {
+    let count = count_commands(commands, budget.elements)?;
+    let (mut elements, mut bytes) = (0usize, 0usize);
+    let mut rest = commands;
+    while let Ok((command, tail)) = rest.list_get_cell() {
+        let len = bounded_len(command, budget.elements.saturating_sub(elements))?;
+        if len == 0 {
+            return Err(EncodeStop::Normalize);
+        }
+        elements += len;
+        bytes += check_command(command, len)?;
+        if bytes > budget.bytes {
+            return Err(EncodeStop::OverBudget);
+        }
+        rest = tail;
+    }
+    Ok(count)
+}
+
+/// Checks the elements of one command of `len` elements; returns its size with framing.
+fn check_command(command: Term<'_>, len: usize) -> Result<usize, EncodeStop> {
+    let mut bytes = 24; // `*<len>\r\n`
+    let mut name = [0u8; 12];
+    let mut name_len = 0;
+    let mut rest = command;
+    let mut index = 0;
+    while let Ok((element, tail)) = rest.list_get_cell() {
+        let mut text = [0u8; 12];
+        let size = element_text(element, &mut text)?;
+        bytes += size.0 + 25; // `$<len>\r\n<payload>\r\n`
+        if index == 0 {
+            (name, name_len) = (text, size.1);
+        } else if index == 1 && refused(&name[..name_len], Some(Plain(&text[..size.1]))) {
+            return Err(EncodeStop::Normalize);
+        }
+        index += 1;
+        rest = tail;
+    }
+    if len == 1 && refused(&name[..name_len], None) {
+        return Err(EncodeStop::Normalize);
+    }
+    Ok(bytes)
+}
+
+/// The size of an element, and its first bytes upper-cased into `text` (the length copied; 0 when it is
+/// longer than `text`, as no command name we refuse is).
+fn element_text(element: Term<'_>, text: &mut [u8; 12]) -> Result<(usize, usize), EncodeStop> {
+    let copy = |bytes: &[u8], text: &mut [u8; 12]| -> usize {
+        if bytes.len() > text.len() {
+            return 0;
+        }
+        for (dst, src) in text.iter_mut().zip(bytes) {
+            *dst = src.to_ascii_uppercase();
+        }
+        bytes.len()
+    };
+    if let Ok(bin) = element.decode::<Binary>() {
+        Ok((bin.len(), copy(bin.as_slice(), text)))
+    } else if element.decode::<i64>().is_ok() {
+        Ok((20, 0))
+    } else if element.is_atom() {
+        let name = element
+            .atom_to_string()
+            .map_err(|_| EncodeStop::Normalize)?;
+        Ok((name.len(), copy(name.as_bytes(), text)))
+    } else {
+        Err(EncodeStop::Normalize)
+    }
+}
+
 /// Encodes every command of `commands` into `out`.
 fn encode_pipeline(
     commands: Term<'_>,
-    out: &mut BytesMut,
+    out: &mut Outgoing<'_>,
     budget: Budget,
+    checked: bool,
 ) -> Result<(), EncodeStop> {
-    let start = out.len();
+    let mut encoded = 0usize;
     let mut elements = 0usize;
     let mut rest = commands;
     while let Ok((command, tail)) = rest.list_get_cell() {
         let left = Budget {
-            bytes: budget.bytes.saturating_sub(out.len() - start),
+            bytes: budget.bytes.saturating_sub(encoded),
             elements: budget.elements.saturating_sub(elements),
         };
-        elements += encode_command(command, out, left)?;
+        let buf = out.buf();
+        let start = buf.len();
+        elements += encode_command(command, buf, left)?;
+        encoded += buf.len() - start;
+        if checked {
+            out.flush_large();
+        }
         rest = tail;
     }
     Ok(())
@@ -134,7 +218,7 @@ fn encode_command(
         encode_element(element, out, budget.bytes.saturating_sub(out.len() - start))?;
         if index == 0 {
             first_len = copy_name(&out[written_from..], &mut first);
-        } else if index == 1 && refused(&first[..first_len], Some(&out[written_from..])) {
+        } else if index == 1 && refused(&first[..first_len], Some(Encoded(&out[written_from..]))) {
             return Err(EncodeStop::Normalize);
         }
         index += 1;
@@ -231,11 +315,28 @@ fn bulk_payload(encoded: &[u8]) -> &[u8] {
 /// Commands refused on a plain connection: pub/sub commands (whatever their length: a bare
 /// `UNSUBSCRIBE` is answered with a RESP3 push only, which would leave its caller with the next
 /// caller's reply) and `CLIENT REPLY`.
-fn refused(name: &[u8], second_encoded: Option<&[u8]>) -> bool {
+fn refused(name: &[u8], second: Option<Second<'_>>) -> bool {
     match name {
         b"SUBSCRIBE" | b"PSUBSCRIBE" | b"UNSUBSCRIBE" | b"PUNSUBSCRIBE" | b"SSUBSCRIBE"
         | b"SUNSUBSCRIBE" => true,
-        b"CLIENT" => second_encoded.is_some_and(|s| bulk_payload(s).eq_ignore_ascii_case(b"REPLY")),
+        b"CLIENT" => second.is_some_and(|s| s.text().eq_ignore_ascii_case(b"REPLY")),
         _ => false,
+    }
+}
+
+/// A command's second element, as encoded (a RESP bulk) or as its text.
+enum Second<'a> {
+    Encoded(&'a [u8]),
+    Plain(&'a [u8]),
+}
+
+use Second::{Encoded, Plain};
+
+impl Second<'_> {
+    fn text(&self) -> &[u8] {
+        match self {
+            Encoded(bulk) => bulk_payload(bulk),
+            Plain(text) => text,
+        }
     }
 }

@@ -4,16 +4,20 @@
 
 use bytes::{Bytes, BytesMut};
 use redix_rs_core::conn::{
-    establish_with, Address, ConnectError, ConnectOptions, Multiplexer, Reason, SentinelEvent,
-    SubmitError,
+    establish_with, Address, ConnectError, ConnectOptions, Multiplexer, Outgoing, Reason,
+    SentinelEvent, SubmitError,
 };
 use rustler::{Binary, Encoder, Env, Error, LocalPid, NifResult, OwnedEnv, ResourceArc, Term};
 
-use crate::args::{count_commands, encode_submission, Budget, EncodeStop, Kind};
+use crate::args::{check_submission, count_commands, encode_submission, Budget, EncodeStop, Kind};
 use crate::handle::{CallState, ConnectionHandle, Expect, ReplyWaiter};
 use crate::pubsub::{Action, Op, Subscriber};
 use crate::{atoms, config, reply, runtime};
 use redix_rs_core::pubsub::Kind as SubscriptionKind;
+
+/// Pipelines longer than this are written to the socket in chunks as they are encoded (when the writer
+/// is idle), after a first pass that checks them whole.
+const STREAMED_PIPELINE: usize = 32;
 
 /// Starts connecting in the background; returns `{:ok, handle, id}` at once.
 ///
@@ -54,13 +58,24 @@ fn submit<'a>(
     kind: Term<'a>,
 ) -> NifResult<Term<'a>> {
     let kind = Kind::decode(kind).ok_or(Error::BadArg)?;
+    // A long pipeline is checked whole first, so that it can go to the socket while it is encoded; a
+    // short one is checked as it is encoded (and can be taken back from the queue).
     let count = match count_commands(commands, Budget::NORMAL.elements) {
+        Ok(n) if n > STREAMED_PIPELINE => check_submission(commands, Budget::NORMAL),
+        other => other,
+    };
+    let count = match count {
         Ok(n) => n,
         Err(stop) => return Ok(stop_term(env, stop)),
     };
+    let (budget, checked) = if count > STREAMED_PIPELINE {
+        (Budget::UNLIMITED, true)
+    } else {
+        (Budget::NORMAL, false)
+    };
     let state = ResourceArc::new(CallState::new());
     let waiter = ReplyWaiter::new(state.clone(), env.pid(), reference, expect(kind, count));
-    let encode = |out: &mut BytesMut| encode_submission(kind, commands, out, Budget::NORMAL);
+    let encode = |out: &mut Outgoing<'_>| encode_submission(kind, commands, out, budget, checked);
     Ok(match handle.mux.submit_with(waiter, encode) {
         Ok(()) => (atoms::ok(), state).encode(env),
         Err(SubmitError::Encode(_, stop)) => stop_term(env, stop),
@@ -83,7 +98,8 @@ fn submit_dirty<'a>(
         Err(stop) => return Ok(stop_term(env, stop)),
     };
     let mut out = BytesMut::new();
-    if let Err(stop) = encode_submission(kind, commands, &mut out, Budget::UNLIMITED) {
+    let mut detached = Outgoing::detached(&mut out);
+    if let Err(stop) = encode_submission(kind, commands, &mut detached, Budget::UNLIMITED, false) {
         return Ok(stop_term(env, stop));
     }
     let state = ResourceArc::new(CallState::new());

@@ -4,6 +4,7 @@
 //! The flow is `transport::connect` (TCP, then TLS when asked) → `handshake::run` → `Multiplexer::run`,
 //! driven by whoever owns the connection (the NIF crate spawns it on its tokio runtime).
 
+mod direct;
 mod error;
 mod handshake;
 mod multiplexer;
@@ -12,6 +13,7 @@ mod sentinel;
 mod tls;
 mod transport;
 
+pub use direct::Outgoing;
 pub use error::{ConnectError, Reason, TLS_CONFIG};
 pub use handshake::handshake;
 pub use multiplexer::{Multiplexer, Routed, Router, SubmitError, Waiter};

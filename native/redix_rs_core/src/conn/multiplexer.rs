@@ -7,12 +7,14 @@
 //! still queued is failed exactly once.
 
 use std::collections::VecDeque;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
 
+use super::direct::{send_now, Outgoing, DIRECT_CHUNK};
 use super::{Reason, Stream};
 use crate::resp::{Frame, Limits, Parsed, Parser};
 
@@ -79,6 +81,22 @@ struct State<W> {
     waiters: VecDeque<Pending<W>>,
     closed: Option<Reason>,
     close_requested: Option<Reason>,
+    /// The writer task holds bytes it took from `out` and has not finished writing.
+    writing: bool,
+    /// The socket, while the connection runs over plain TCP or a Unix socket (TLS records can only be
+    /// written by the task that owns the TLS session).
+    socket: Option<RawFd>,
+}
+
+impl<W> State<W> {
+    /// The socket, if a submitter may write to it now: nothing written before it is still in flight.
+    fn direct_socket(&self) -> Option<RawFd> {
+        if self.writing {
+            None
+        } else {
+            self.socket
+        }
+    }
 }
 
 struct Shared<W> {
@@ -123,6 +141,8 @@ impl<W: Waiter> Multiplexer<W> {
             waiters: VecDeque::new(),
             closed: None,
             close_requested: None,
+            writing: false,
+            socket: None,
         };
         let shared = Shared {
             state: Mutex::new(state),
@@ -157,11 +177,24 @@ impl<W: Waiter> Multiplexer<W> {
             st.out.extend_from_slice(&bytes);
         }
         st.waiters.push_back(Pending::Waiter(waiter));
+        self.write_or_wake(st, was_empty, true);
+        Ok(())
+    }
+
+    /// Ends a submission: writes the queue to the socket now if the writer is idle and it is worth it
+    /// (`direct`), and wakes the writer for whatever is left if the queue was empty before (otherwise
+    /// it has been woken already).
+    fn write_or_wake(&self, mut st: MutexGuard<'_, State<W>>, was_empty: bool, direct: bool) {
+        if direct {
+            if let Some(fd) = st.direct_socket() {
+                send_now(fd, &mut st.out);
+            }
+        }
+        let wake = was_empty && !st.out.is_empty();
         drop(st);
-        if was_empty {
+        if wake {
             self.shared.wake_writer.notify_one();
         }
-        Ok(())
     }
 
     /// Queues a command whose replies nobody waits for: a pub/sub command that Redis confirms with
@@ -188,19 +221,40 @@ impl<W: Waiter> Multiplexer<W> {
         Ok(())
     }
 
-    /// Encodes straight into the write queue (small submissions: no allocation, no copy).
-    /// If `encode` fails, whatever it wrote is removed and nothing is queued.
+    /// Encodes straight into the write queue (small submissions: no allocation, no copy). When the
+    /// writer is idle, the encoder may hand large chunks to the socket as it goes
+    /// ([`Outgoing::flush_large`]), and the submission is written at once if Redis has nothing else of
+    /// this connection's to answer (a lone caller) or if it is large. If `encode` fails, whatever it
+    /// queued is removed and nothing is queued; if it fails after writing some of it, the connection
+    /// cannot stay in step and is closed.
     pub fn submit_with<E>(
         &self,
         waiter: W,
-        encode: impl FnOnce(&mut BytesMut) -> Result<(), E>,
+        encode: impl FnOnce(&mut Outgoing<'_>) -> Result<(), E>,
     ) -> Result<(), SubmitError<W, E>> {
         let mut st = self.lock();
         if st.closed.is_some() || st.close_requested.is_some() {
             return Err(SubmitError::Closed(waiter));
         }
         let before = st.out.len();
-        if let Err(e) = encode(&mut st.out) {
+        // Mid-encoding writes only on an empty queue: a refusal for size below must be able to take
+        // every byte back.
+        let socket = if before == 0 {
+            st.direct_socket()
+        } else {
+            None
+        };
+        let idle = st.waiters.is_empty();
+        let mut outgoing = Outgoing::new(&mut st.out, socket);
+        let encoded = encode(&mut outgoing);
+        let (flushed, direct) = (outgoing.flushed(), outgoing.direct());
+        if let Err(e) = encoded {
+            if flushed {
+                st.close_requested = Some(Reason::Atom("partial_submission"));
+                drop(st);
+                self.shared.wake_closer.notify_one();
+                return Err(SubmitError::Encode(waiter, e));
+            }
             st.out.truncate(before);
             return Err(SubmitError::Encode(waiter, e));
         }
@@ -209,10 +263,8 @@ impl<W: Waiter> Multiplexer<W> {
             return Err(SubmitError::Full(waiter));
         }
         st.waiters.push_back(Pending::Waiter(waiter));
-        drop(st);
-        if before == 0 {
-            self.shared.wake_writer.notify_one();
-        }
+        let write_now = flushed || (direct && (idle || st.out.len() >= DIRECT_CHUNK));
+        self.write_or_wake(st, before == 0, write_now);
         Ok(())
     }
 
@@ -253,6 +305,7 @@ impl<W: Waiter> Multiplexer<W> {
         let mut current: Current<W> = None;
         let reason = match stream {
             Stream::Tcp(mut s) => {
+                let _direct = DirectWrites::allow(self, s.as_raw_fd());
                 let (r, w) = s.split();
                 self.drive(r, w, leftover, &mut current).await
             }
@@ -265,6 +318,7 @@ impl<W: Waiter> Multiplexer<W> {
                 }
             }
             Stream::Unix(mut s) => {
+                let _direct = DirectWrites::allow(self, s.as_raw_fd());
                 let (r, w) = s.split();
                 self.drive(r, w, leftover, &mut current).await
             }
@@ -299,7 +353,11 @@ impl<W: Waiter> Multiplexer<W> {
     async fn write_loop<Wr: AsyncWrite + Unpin>(&self, mut w: Wr) -> Reason {
         let mut buf = BytesMut::with_capacity(READ_CHUNK);
         loop {
-            std::mem::swap(&mut self.lock().out, &mut buf);
+            {
+                let mut st = self.lock();
+                std::mem::swap(&mut st.out, &mut buf);
+                st.writing = !buf.is_empty();
+            }
             if buf.is_empty() {
                 self.shared.wake_writer.notified().await;
                 continue;
@@ -423,6 +481,7 @@ impl<W: Waiter> Multiplexer<W> {
     fn fail_all(&self, current: Current<W>, reason: &Reason) {
         let waiters = {
             let mut st = self.lock();
+            st.socket = None;
             st.closed = Some(reason.clone());
             st.out.clear();
             std::mem::take(&mut st.waiters)
@@ -438,5 +497,24 @@ impl<W: Waiter> Multiplexer<W> {
         if let Some(router) = &self.shared.router {
             router.closed(reason);
         }
+    }
+}
+
+/// Lets submitters write to the socket while it is open: dropped (before the socket closes) when the
+/// connection stops running, so no submitter ever writes to a closed, or reused, descriptor.
+struct DirectWrites<'a, W: Waiter> {
+    mux: &'a Multiplexer<W>,
+}
+
+impl<'a, W: Waiter> DirectWrites<'a, W> {
+    fn allow(mux: &'a Multiplexer<W>, fd: RawFd) -> Self {
+        mux.lock().socket = Some(fd);
+        DirectWrites { mux }
+    }
+}
+
+impl<W: Waiter> Drop for DirectWrites<'_, W> {
+    fn drop(&mut self) {
+        self.mux.lock().socket = None;
     }
 }

@@ -414,7 +414,7 @@ pub async fn reply(rx: oneshot::Receiver<Outcome>) -> Frame {
 pub fn send<A: AsRef<[u8]>>(mux: &Mux, args: &[A]) -> oneshot::Receiver<Outcome> {
     let (waiter, rx) = ChanWaiter::new(1);
     mux.submit_with(waiter, |out| {
-        encode_command(args, out);
+        encode_command(args, out.buf());
         Ok::<(), Infallible>(())
     })
     .expect("submit_with refused");
