@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 
 use redix_rs_core::conn::{Outgoing, SubmitError};
-use redix_rs_core::resp::encode_command;
+use redix_rs_core::resp::{encode_command, Frame};
 use support::*;
 
 /// Asks Redis, on a separate blocking socket, for `key` (RESP2 bulk reply text, or "" when missing).
@@ -161,4 +161,27 @@ async fn an_encoder_failing_after_a_direct_write_closes_the_connection() {
         matches!(&failed, Err(r) if format!("{r:?}").contains("partial_submission")),
         "{failed:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_queued_behind_an_awaited_reply_go_out_when_it_arrives() {
+    let server = RedisServer::start();
+    let conn = Conn::open(&server.tcp_opts()).await;
+    assert_eq!(cmd(&conn.mux, &["PING"]).await, simple("PONG"));
+
+    // With a reply awaited, later submissions do not wake the writer: the reader hands them over when
+    // that reply arrives. None may be left behind, whatever the timing.
+    let blocked = send(&conn.mux, &["BLPOP", "direct:none", "0.2"]);
+    let queued: Vec<_> = (0..50)
+        .map(|i| {
+            let v = format!("q{i}");
+            (v.clone(), send(&conn.mux, &["ECHO", v.as_str()]))
+        })
+        .collect();
+    assert_eq!(reply(blocked).await, Frame::NullArray);
+    for (v, rx) in queued {
+        assert_eq!(reply(rx).await, bulk(&v));
+    }
+    assert_eq!(conn.mux.pending(), 0);
+    conn.task.abort();
 }

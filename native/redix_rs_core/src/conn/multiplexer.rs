@@ -5,6 +5,14 @@
 //! writes it in one go (automatic pipelining); a reader loop parses replies and hands each to the oldest
 //! waiter (FIFO). Both loops run in one task: whichever ends first ends the connection, and every waiter
 //! still queued is failed exactly once.
+//!
+//! Who writes, and who wakes whom, is chosen to keep cross-thread wake-ups off the hot path:
+//! - a lone caller (nothing awaited, the last read answered one caller) writes its command itself,
+//!   with one non-blocking `send` (plain TCP and Unix sockets; see `direct`);
+//! - a long pipeline on an idle writer goes to the socket in chunks while it is being encoded;
+//! - under load, a submission behind awaited replies wakes nobody: the reader, woken by the next reply
+//!   anyway, hands the queue to the writer after each read;
+//! - otherwise the first submission on an empty queue wakes the writer.
 
 use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, RawFd};
@@ -83,6 +91,8 @@ struct State<W> {
     close_requested: Option<Reason>,
     /// The writer task holds bytes it took from `out` and has not finished writing.
     writing: bool,
+    /// How many callers the last read answered.
+    last_batch: usize,
     /// The socket, while the connection runs over plain TCP or a Unix socket (TLS records can only be
     /// written by the task that owns the TLS session).
     socket: Option<RawFd>,
@@ -142,6 +152,7 @@ impl<W: Waiter> Multiplexer<W> {
             closed: None,
             close_requested: None,
             writing: false,
+            last_batch: 0,
             socket: None,
         };
         let shared = Shared {
@@ -171,26 +182,29 @@ impl<W: Waiter> Multiplexer<W> {
             return Err(SubmitError::Full(waiter));
         }
         let was_empty = st.out.is_empty();
+        let idle = st.waiters.is_empty();
         if was_empty && bytes.len() > READ_CHUNK {
             st.out = bytes; // no copy for a big payload on an idle queue
         } else {
             st.out.extend_from_slice(&bytes);
         }
         st.waiters.push_back(Pending::Waiter(waiter));
-        self.write_or_wake(st, was_empty, true);
+        self.write_or_wake(st, was_empty && idle, true);
         Ok(())
     }
 
     /// Ends a submission: writes the queue to the socket now if the writer is idle and it is worth it
-    /// (`direct`), and wakes the writer for whatever is left if the queue was empty before (otherwise
-    /// it has been woken already).
-    fn write_or_wake(&self, mut st: MutexGuard<'_, State<W>>, was_empty: bool, direct: bool) {
+    /// (`direct`), and wakes the writer for whatever is left if `first`: the queue was empty and no
+    /// reply was awaited. Otherwise the writer has been woken already, or a reply is on its way and the
+    /// reader hands the queue to the writer once it has dispatched it (the reader's wake-up then serves
+    /// both: no cross-thread wake-up per command under load).
+    fn write_or_wake(&self, mut st: MutexGuard<'_, State<W>>, first: bool, direct: bool) {
         if direct {
             if let Some(fd) = st.direct_socket() {
                 send_now(fd, &mut st.out);
             }
         }
-        let wake = was_empty && !st.out.is_empty();
+        let wake = first && !st.out.is_empty();
         drop(st);
         if wake {
             self.shared.wake_writer.notify_one();
@@ -263,8 +277,11 @@ impl<W: Waiter> Multiplexer<W> {
             return Err(SubmitError::Full(waiter));
         }
         st.waiters.push_back(Pending::Waiter(waiter));
-        let write_now = flushed || (direct && (idle || st.out.len() >= DIRECT_CHUNK));
-        self.write_or_wake(st, before == 0, write_now);
+        // A lone caller (the last read answered one caller, and none waits now) writes at once: nobody
+        // else will add to this write. Under load, the reader's next wake-up carries the queue instead.
+        let lone = idle && st.last_batch <= 1;
+        let write_now = flushed || (direct && (lone || st.out.len() >= DIRECT_CHUNK));
+        self.write_or_wake(st, before == 0 && idle, write_now);
         Ok(())
     }
 
@@ -384,10 +401,12 @@ impl<W: Waiter> Multiplexer<W> {
             let parsed = self.dispatch_available(&mut parser, &mut buf, current, &mut done);
             // Completions go out per read, not per frame, and always before an error ends the loop, so a
             // waiter already answered is never failed as well.
+            let answered = done.len();
             done.drain(..).for_each(Waiter::complete);
             if let Err(reason) = parsed {
                 return reason;
             }
+            self.after_read(answered);
             let want = parser
                 .pending_bulk_remaining(&buf)
                 .unwrap_or(0)
@@ -398,6 +417,19 @@ impl<W: Waiter> Multiplexer<W> {
                 Ok(_) => {}
                 Err(e) => return Reason::from_io(&e),
             }
+        }
+    }
+
+    /// After a read that answered `answered` callers: commands queued while replies were awaited go
+    /// out now (a wake-up of this same task, not of another thread).
+    fn after_read(&self, answered: usize) {
+        let queued = {
+            let mut st = self.lock();
+            st.last_batch = answered;
+            !st.writing && !st.out.is_empty()
+        };
+        if queued {
+            self.shared.wake_writer.notify_one();
         }
     }
 
