@@ -87,6 +87,17 @@ rows =
     row
   end
 
+# d's ceiling (-P 100) is 50 clients keeping Redis busy; one client sending 1,000-command pipelines one
+# after another, as d does, is bounded lower by Redis itself: redis-benchmark doing just that.
+single = Ceiling.rps(port, ["-c", "1", "-P", "1000", "-n", "1000000", "-t", "set"])
+Scenarios.prepare(port)
+
+single_row =
+  "| d reference: redis-benchmark itself as one client, 1,000-SET pipelines in sequence | - | - | - | " <>
+    "#{round(single)} ops/s (-c 1 -P 1000) | see d |"
+
+IO.puts(single_row)
+
 # a over TLS, side by side with plain TCP (redix_rs both times; eredis has no TLS here).
 tls_rounds =
   for _ <- 1..rounds,
@@ -146,7 +157,7 @@ entry = """
 
 #{header}
 |---|---|---|---|---|---|
-#{Enum.join(rows ++ [tls_row, m_row, fan_row], "\n")}
+#{Enum.join(rows ++ [single_row, tls_row, m_row, fan_row], "\n")}
 """
 
 unless File.exists?(results_path) do
