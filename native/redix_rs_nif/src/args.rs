@@ -110,7 +110,7 @@ pub fn check_submission(commands: Term<'_>, budget: Budget) -> Result<usize, Enc
             return Err(EncodeStop::Normalize);
         }
         elements += len;
-        bytes += check_command(command, len)?;
+        bytes += check_command(command)?;
         if bytes > budget.bytes {
             return Err(EncodeStop::OverBudget);
         }
@@ -119,55 +119,32 @@ pub fn check_submission(commands: Term<'_>, budget: Budget) -> Result<usize, Enc
     Ok(count)
 }
 
-/// Checks the elements of one command of `len` elements; returns its size with framing.
-fn check_command(command: Term<'_>, len: usize) -> Result<usize, EncodeStop> {
+/// Checks the elements of one command; returns its size with the most framing RESP can add.
+fn check_command(command: Term<'_>) -> Result<usize, EncodeStop> {
     let mut bytes = 24; // `*<len>\r\n`
-    let mut name = [0u8; 12];
-    let mut name_len = 0;
+    let mut refusal = Refusal::default();
     let mut rest = command;
-    let mut index = 0;
     while let Ok((element, tail)) = rest.list_get_cell() {
-        let mut text = [0u8; 12];
-        let size = element_text(element, &mut text)?;
-        bytes += size.0 + 25; // `$<len>\r\n<payload>\r\n`
-        if index == 0 {
-            (name, name_len) = (text, size.1);
-        } else if index == 1 && refused(&name[..name_len], Some(Plain(&text[..size.1]))) {
+        let size = if let Ok(bin) = element.decode::<Binary>() {
+            refusal.element(bin.as_slice())?;
+            bin.len()
+        } else if element.decode::<i64>().is_ok() {
+            refusal.element(b"")?; // digits: never a refused name
+            20
+        } else if element.is_atom() {
+            let name = element
+                .atom_to_string()
+                .map_err(|_| EncodeStop::Normalize)?;
+            refusal.element(name.as_bytes())?;
+            name.len()
+        } else {
             return Err(EncodeStop::Normalize);
-        }
-        index += 1;
+        };
+        bytes += size + 25; // `$<len>\r\n<payload>\r\n`
         rest = tail;
     }
-    if len == 1 && refused(&name[..name_len], None) {
-        return Err(EncodeStop::Normalize);
-    }
+    refusal.finish()?;
     Ok(bytes)
-}
-
-/// The size of an element, and its first bytes upper-cased into `text` (the length copied; 0 when it is
-/// longer than `text`, as no command name we refuse is).
-fn element_text(element: Term<'_>, text: &mut [u8; 12]) -> Result<(usize, usize), EncodeStop> {
-    let copy = |bytes: &[u8], text: &mut [u8; 12]| -> usize {
-        if bytes.len() > text.len() {
-            return 0;
-        }
-        for (dst, src) in text.iter_mut().zip(bytes) {
-            *dst = src.to_ascii_uppercase();
-        }
-        bytes.len()
-    };
-    if let Ok(bin) = element.decode::<Binary>() {
-        Ok((bin.len(), copy(bin.as_slice(), text)))
-    } else if element.decode::<i64>().is_ok() {
-        Ok((20, 0))
-    } else if element.is_atom() {
-        let name = element
-            .atom_to_string()
-            .map_err(|_| EncodeStop::Normalize)?;
-        Ok((name.len(), copy(name.as_bytes(), text)))
-    } else {
-        Err(EncodeStop::Normalize)
-    }
 }
 
 /// Encodes every command of `commands` into `out`.
@@ -210,23 +187,14 @@ fn encode_command(
     let start = out.len();
     encode_array_header(len, out);
     let mut rest = command;
-    let mut index = 0;
-    let mut first = [0u8; 12]; // enough for the longest command name checked below
-    let mut first_len = 0;
+    let mut refusal = Refusal::default();
     while let Ok((element, tail)) = rest.list_get_cell() {
         let written_from = out.len();
         encode_element(element, out, budget.bytes.saturating_sub(out.len() - start))?;
-        if index == 0 {
-            first_len = copy_name(&out[written_from..], &mut first);
-        } else if index == 1 && refused(&first[..first_len], Some(Encoded(&out[written_from..]))) {
-            return Err(EncodeStop::Normalize);
-        }
-        index += 1;
+        refusal.element(bulk_payload(&out[written_from..]))?;
         rest = tail;
     }
-    if len == 1 && refused(&first[..first_len], None) {
-        return Err(EncodeStop::Normalize);
-    }
+    refusal.finish()?;
     Ok(len)
 }
 
@@ -290,19 +258,6 @@ fn format_i64(i: i64, buf: &mut [u8; 20]) -> &[u8] {
     &buf[pos..]
 }
 
-/// Copies the bulk payload of an encoded element (`$len\r\npayload\r\n`), upper-cased, into `name`.
-/// Returns 0 when it does not fit (no command name we refuse is that long).
-fn copy_name(encoded: &[u8], name: &mut [u8; 12]) -> usize {
-    let payload = bulk_payload(encoded);
-    if payload.len() > name.len() {
-        return 0;
-    }
-    for (dst, src) in name.iter_mut().zip(payload) {
-        *dst = src.to_ascii_uppercase();
-    }
-    payload.len()
-}
-
 fn bulk_payload(encoded: &[u8]) -> &[u8] {
     let header_end = encoded
         .iter()
@@ -312,31 +267,46 @@ fn bulk_payload(encoded: &[u8]) -> &[u8] {
     &body[..body.len().saturating_sub(2)]
 }
 
-/// Commands refused on a plain connection: pub/sub commands (whatever their length: a bare
-/// `UNSUBSCRIBE` is answered with a RESP3 push only, which would leave its caller with the next
-/// caller's reply) and `CLIENT REPLY`.
-fn refused(name: &[u8], second: Option<Second<'_>>) -> bool {
-    match name {
-        b"SUBSCRIBE" | b"PSUBSCRIBE" | b"UNSUBSCRIBE" | b"PUNSUBSCRIBE" | b"SSUBSCRIBE"
-        | b"SUNSUBSCRIBE" => true,
-        b"CLIENT" => second.is_some_and(|s| s.text().eq_ignore_ascii_case(b"REPLY")),
-        _ => false,
-    }
+/// Refuses, from a command's first two elements, what a plain connection must not send: pub/sub
+/// commands (whatever their length: a bare `UNSUBSCRIBE` is answered with a RESP3 push only, which
+/// would leave its caller with the next caller's reply) and `CLIENT REPLY`.
+#[derive(Default)]
+struct Refusal {
+    /// The command name, upper-cased (left empty when longer than any name refused).
+    name: [u8; 12],
+    name_len: usize,
+    seen: usize,
 }
 
-/// A command's second element, as encoded (a RESP bulk) or as its text.
-enum Second<'a> {
-    Encoded(&'a [u8]),
-    Plain(&'a [u8]),
-}
-
-use Second::{Encoded, Plain};
-
-impl Second<'_> {
-    fn text(&self) -> &[u8] {
-        match self {
-            Encoded(bulk) => bulk_payload(bulk),
-            Plain(text) => text,
+impl Refusal {
+    /// Takes the text of the command's next element.
+    fn element(&mut self, text: &[u8]) -> Result<(), EncodeStop> {
+        match self.seen {
+            0 if text.len() <= self.name.len() => {
+                for (dst, src) in self.name.iter_mut().zip(text) {
+                    *dst = src.to_ascii_uppercase();
+                }
+                self.name_len = text.len();
+            }
+            1 if self.name() == b"CLIENT" && text.eq_ignore_ascii_case(b"REPLY") => {
+                return Err(EncodeStop::Normalize)
+            }
+            _ => {}
         }
+        self.seen += 1;
+        Ok(())
+    }
+
+    /// After the last element.
+    fn finish(&self) -> Result<(), EncodeStop> {
+        match self.name() {
+            b"SUBSCRIBE" | b"PSUBSCRIBE" | b"UNSUBSCRIBE" | b"PUNSUBSCRIBE" | b"SSUBSCRIBE"
+            | b"SUNSUBSCRIBE" => Err(EncodeStop::Normalize),
+            _ => Ok(()),
+        }
+    }
+
+    fn name(&self) -> &[u8] {
+        &self.name[..self.name_len]
     }
 }
