@@ -10,10 +10,19 @@ use bytes::{Buf, BytesMut};
 /// Below this, a submission waits for the end of its encoding before being written.
 pub(crate) const DIRECT_CHUNK: usize = 16 * 1024;
 
-/// Writes as much of `buf` as the socket takes without waiting, and removes it from `buf`. Returns false
-/// when the socket took less than everything (full, or failing: the writer task then reports why).
+/// At most this much is written per submission by the submitting thread, which holds the queue's lock
+/// meanwhile: the rest of a large value goes through the writer task, off the lock.
+pub(crate) const DIRECT_MAX: usize = 256 * 1024;
+
+/// Writes as much of `buf` (up to [`DIRECT_MAX`]) as the socket takes without waiting, and removes it
+/// from `buf`. Returns false when the socket took less than everything (full, or failing: the writer
+/// task then reports why), or the cap was reached.
 pub(crate) fn send_now(fd: RawFd, buf: &mut BytesMut) -> bool {
+    let mut sent = 0;
     while !buf.is_empty() {
+        if sent >= DIRECT_MAX {
+            return false;
+        }
         // SAFETY: `buf` is valid for `buf.len()` bytes; `fd` is the connection's socket, which stays open
         // while the multiplexer's lock (held by every caller of this function) says it is usable.
         let n = unsafe {
@@ -28,6 +37,7 @@ pub(crate) fn send_now(fd: RawFd, buf: &mut BytesMut) -> bool {
             return false; // would block, interrupted or failed
         }
         buf.advance(n as usize);
+        sent += n as usize;
     }
     true
 }
@@ -59,7 +69,8 @@ impl<'a> Outgoing<'a> {
         self.buf
     }
 
-    /// Writes the buffer to the socket if it holds a chunk worth a system call and the writer is idle.
+    /// Writes the buffer to the socket if it holds a chunk worth a system call and the writer is idle
+    /// (each call writes at most [`DIRECT_MAX`], and a refusal ends direct writes for this submission).
     /// Call it only where the submission can no longer fail: what is written cannot be taken back.
     pub fn flush_large(&mut self) {
         if self.buf.len() >= DIRECT_CHUNK {

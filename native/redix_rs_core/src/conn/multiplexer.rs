@@ -264,6 +264,8 @@ impl<W: Waiter> Multiplexer<W> {
         let (flushed, direct) = (outgoing.flushed(), outgoing.direct());
         if let Err(e) = encoded {
             if flushed {
+                // Nothing more of it may reach Redis: its caller is told it failed.
+                st.out.clear();
                 st.close_requested = Some(Reason::Atom("partial_submission"));
                 drop(st);
                 self.shared.wake_closer.notify_one();
@@ -280,7 +282,7 @@ impl<W: Waiter> Multiplexer<W> {
         // A lone caller (the last read answered one caller, and none waits now) writes at once: nobody
         // else will add to this write. Under load, the reader's next wake-up carries the queue instead.
         let lone = idle && st.last_batch <= 1;
-        let write_now = flushed || (direct && (lone || st.out.len() >= DIRECT_CHUNK));
+        let write_now = direct && (flushed || lone || st.out.len() >= DIRECT_CHUNK);
         self.write_or_wake(st, before == 0 && idle, write_now);
         Ok(())
     }
