@@ -97,11 +97,11 @@ pub fn count_commands(commands: Term<'_>, max: usize) -> Result<usize, EncodeSto
     }
 }
 
-/// Everything the encoder would refuse, found before a byte is queued, so that the encoding can go to
-/// the socket while it proceeds: returns the number of commands. Sizes are counted as payload plus a
-/// the most framing RESP can add, so a submission that passes never exceeds `budget`.
-pub fn check_submission(commands: Term<'_>, budget: Budget) -> Result<usize, EncodeStop> {
-    let count = count_commands(commands, budget.elements)?;
+/// Everything the encoder would refuse in `commands` (already counted: a proper, non-empty list), found
+/// before a byte is queued, so that the encoding can go to the socket while it proceeds. Sizes are
+/// counted as payload plus the most framing RESP can add, so a submission that passes never exceeds
+/// `budget`.
+pub fn check_submission(commands: Term<'_>, budget: Budget) -> Result<(), EncodeStop> {
     let (mut elements, mut bytes) = (0usize, 0usize);
     let mut rest = commands;
     while let Ok((command, tail)) = rest.list_get_cell() {
@@ -116,7 +116,7 @@ pub fn check_submission(commands: Term<'_>, budget: Budget) -> Result<usize, Enc
         }
         rest = tail;
     }
-    Ok(count)
+    Ok(())
 }
 
 /// Checks the elements of one command; returns its size with the most framing RESP can add.

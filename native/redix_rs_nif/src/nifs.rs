@@ -61,7 +61,7 @@ fn submit<'a>(
     // A long pipeline is checked whole first, so that it can go to the socket while it is encoded; a
     // short one is checked as it is encoded (and can be taken back from the queue).
     let count = match count_commands(commands, Budget::NORMAL.elements) {
-        Ok(n) if n > STREAMED_PIPELINE => check_submission(commands, Budget::NORMAL),
+        Ok(n) if n > STREAMED_PIPELINE => check_submission(commands, Budget::NORMAL).map(|()| n),
         other => other,
     };
     let count = match count {

@@ -264,14 +264,14 @@ impl<W: Waiter> Multiplexer<W> {
         let (flushed, direct) = (outgoing.flushed(), outgoing.direct());
         if let Err(e) = encoded {
             if flushed {
-                // Nothing more of it may reach Redis: its caller is told it failed.
+                // Part of it reached Redis: nothing more may (its caller is told it failed), and the
+                // replies can no longer be matched.
                 st.out.clear();
-                st.close_requested = Some(Reason::Atom("partial_submission"));
                 drop(st);
-                self.shared.wake_closer.notify_one();
-                return Err(SubmitError::Encode(waiter, e));
+                self.close(Reason::Atom("partial_submission"));
+            } else {
+                st.out.truncate(before);
             }
-            st.out.truncate(before);
             return Err(SubmitError::Encode(waiter, e));
         }
         if before > 0 && st.out.len() > self.shared.max_queued_bytes {
