@@ -170,16 +170,23 @@ defmodule RedixRs.Connector do
   end
 
   @doc """
-  Handles what the native side says about sentinels while connecting: a failed one is reported as
-  `[:redix_rs, :failed_connection]` with its `:sentinel_address`; the one that answered moves to the
-  front of the list, to be asked first next time (as Redis's guidelines for clients say). Returns
-  `{:handled, opts}`, or `:lifecycle` for every other event (the connection process's to handle).
+  Handles an event from the native side for a connection process whose state is `state` (with
+  `:opts`), returning its `handle_info/2` result. Sentinel events are handled here: a failed sentinel
+  is reported as `[:redix_rs, :failed_connection]` with its `:sentinel_address`; the one that answered
+  moves to the front of the list, to be asked first next time (as Redis's guidelines for clients say).
+  Every other event (`:connected`, `{:disconnected, _}`, `{:connect_failed, _}`) goes to
+  `handle_event`, the connection process's own.
   """
-  def sentinel_event(event, opts) do
+  def native_event(event, state, handle_event) do
     case event do
-      {:sentinel_failed, _, _} -> {:handled, sentinel_failed(event, opts)}
-      {:sentinel_answered, _, _, _} -> {:handled, sentinel_answered(event, opts)}
-      _lifecycle -> :lifecycle
+      {:sentinel_failed, _, _} ->
+        {:noreply, %{state | opts: sentinel_failed(event, state.opts)}}
+
+      {:sentinel_answered, _, _, _} ->
+        {:noreply, %{state | opts: sentinel_answered(event, state.opts)}}
+
+      _lifecycle ->
+        handle_event.(event, state)
     end
   end
 

@@ -102,12 +102,8 @@ defmodule RedixRs.PubSub.Connection do
   end
 
   @impl true
-  def handle_info({:redix_rs_native, id, event}, %{id: id} = state) do
-    case Connector.sentinel_event(event, state.opts) do
-      {:handled, opts} -> {:noreply, %{state | opts: opts}}
-      :lifecycle -> handle_event(event, state)
-    end
-  end
+  def handle_info({:redix_rs_native, id, event}, %{id: id} = state),
+    do: Connector.native_event(event, state, &handle_event/2)
 
   def handle_info({:redix_rs_native, _stale_id, _event}, state), do: {:noreply, state}
   def handle_info(:reconnect, state), do: {:noreply, start_attempt(state)}
