@@ -9,7 +9,9 @@
 use bytes::BytesMut;
 use redix_rs_core::conn::Outgoing;
 use redix_rs_core::resp::{encode_array_header, encode_bulk};
-use rustler::{Binary, Term};
+use rustler::{Atom, Binary, Term};
+
+use crate::atoms;
 
 /// How much work one call may do; past it the encoder stops with `OverBudget`.
 #[derive(Clone, Copy)]
@@ -54,12 +56,17 @@ const MULTI: &[u8] = b"*1\r\n$5\r\nMULTI\r\n";
 const EXEC: &[u8] = b"*1\r\n$4\r\nEXEC\r\n";
 
 impl Kind {
+    /// Compares atoms rather than their names: no allocation on every call.
     pub fn decode(term: Term<'_>) -> Option<Kind> {
-        match term.atom_to_string().ok()?.as_str() {
-            "pipeline" => Some(Kind::Pipeline),
-            "noreply" => Some(Kind::NoReply),
-            "transaction" => Some(Kind::Transaction),
-            _ => None,
+        let atom = Atom::from_term(term).ok()?;
+        if atom == atoms::pipeline() {
+            Some(Kind::Pipeline)
+        } else if atom == atoms::noreply() {
+            Some(Kind::NoReply)
+        } else if atom == atoms::transaction() {
+            Some(Kind::Transaction)
+        } else {
+            None
         }
     }
 

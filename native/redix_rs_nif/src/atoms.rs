@@ -41,4 +41,7 @@ rustler::atoms! {
     health_check_timeout,
     sentinel_failed,
     sentinel_answered,
+    pipeline,
+    noreply,
+    transaction,
 }

@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use redix_rs_core::conn::{Multiplexer, Reason, Waiter};
 use redix_rs_core::resp::Frame;
-use rustler::env::SavedTerm;
-use rustler::{Encoder, Env, LocalPid, Monitor, OwnedEnv, Resource, ResourceArc, Term};
+use rustler::{Encoder, Env, LocalPid, Monitor, Resource, ResourceArc, Term};
 
+use crate::message_env::{Kept, MessageEnv};
 use crate::pubsub::PubSubRouter;
 use crate::{atoms, reply};
 
@@ -110,14 +110,19 @@ impl CallState {
 }
 
 /// A caller waiting for `expected` replies; sends `{ref, :ok, replies}` or `{ref, :error, reason}`
-/// unless the caller cancelled first.
+/// unless the caller cancelled first. Each reply becomes a term as it arrives (so a long pipeline's
+/// answer is mostly built while Redis is still working on its tail, and the frames free the read
+/// buffer at once), consed onto a list that is reversed once at the end.
 pub struct ReplyWaiter {
     state: ResourceArc<CallState>,
     pid: LocalPid,
-    env: OwnedEnv,
-    reference: SavedTerm,
+    /// `None` once the answer went out.
+    env: Option<MessageEnv>,
+    reference: Kept,
     expect: Expect,
-    replies: Vec<Frame>,
+    received: usize,
+    /// The replies so far, newest first.
+    replies: Kept,
 }
 
 impl ReplyWaiter {
@@ -127,38 +132,32 @@ impl ReplyWaiter {
         reference: Term<'_>,
         expect: Expect,
     ) -> Self {
-        let env = OwnedEnv::new();
-        let reference = env.save(reference);
-        let capacity = match expect {
-            Expect::Replies(n) => n.min(1024),
-            Expect::NoReply { .. } => 1,
-        };
-        let replies = Vec::with_capacity(capacity);
+        let env = MessageEnv::take();
+        let reference = env.copy(reference);
+        // A closure, not the function item, which is tied to one lifetime.
+        #[allow(clippy::redundant_closure)]
+        let replies = env.keep(|e| Term::list_new_empty(e));
         ReplyWaiter {
             state,
             pid,
-            env,
+            env: Some(env),
             reference,
             expect,
+            received: 0,
             replies,
         }
     }
 
-    fn send(mut self, body: impl for<'a> FnOnce(Env<'a>, &[Frame]) -> (Term<'a>, Term<'a>)) {
+    fn send(&mut self, body: impl for<'a> FnOnce(Env<'a>, Term<'a>) -> (Term<'a>, Term<'a>)) {
+        let Some(env) = self.env.take() else { return };
         if !self.state.claim(SENT) {
-            return; // the caller timed out and is gone from this call
+            env.recycle(); // the caller timed out and is gone from this call
+            return;
         }
-        let ReplyWaiter {
-            pid,
-            env,
-            reference,
-            replies,
-            ..
-        } = &mut self;
-        // A dead recipient is not an error: its answer simply has nowhere to go.
-        let _ = env.send_and_clear(pid, |env| {
-            let (tag, payload) = body(env, replies);
-            (reference.load(env), tag, payload).encode(env)
+        let (reference, replies) = (self.reference, self.replies);
+        env.send(&self.pid, |e, env| {
+            let (tag, payload) = body(e, env.load(e, replies));
+            (env.load(e, reference), tag, payload).encode(e)
         });
     }
 }
@@ -168,27 +167,27 @@ impl ReplyWaiter {
 /// where sending is not allowed and not needed (their caller got the refusal).
 impl Drop for ReplyWaiter {
     fn drop(&mut self) {
-        if !rustler::thread::is_scheduler_thread() && self.state.claim(SENT) {
-            let ReplyWaiter {
-                pid,
-                env,
-                reference,
-                ..
-            } = self;
-            let _ = env.send_and_clear(pid, |env| {
+        if self.env.is_some() && !rustler::thread::is_scheduler_thread() {
+            self.send(|env, _| {
                 let reason = atoms::disconnected().encode(env);
-                (reference.load(env), atoms::error(), reason).encode(env)
+                (atoms::error().encode(env), reason)
             });
+        } else if let Some(env) = self.env.take() {
+            env.recycle();
         }
     }
 }
 
 impl Waiter for ReplyWaiter {
     fn reply(&mut self, frame: Frame) -> bool {
-        self.replies.push(frame);
+        self.received += 1;
+        if let Some(env) = &self.env {
+            let head = self.replies;
+            self.replies = env.keep(|e| env.load(e, head).list_prepend(reply::frame(e, &frame)));
+        }
         match self.expect {
-            Expect::Replies(n) => self.replies.len() == n,
-            Expect::NoReply { commands } if self.replies[0].is_error() => {
+            Expect::Replies(n) => self.received == n,
+            Expect::NoReply { commands } if self.received == 1 && frame.is_error() => {
                 self.expect = Expect::Replies(commands + 2);
                 false
             }
@@ -196,11 +195,14 @@ impl Waiter for ReplyWaiter {
         }
     }
 
-    fn complete(self) {
-        self.send(|env, replies| (atoms::ok().encode(env), reply::list(env, replies)));
+    fn complete(mut self) {
+        self.send(|env, replies| {
+            let list = replies.list_reverse().unwrap_or(replies);
+            (atoms::ok().encode(env), list)
+        });
     }
 
-    fn fail(self, reason: &Reason) {
+    fn fail(mut self, reason: &Reason) {
         self.send(|env, _| (atoms::error().encode(env), reply::reason(env, reason)));
     }
 }

@@ -7,6 +7,7 @@ mod args;
 mod atoms;
 mod config;
 mod handle;
+mod message_env;
 mod nifs;
 mod pubsub;
 mod reply;
