@@ -154,7 +154,16 @@ defmodule RedixRsTest do
       # while being encoded), so a refusal at the very end leaves nothing executed.
       incrs = List.duplicate(["INCR", k.("counter")], 2_000)
 
-      for bad <- [["ECHO", %{a: 1}], ["SUBSCRIBE", "ch"], ["CLIENT", "REPLY", "OFF"], []] do
+      bad_commands = [
+        ["ECHO", %{a: 1}],
+        ["SUBSCRIBE", "ch"],
+        ["CLIENT", "REPLY", "OFF"],
+        [],
+        ["SET", k.("counter") | "improper"],
+        "PING"
+      ]
+
+      for bad <- bad_commands do
         assert_raise ArgumentError, fn -> RedixRs.pipeline(c, incrs ++ [bad]) end
         assert_raise ArgumentError, fn -> RedixRs.transaction_pipeline(c, incrs ++ [bad]) end
       end

@@ -112,12 +112,9 @@ pub fn check_submission(commands: Term<'_>, budget: Budget) -> Result<(), Encode
     let (mut elements, mut bytes) = (0usize, 0usize);
     let mut rest = commands;
     while let Ok((command, tail)) = rest.list_get_cell() {
-        let len = bounded_len(command, budget.elements.saturating_sub(elements))?;
-        if len == 0 {
-            return Err(EncodeStop::Normalize);
-        }
+        let (len, size) = check_command(command, budget.elements.saturating_sub(elements))?;
         elements += len;
-        bytes += check_command(command)?;
+        bytes += size;
         if bytes > budget.bytes {
             return Err(EncodeStop::OverBudget);
         }
@@ -126,12 +123,18 @@ pub fn check_submission(commands: Term<'_>, budget: Budget) -> Result<(), Encode
     Ok(())
 }
 
-/// Checks the elements of one command; returns its size with the most framing RESP can add.
-fn check_command(command: Term<'_>) -> Result<usize, EncodeStop> {
+/// Checks one command (a proper, non-empty list of at most `max_elements` valid elements) in one walk;
+/// returns its length and its size with the most framing RESP can add.
+fn check_command(command: Term<'_>, max_elements: usize) -> Result<(usize, usize), EncodeStop> {
     let mut bytes = 24; // `*<len>\r\n`
+    let mut len = 0;
     let mut refusal = Refusal::default();
     let mut rest = command;
     while let Ok((element, tail)) = rest.list_get_cell() {
+        len += 1;
+        if len > max_elements {
+            return Err(EncodeStop::OverBudget);
+        }
         let size = if let Ok(bin) = element.decode::<Binary>() {
             refusal.element(bin.as_slice())?;
             bin.len()
@@ -150,8 +153,11 @@ fn check_command(command: Term<'_>) -> Result<usize, EncodeStop> {
         bytes += size + 25; // `$<len>\r\n<payload>\r\n`
         rest = tail;
     }
+    if len == 0 || !rest.is_empty_list() {
+        return Err(EncodeStop::Normalize);
+    }
     refusal.finish()?;
-    Ok(bytes)
+    Ok((len, bytes))
 }
 
 /// Encodes every command of `commands` into `out`.

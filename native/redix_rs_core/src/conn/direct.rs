@@ -10,6 +10,10 @@ use bytes::{Buf, BytesMut};
 /// Below this, a submission waits for the end of its encoding before being written.
 pub(crate) const DIRECT_CHUNK: usize = 16 * 1024;
 
+/// A streamed pipeline's first chunk is smaller: Redis starts executing sooner, and the rest of the
+/// encoding overlaps with its work (one more system call per pipeline).
+pub(crate) const FIRST_CHUNK: usize = 4 * 1024;
+
 /// At most this much is written per submission by the submitting thread, which holds the queue's lock
 /// meanwhile: the rest of a large value goes through the writer task, off the lock.
 pub(crate) const DIRECT_MAX: usize = 256 * 1024;
@@ -73,7 +77,12 @@ impl<'a> Outgoing<'a> {
     /// (each call writes at most [`DIRECT_MAX`], and a refusal ends direct writes for this submission).
     /// Call it only where the submission can no longer fail: what is written cannot be taken back.
     pub fn flush_large(&mut self) {
-        if self.buf.len() >= DIRECT_CHUNK {
+        let chunk = if self.flushed {
+            DIRECT_CHUNK
+        } else {
+            FIRST_CHUNK
+        };
+        if self.buf.len() >= chunk {
             self.flush();
         }
     }
