@@ -1,5 +1,5 @@
 # Side-by-side benchmarks (`make bench`): redix_rs and eredis on the same private redis-server in one
-# run, rounds alternating, best round kept; redis-benchmark on the same server as the ceiling. Prints a
+# run, a warm-up round each, then rounds alternating, best round kept; redis-benchmark on the same server as the ceiling. Prints a
 # table and appends it, with the date and machine, to bench/RESULTS.md.
 alias RedixRs.Bench.{Ceiling, Clients, Fanout, Scenarios}
 alias RedixRs.Test.RedisServer
@@ -62,6 +62,9 @@ IO.puts("|---|---|---|---|---|---|")
 
 rows =
   for {name, fun, ceiling_args} <- scenarios do
+    # One discarded warm-up round per client first: the first runs after start-up are slower for both
+    # clients (allocator carriers, Redis's buffers), which made best-of-rounds depend on order.
+    Enum.each(clients, fun)
     results = for _ <- 1..rounds, client <- clients, do: {client, fun.(client)}
 
     best = fn client ->

@@ -164,6 +164,54 @@ async fn an_encoder_failing_after_a_direct_write_closes_the_connection() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encoder_panicking_after_a_direct_write_closes_the_connection() {
+    let server = RedisServer::start();
+    let conn = Conn::open(&server.tcp_opts()).await;
+    let earlier = send(&conn.mux, &["BLPOP", "never", "0"]);
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+
+    let (waiter, _rx) = ChanWaiter::new(1);
+    let mut count = 0;
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _ = conn
+            .mux
+            .submit_with(waiter, |out| -> Result<(), Infallible> {
+                encode_until_flushed(out, "panicked", &mut count);
+                panic!("encoder bug");
+            });
+    }));
+    assert!(panicked.is_err(), "the panic goes on to the caller");
+    assert!(conn.mux.is_closed());
+    let failed = outcome(earlier).await;
+    assert!(
+        matches!(&failed, Err(r) if format!("{r:?}").contains("partial_submission")),
+        "{failed:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encoder_panicking_before_any_write_leaves_nothing_queued() {
+    let server = RedisServer::start();
+    let conn = Conn::open(&server.tcp_opts()).await;
+    assert_eq!(cmd(&conn.mux, &["PING"]).await, simple("PONG"));
+
+    let (waiter, _rx) = ChanWaiter::new(1);
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _ = conn
+            .mux
+            .submit_with(waiter, |out| -> Result<(), Infallible> {
+                // A partial command: were it left queued, Redis would take the next one as its rest.
+                out.buf().extend_from_slice(b"*3\r\n$3\r\nSET\r\n");
+                panic!("encoder bug");
+            });
+    }));
+    assert!(panicked.is_err());
+    assert!(!conn.mux.is_closed());
+    assert_eq!(cmd(&conn.mux, &["ECHO", "in step"]).await, bulk("in step"));
+    conn.task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_queued_behind_an_awaited_reply_go_out_when_it_arrives() {
     let server = RedisServer::start();
     let conn = Conn::open(&server.tcp_opts()).await;

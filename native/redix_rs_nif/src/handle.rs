@@ -107,6 +107,10 @@ impl CallState {
     pub fn cancel(&self) -> bool {
         self.claim(CANCELLED)
     }
+
+    fn cancelled(&self) -> bool {
+        self.0.load(Ordering::Relaxed) == CANCELLED
+    }
 }
 
 /// A caller waiting for `expected` replies; sends `{ref, :ok, replies}` or `{ref, :error, reason}`
@@ -181,7 +185,9 @@ impl Drop for ReplyWaiter {
 impl Waiter for ReplyWaiter {
     fn reply(&mut self, frame: Frame) -> bool {
         self.received += 1;
-        if let Some(env) = &self.env {
+        // A caller that gave up does not need its replies built (they are still counted, to stay in
+        // step with the connection).
+        if let Some(env) = self.env.as_ref().filter(|_| !self.state.cancelled()) {
             let head = self.replies;
             self.replies = env.keep(|e| env.load(e, head).list_prepend(reply::frame(e, &frame)));
         }

@@ -16,6 +16,7 @@
 
 use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, RawFd};
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::BytesMut;
@@ -260,9 +261,16 @@ impl<W: Waiter> Multiplexer<W> {
         };
         let idle = st.waiters.is_empty();
         let mut outgoing = Outgoing::new(&mut st.out, socket);
-        let encoded = encode(&mut outgoing);
+        // A panicking encoder is undone like a failing one before the panic goes on: its partial bytes
+        // must not stay queued (or, written, leave the connection open out of step).
+        let encoded = panic::catch_unwind(AssertUnwindSafe(|| encode(&mut outgoing)));
         let (flushed, direct) = (outgoing.flushed(), outgoing.direct());
-        if let Err(e) = encoded {
+        let failed = match encoded {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(Ok(e)),
+            Err(panicked) => Some(Err(panicked)),
+        };
+        if let Some(failure) = failed {
             if flushed {
                 // Part of it reached Redis: nothing more may (its caller is told it failed), and the
                 // replies can no longer be matched.
@@ -271,8 +279,12 @@ impl<W: Waiter> Multiplexer<W> {
                 self.close(Reason::Atom("partial_submission"));
             } else {
                 st.out.truncate(before);
+                drop(st);
             }
-            return Err(SubmitError::Encode(waiter, e));
+            return match failure {
+                Ok(e) => Err(SubmitError::Encode(waiter, e)),
+                Err(panicked) => panic::resume_unwind(panicked),
+            };
         }
         if before > 0 && st.out.len() > self.shared.max_queued_bytes {
             st.out.truncate(before);
