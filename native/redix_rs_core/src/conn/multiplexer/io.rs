@@ -1,0 +1,247 @@
+//! Serving a connection: the writer loop, the reader loop that hands replies to waiters in order,
+//! and the end of a connection, which fails every waiter still queued exactly once.
+
+use std::os::fd::{AsRawFd, RawFd};
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::{Current, Multiplexer, Pending, Routed, Waiter, KEEP_WRITE_BUFFER, READ_CHUNK};
+use crate::conn::{Reason, Stream};
+use crate::resp::{Frame, Limits, Parsed, Parser};
+
+impl<W: Waiter> Multiplexer<W> {
+    /// Serves the connection until the socket fails or `close` is called; returns why it ended.
+    /// Every waiter still queued is failed with that reason before this returns.
+    pub async fn run(&self, stream: Stream, leftover: BytesMut) -> Reason {
+        let mut current: Current<W> = None;
+        let reason = match stream {
+            Stream::Tcp(mut s) => {
+                let _direct = DirectWrites::allow(self, s.as_raw_fd());
+                let (r, w) = s.split();
+                self.drive(r, w, leftover, &mut current).await
+            }
+            Stream::Tls(s) => {
+                let (r, w) = tokio::io::split(*s);
+                match self.drive(r, w, leftover, &mut current).await {
+                    // The end of a TLS stream, with or without close_notify: `:ssl`'s name for it.
+                    Reason::Atom("tcp_closed") => Reason::Atom("ssl_closed"),
+                    reason => reason,
+                }
+            }
+            Stream::Unix(mut s) => {
+                let _direct = DirectWrites::allow(self, s.as_raw_fd());
+                let (r, w) = s.split();
+                self.drive(r, w, leftover, &mut current).await
+            }
+        };
+        self.fail_all(current, &reason);
+        reason
+    }
+
+    async fn drive<R, Wr>(&self, r: R, w: Wr, buf: BytesMut, current: &mut Current<W>) -> Reason
+    where
+        R: AsyncRead + Unpin,
+        Wr: AsyncWrite + Unpin,
+    {
+        tokio::select! {
+            reason = self.read_loop(r, buf, current) => reason,
+            reason = self.write_loop(w) => reason,
+            reason = self.closed_by_owner() => reason,
+        }
+    }
+
+    /// Resolves once `close` has been called (with its reason): also used to abandon a connection
+    /// attempt whose owner has gone.
+    pub async fn closed_by_owner(&self) -> Reason {
+        loop {
+            if let Some(reason) = self.lock().close_requested.clone() {
+                return reason;
+            }
+            self.shared.wake_closer.notified().await;
+        }
+    }
+
+    async fn write_loop<Wr: AsyncWrite + Unpin>(&self, mut w: Wr) -> Reason {
+        let mut buf = BytesMut::with_capacity(READ_CHUNK);
+        loop {
+            {
+                let mut st = self.lock();
+                std::mem::swap(&mut st.out, &mut buf);
+                st.writing = !buf.is_empty();
+            }
+            if buf.is_empty() {
+                self.shared.wake_writer.notified().await;
+                continue;
+            }
+            if let Err(e) = w.write_all(&buf).await {
+                return Reason::from_io(&e);
+            }
+            buf.clear();
+            if buf.capacity() > KEEP_WRITE_BUFFER {
+                buf = BytesMut::with_capacity(READ_CHUNK);
+            }
+        }
+    }
+
+    async fn read_loop<R: AsyncRead + Unpin>(
+        &self,
+        mut r: R,
+        mut buf: BytesMut,
+        current: &mut Current<W>,
+    ) -> Reason {
+        let mut parser = Parser::new(Limits::default());
+        let mut done: Vec<W> = Vec::new();
+        loop {
+            let parsed = self.dispatch_available(&mut parser, &mut buf, current, &mut done);
+            // Completions go out per read, not per frame, and always before an error ends the loop, so a
+            // waiter already answered is never failed as well.
+            let answered = done.len();
+            done.drain(..).for_each(Waiter::complete);
+            if let Err(reason) = parsed {
+                return reason;
+            }
+            self.after_read(answered);
+            let want = parser
+                .pending_bulk_remaining(&buf)
+                .unwrap_or(0)
+                .max(READ_CHUNK);
+            buf.reserve(want);
+            match r.read_buf(&mut buf).await {
+                Ok(0) => return Reason::Atom("tcp_closed"),
+                Ok(_) => {}
+                Err(e) => return Reason::from_io(&e),
+            }
+        }
+    }
+
+    /// After a read that answered `answered` callers: commands queued while replies were awaited go
+    /// out now (a wake-up of this same task, not of another thread).
+    fn after_read(&self, answered: usize) {
+        let queued = {
+            let mut st = self.lock();
+            st.last_batch = answered;
+            !st.writing && !st.out.is_empty()
+        };
+        if queued {
+            self.shared.wake_writer.notify_one();
+        }
+    }
+
+    /// Parses every complete frame in `buf` and dispatches it.
+    fn dispatch_available(
+        &self,
+        parser: &mut Parser,
+        buf: &mut BytesMut,
+        current: &mut Current<W>,
+        done: &mut Vec<W>,
+    ) -> Result<(), Reason> {
+        loop {
+            match parser.parse(buf) {
+                Ok(Parsed::Complete(frame)) => self.dispatch(frame, current, done)?,
+                Ok(Parsed::Incomplete) => return Ok(()),
+                Err(e) => return Err(Reason::Tagged("protocol_error", e.to_string())),
+            }
+        }
+    }
+
+    /// Gives `frame` to the router or to the waiter at the head of the queue.
+    fn dispatch(
+        &self,
+        frame: Frame,
+        current: &mut Current<W>,
+        done: &mut Vec<W>,
+    ) -> Result<(), Reason> {
+        if let Some(router) = &self.shared.router {
+            match router.route(&frame) {
+                Routed::Message => return Ok(()),
+                Routed::Confirmation => return self.confirmed(),
+                Routed::Overloaded => return Err(Reason::Atom("pubsub_backlog")),
+                Routed::NotMine => {}
+            }
+        }
+        if matches!(frame, Frame::Push(_)) {
+            return Ok(()); // out-of-band (RESP3): never a reply to a caller
+        }
+        let mut waiter = match current.take() {
+            Some(w) => w,
+            None => match self.lock().waiters.pop_front() {
+                Some(Pending::Waiter(w)) => w,
+                Some(Pending::Unanswered { .. }) if frame.is_error() => {
+                    self.rejected(&frame);
+                    return Ok(());
+                }
+                _ => return Err(Reason::Atom("unexpected_reply")),
+            },
+        };
+        if waiter.reply(frame) {
+            done.push(waiter);
+        } else {
+            *current = Some(waiter);
+        }
+        Ok(())
+    }
+
+    /// One confirmation of the unanswered command at the head of the queue.
+    fn confirmed(&self) -> Result<(), Reason> {
+        let mut st = self.lock();
+        match st.waiters.front_mut() {
+            Some(Pending::Unanswered { confirmations }) if *confirmations > 1 => {
+                *confirmations -= 1
+            }
+            Some(Pending::Unanswered { .. }) => {
+                st.waiters.pop_front();
+            }
+            // A confirmation with no command to match means replies and commands are out of step.
+            _ => return Err(Reason::Atom("unexpected_reply")),
+        }
+        Ok(())
+    }
+
+    fn rejected(&self, error: &Frame) {
+        if let Some(router) = &self.shared.router {
+            router.rejected(error);
+        }
+    }
+
+    /// Marks the connection closed and fails every waiter, the one mid-reply first (it was oldest).
+    pub(super) fn fail_all(&self, current: Current<W>, reason: &Reason) {
+        let waiters = {
+            let mut st = self.lock();
+            st.socket = None;
+            st.closed = Some(reason.clone());
+            st.out.clear();
+            std::mem::take(&mut st.waiters)
+        };
+        let queued = waiters.into_iter().filter_map(|p| match p {
+            Pending::Waiter(w) => Some(w),
+            Pending::Unanswered { .. } => None,
+        });
+        current
+            .into_iter()
+            .chain(queued)
+            .for_each(|w| w.fail(reason));
+        if let Some(router) = &self.shared.router {
+            router.closed(reason);
+        }
+    }
+}
+
+/// Lets submitters write to the socket while it is open: dropped (before the socket closes) when the
+/// connection stops running, so no submitter ever writes to a closed, or reused, descriptor.
+struct DirectWrites<'a, W: Waiter> {
+    mux: &'a Multiplexer<W>,
+}
+
+impl<'a, W: Waiter> DirectWrites<'a, W> {
+    fn allow(mux: &'a Multiplexer<W>, fd: RawFd) -> Self {
+        mux.lock().socket = Some(fd);
+        DirectWrites { mux }
+    }
+}
+
+impl<W: Waiter> Drop for DirectWrites<'_, W> {
+    fn drop(&mut self) {
+        self.mux.lock().socket = None;
+    }
+}

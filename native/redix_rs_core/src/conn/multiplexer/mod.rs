@@ -1,0 +1,206 @@
+//! One socket shared by any number of callers.
+//!
+//! Callers `submit` encoded commands together with a [`Waiter`]; both go into one queue under one lock, so
+//! the order of waiters is the order of bytes on the wire. A writer loop takes everything queued and
+//! writes it in one go (automatic pipelining); a reader loop parses replies and hands each to the oldest
+//! waiter (FIFO). Both loops run in one task: whichever ends first ends the connection, and every waiter
+//! still queued is failed exactly once.
+//!
+//! Who writes, and who wakes whom, is chosen to keep cross-thread wake-ups off the hot path:
+//! - a lone caller (nothing awaited, the last read answered one caller) writes its command itself,
+//!   with one non-blocking `send` (plain TCP and Unix sockets; see `direct`);
+//! - a long pipeline on an idle writer goes to the socket in chunks while it is being encoded;
+//! - under load, a submission behind awaited replies wakes nobody: the reader, woken by the next reply
+//!   anyway, hands the queue to the writer after each read;
+//! - otherwise the first submission on an empty queue wakes the writer.
+
+use std::collections::VecDeque;
+use std::os::fd::RawFd;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::BytesMut;
+use tokio::sync::Notify;
+
+use super::Reason;
+use crate::resp::Frame;
+
+mod io;
+mod submit;
+
+/// How much to read at a time when no large value is pending.
+const READ_CHUNK: usize = 64 * 1024;
+/// The writer drops a buffer grown past this after use rather than hold it forever.
+const KEEP_WRITE_BUFFER: usize = 4 * 1024 * 1024;
+
+/// Someone waiting for replies: receives them in order, then is completed or failed, exactly once.
+pub trait Waiter: Send + 'static {
+    /// Takes the next reply; returns true when this waiter has every reply it expects.
+    fn reply(&mut self, frame: Frame) -> bool;
+    /// Called once after `reply` returned true.
+    fn complete(self);
+    /// Called instead of `complete` when the connection ends first.
+    fn fail(self, reason: &Reason);
+}
+
+/// Takes the frames that are not replies to a caller (pub/sub messages and confirmations), and hears
+/// when the connection ends. Without a router, only RESP3 push frames are set aside (and dropped).
+pub trait Router: Send + Sync + 'static {
+    /// Takes `frame` if it is not a reply to a caller.
+    fn route(&self, frame: &Frame) -> Routed;
+    /// Redis answered a command sent with `submit_unanswered` with an error (a refused SUBSCRIBE).
+    fn rejected(&self, error: &Frame);
+    /// The connection ended with `reason`.
+    fn closed(&self, reason: &Reason);
+}
+
+/// What a router made of a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Routed {
+    /// Not for the router: a reply to a caller.
+    NotMine,
+    /// An out-of-band message, consumed.
+    Message,
+    /// A confirmation of a command sent with `submit_unanswered`, consumed.
+    Confirmation,
+    /// Consumed, but the router cannot take more (its consumer fell behind): end the connection
+    /// with `pubsub_backlog` rather than grow without bound.
+    Overloaded,
+}
+
+/// An entry of the reply queue: a caller, or a command nobody waits for, which Redis answers with
+/// `confirmations` frames that the router takes, or with one error.
+enum Pending<W> {
+    Waiter(W),
+    Unanswered { confirmations: usize },
+}
+
+/// Why a submission was refused; the waiter is handed back untouched.
+#[derive(Debug)]
+pub enum SubmitError<W, E = std::convert::Infallible> {
+    /// The connection has ended (or is ending).
+    Closed(W),
+    /// Accepting it would queue more than the configured number of unwritten bytes.
+    Full(W),
+    /// The encoder refused the input; nothing was queued.
+    Encode(W, E),
+}
+
+struct State<W> {
+    out: BytesMut,
+    waiters: VecDeque<Pending<W>>,
+    closed: Option<Reason>,
+    close_requested: Option<Reason>,
+    /// The writer task holds bytes it took from `out` and has not finished writing.
+    writing: bool,
+    /// How many callers the last read answered.
+    last_batch: usize,
+    /// The socket, while the connection runs over plain TCP or a Unix socket (TLS records can only be
+    /// written by the task that owns the TLS session).
+    socket: Option<RawFd>,
+}
+
+impl<W> State<W> {
+    /// The socket, if a submitter may write to it now: nothing written before it is still in flight.
+    fn direct_socket(&self) -> Option<RawFd> {
+        if self.writing {
+            None
+        } else {
+            self.socket
+        }
+    }
+}
+
+struct Shared<W> {
+    state: Mutex<State<W>>,
+    wake_writer: Notify,
+    wake_closer: Notify,
+    max_queued_bytes: usize,
+    router: Option<Arc<dyn Router>>,
+}
+
+/// A handle on one connection's queues; clones share them.
+pub struct Multiplexer<W> {
+    shared: Arc<Shared<W>>,
+}
+
+impl<W> Clone for Multiplexer<W> {
+    fn clone(&self) -> Self {
+        Multiplexer {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+/// A reply batch in progress: the waiter at the head of the queue, once its first reply arrived.
+type Current<W> = Option<W>;
+
+impl<W: Waiter> Multiplexer<W> {
+    /// A multiplexer that refuses submissions once `max_queued_bytes` unwritten bytes are queued
+    /// (a single submission larger than that is still accepted when the queue is empty).
+    pub fn new(max_queued_bytes: usize) -> Self {
+        Self::build(max_queued_bytes, None)
+    }
+
+    /// A multiplexer whose non-reply frames go to `router` (a pub/sub connection).
+    pub fn with_router(max_queued_bytes: usize, router: Arc<dyn Router>) -> Self {
+        Self::build(max_queued_bytes, Some(router))
+    }
+
+    fn build(max_queued_bytes: usize, router: Option<Arc<dyn Router>>) -> Self {
+        let state = State {
+            out: BytesMut::with_capacity(READ_CHUNK),
+            waiters: VecDeque::new(),
+            closed: None,
+            close_requested: None,
+            writing: false,
+            last_batch: 0,
+            socket: None,
+        };
+        let shared = Shared {
+            state: Mutex::new(state),
+            wake_writer: Notify::new(),
+            wake_closer: Notify::new(),
+            max_queued_bytes,
+            router,
+        };
+        Multiplexer {
+            shared: Arc::new(shared),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State<W>> {
+        // A panic while holding the lock leaves plain data behind: keep going rather than poison every caller.
+        self.shared.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Asks the running connection to end; its waiters are failed with `reason`.
+    pub fn close(&self, reason: Reason) {
+        let mut st = self.lock();
+        if st.closed.is_none() && st.close_requested.is_none() {
+            st.close_requested = Some(reason);
+            drop(st);
+            self.shared.wake_closer.notify_one();
+        }
+    }
+
+    /// Ends a connection that cannot run (it failed to connect, or its task panicked): marks it closed
+    /// and fails every queued waiter with `reason`.
+    pub fn abort(&self, reason: &Reason) {
+        self.fail_all(None, reason);
+    }
+
+    /// True once the connection has ended or been asked to (for tests and introspection).
+    pub fn is_closed(&self) -> bool {
+        let st = self.lock();
+        st.closed.is_some() || st.close_requested.is_some()
+    }
+
+    /// Number of waiters queued and not yet answered (for tests and introspection).
+    pub fn pending(&self) -> usize {
+        let st = self.lock();
+        st.waiters
+            .iter()
+            .filter(|p| matches!(p, Pending::Waiter(_)))
+            .count()
+    }
+}

@@ -1,0 +1,139 @@
+//! Submitting: encoded commands and their waiters go into the queue under one lock; who writes them
+//! (the submitter itself, the writer task, or the reader's next hand-over) is decided here.
+
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::MutexGuard;
+
+use bytes::BytesMut;
+
+use super::{Multiplexer, Pending, State, SubmitError, Waiter, READ_CHUNK};
+use crate::conn::direct::{send_now, Outgoing, DIRECT_CHUNK};
+use crate::conn::Reason;
+
+impl<W: Waiter> Multiplexer<W> {
+    /// Queues bytes already encoded elsewhere (large submissions, encoded off the lock).
+    pub fn submit(&self, bytes: BytesMut, waiter: W) -> Result<(), SubmitError<W>> {
+        let mut st = self.lock();
+        if st.closed.is_some() || st.close_requested.is_some() {
+            return Err(SubmitError::Closed(waiter));
+        }
+        if !st.out.is_empty() && st.out.len() + bytes.len() > self.shared.max_queued_bytes {
+            return Err(SubmitError::Full(waiter));
+        }
+        let was_empty = st.out.is_empty();
+        let idle = st.waiters.is_empty();
+        if was_empty && bytes.len() > READ_CHUNK {
+            st.out = bytes; // no copy for a big payload on an idle queue
+        } else {
+            st.out.extend_from_slice(&bytes);
+        }
+        st.waiters.push_back(Pending::Waiter(waiter));
+        self.write_or_wake(st, was_empty && idle, true);
+        Ok(())
+    }
+
+    /// Ends a submission: writes the queue to the socket now if the writer is idle and it is worth it
+    /// (`direct`), and wakes the writer for whatever is left if `first`: the queue was empty and no
+    /// reply was awaited. Otherwise the writer has been woken already, or a reply is on its way and the
+    /// reader hands the queue to the writer once it has dispatched it (the reader's wake-up then serves
+    /// both: no cross-thread wake-up per command under load).
+    fn write_or_wake(&self, mut st: MutexGuard<'_, State<W>>, first: bool, direct: bool) {
+        if direct {
+            if let Some(fd) = st.direct_socket() {
+                send_now(fd, &mut st.out);
+            }
+        }
+        let wake = first && !st.out.is_empty();
+        drop(st);
+        if wake {
+            self.shared.wake_writer.notify_one();
+        }
+    }
+
+    /// Queues a command whose replies nobody waits for: a pub/sub command that Redis confirms with
+    /// `confirmations` frames (one per channel), which go to the router. Its place in the reply queue
+    /// is kept all the same, so that an error Redis sends instead is never taken for a caller's reply.
+    /// Not subject to the queue limit: these control commands are few, and dropping one would leave
+    /// its subscribers waiting for a confirmation that never comes.
+    pub fn submit_unanswered(
+        &self,
+        bytes: &[u8],
+        confirmations: usize,
+    ) -> Result<(), SubmitError<()>> {
+        let mut st = self.lock();
+        if st.closed.is_some() || st.close_requested.is_some() {
+            return Err(SubmitError::Closed(()));
+        }
+        let was_empty = st.out.is_empty();
+        st.out.extend_from_slice(bytes);
+        st.waiters.push_back(Pending::Unanswered { confirmations });
+        drop(st);
+        if was_empty {
+            self.shared.wake_writer.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Encodes straight into the write queue (small submissions: no allocation, no copy). When the
+    /// writer is idle, the encoder may hand large chunks to the socket as it goes
+    /// ([`Outgoing::flush_large`]), and the submission is written at once if Redis has nothing else of
+    /// this connection's to answer (a lone caller) or if it is large. If `encode` fails, whatever it
+    /// queued is removed and nothing is queued; if it fails after writing some of it, the connection
+    /// cannot stay in step and is closed.
+    pub fn submit_with<E>(
+        &self,
+        waiter: W,
+        encode: impl FnOnce(&mut Outgoing<'_>) -> Result<(), E>,
+    ) -> Result<(), SubmitError<W, E>> {
+        let mut st = self.lock();
+        if st.closed.is_some() || st.close_requested.is_some() {
+            return Err(SubmitError::Closed(waiter));
+        }
+        let before = st.out.len();
+        // Mid-encoding writes only on an empty queue: a refusal for size below must be able to take
+        // every byte back.
+        let socket = if before == 0 {
+            st.direct_socket()
+        } else {
+            None
+        };
+        let idle = st.waiters.is_empty();
+        let mut outgoing = Outgoing::new(&mut st.out, socket);
+        // A panicking encoder is undone like a failing one before the panic goes on: its partial bytes
+        // must not stay queued (or, written, leave the connection open out of step).
+        let encoded = panic::catch_unwind(AssertUnwindSafe(|| encode(&mut outgoing)));
+        let (flushed, direct) = (outgoing.flushed(), outgoing.direct());
+        let failed = match encoded {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(Ok(e)),
+            Err(panicked) => Some(Err(panicked)),
+        };
+        if let Some(failure) = failed {
+            if flushed {
+                // Part of it reached Redis: nothing more may (its caller is told it failed), and the
+                // replies can no longer be matched.
+                st.out.clear();
+                drop(st);
+                self.close(Reason::Atom("partial_submission"));
+            } else {
+                st.out.truncate(before);
+                drop(st);
+            }
+            return match failure {
+                Ok(e) => Err(SubmitError::Encode(waiter, e)),
+                Err(panicked) => panic::resume_unwind(panicked),
+            };
+        }
+        if before > 0 && st.out.len() > self.shared.max_queued_bytes {
+            st.out.truncate(before);
+            return Err(SubmitError::Full(waiter));
+        }
+        st.waiters.push_back(Pending::Waiter(waiter));
+        // A lone caller (the last read answered one caller, and none waits now) writes at once: nobody
+        // else will add to this write. Under load, the reader's next wake-up carries the queue instead.
+        let lone = idle && st.last_batch <= 1;
+        let write_now = direct && (flushed || lone || st.out.len() >= DIRECT_CHUNK);
+        self.write_or_wake(st, before == 0 && idle, write_now);
+        Ok(())
+    }
+}
