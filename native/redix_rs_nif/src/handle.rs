@@ -1,15 +1,16 @@
 //! The connection resource handed to Elixir, and the waiter that answers one caller.
 
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use redix_rs_core::conn::{Multiplexer, Reason, Waiter};
 use redix_rs_core::resp::Frame;
-use rustler::{Encoder, Env, LocalPid, Monitor, Resource, ResourceArc, Term};
+use rustler::{Encoder, Env, LocalPid, Monitor, Resource, Term};
 
 use crate::message_env::{Kept, MessageEnv};
 use crate::pubsub::PubSubRouter;
 use crate::{atoms, reply};
+use redix_rs_core::conn::call_state::CallState;
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -80,45 +81,12 @@ pub enum Expect {
     },
 }
 
-const PENDING: u8 = 0;
-const SENT: u8 = 1;
-const CANCELLED: u8 = 2;
-
-/// Whether a call's answer was sent or the caller gave up first. `enif_send` cannot target a process
-/// alias, so this is how a caller that timed out makes sure no late reply lands in its mailbox: the
-/// reader sends only if it wins pending → sent; the caller cancels only if it wins pending → cancelled.
-pub struct CallState(AtomicU8);
-
-#[rustler::resource_impl]
-impl Resource for CallState {}
-
-impl CallState {
-    pub fn new() -> Self {
-        CallState(AtomicU8::new(PENDING))
-    }
-
-    fn claim(&self, to: u8) -> bool {
-        self.0
-            .compare_exchange(PENDING, to, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-    }
-
-    /// True if the answer will never be sent; false if it was (or is being) sent.
-    pub fn cancel(&self) -> bool {
-        self.claim(CANCELLED)
-    }
-
-    fn cancelled(&self) -> bool {
-        self.0.load(Ordering::Relaxed) == CANCELLED
-    }
-}
-
 /// A caller waiting for `expected` replies; sends `{ref, :ok, replies}` or `{ref, :error, reason}`
 /// unless the caller cancelled first. Each reply becomes a term as it arrives (so a long pipeline's
 /// answer is mostly built while Redis is still working on its tail, and the frames free the read
 /// buffer at once), consed onto a list that is reversed once at the end.
 pub struct ReplyWaiter {
-    state: ResourceArc<CallState>,
+    state: CallState,
     pid: LocalPid,
     /// `None` once the answer went out.
     env: Option<MessageEnv>,
@@ -130,12 +98,7 @@ pub struct ReplyWaiter {
 }
 
 impl ReplyWaiter {
-    pub fn new(
-        state: ResourceArc<CallState>,
-        pid: LocalPid,
-        reference: Term<'_>,
-        expect: Expect,
-    ) -> Self {
+    pub fn new(state: CallState, pid: LocalPid, reference: Term<'_>, expect: Expect) -> Self {
         let env = MessageEnv::take();
         let reference = env.copy(reference);
         // A closure, not the function item, which is tied to one lifetime.
@@ -154,7 +117,7 @@ impl ReplyWaiter {
 
     fn send(&mut self, body: impl for<'a> FnOnce(Env<'a>, Term<'a>) -> (Term<'a>, Term<'a>)) {
         let Some(env) = self.env.take() else { return };
-        if !self.state.claim(SENT) {
+        if !self.state.claim_sent() {
             env.recycle(); // the caller timed out and is gone from this call
             return;
         }

@@ -10,9 +10,10 @@ use redix_rs_core::conn::{
 use rustler::{Binary, Encoder, Env, Error, LocalPid, NifResult, OwnedEnv, ResourceArc, Term};
 
 use crate::args::{check_submission, count_commands, encode_submission, Budget, EncodeStop, Kind};
-use crate::handle::{CallState, ConnectionHandle, Expect, ReplyWaiter};
+use crate::handle::{ConnectionHandle, Expect, ReplyWaiter};
 use crate::pubsub::{Action, Op, Subscriber};
 use crate::{atoms, config, reply, runtime};
+use redix_rs_core::conn::call_state::{self, CallState, Token};
 use redix_rs_core::pubsub::Kind as SubscriptionKind;
 
 /// Pipelines longer than this are written to the socket in chunks as they are encoded (when the writer
@@ -73,11 +74,14 @@ fn submit<'a>(
     } else {
         (Budget::NORMAL, false)
     };
-    let state = ResourceArc::new(CallState::new());
-    let waiter = ReplyWaiter::new(state.clone(), env.pid(), reference, expect(kind, count));
+    let Some(state) = CallState::new() else {
+        return Ok((atoms::error(), atoms::full()).encode(env));
+    };
+    let token = state.token();
+    let waiter = ReplyWaiter::new(state, env.pid(), reference, expect(kind, count));
     let encode = |out: &mut Outgoing<'_>| encode_submission(kind, commands, out, budget, checked);
     Ok(match handle.mux.submit_with(waiter, encode) {
-        Ok(()) => (atoms::ok(), state).encode(env),
+        Ok(()) => (atoms::ok(), (token.index, token.generation)).encode(env),
         Err(SubmitError::Encode(_, stop)) => stop_term(env, stop),
         Err(e) => refused_term(env, e),
     })
@@ -102,10 +106,13 @@ fn submit_dirty<'a>(
     if let Err(stop) = encode_submission(kind, commands, &mut detached, Budget::UNLIMITED, false) {
         return Ok(stop_term(env, stop));
     }
-    let state = ResourceArc::new(CallState::new());
-    let waiter = ReplyWaiter::new(state.clone(), env.pid(), reference, expect(kind, count));
+    let Some(state) = CallState::new() else {
+        return Ok((atoms::error(), atoms::full()).encode(env));
+    };
+    let token = state.token();
+    let waiter = ReplyWaiter::new(state, env.pid(), reference, expect(kind, count));
     Ok(match handle.mux.submit(out, waiter) {
-        Ok(()) => (atoms::ok(), state).encode(env),
+        Ok(()) => (atoms::ok(), (token.index, token.generation)).encode(env),
         Err(e) => refused_term(env, e),
     })
 }
@@ -190,11 +197,12 @@ fn pubsub_drain(
 /// Called by a caller that timed out: `:cancelled` when its answer will never be sent, `:sent` when it
 /// was (the caller then takes it out of its mailbox).
 #[rustler::nif]
-fn cancel(token: ResourceArc<CallState>) -> rustler::Atom {
-    if token.cancel() {
-        atoms::cancelled()
-    } else {
-        atoms::sent()
+fn cancel(token: (usize, u64)) -> NifResult<rustler::Atom> {
+    let (index, generation) = token;
+    match call_state::cancel(Token { index, generation }) {
+        Some(true) => Ok(atoms::cancelled()),
+        Some(false) => Ok(atoms::sent()),
+        None => Err(Error::BadArg),
     }
 }
 

@@ -4,6 +4,7 @@
 //! The flow is `transport::connect` (TCP, then TLS when asked) → `handshake::run` → `Multiplexer::run`,
 //! driven by whoever owns the connection (the NIF crate spawns it on its tokio runtime).
 
+pub mod call_state;
 mod direct;
 mod error;
 mod handshake;
