@@ -53,8 +53,17 @@ defmodule RedixRs.Bench.Fanout do
 
     fn ->
       Enum.each([relay, sub], &Process.unlink/1)
+
+      # eredis_sub stops by itself (reason :shutdown) once its controlling process is gone: stop it
+      # first, and take a stop that lost that race as done (an uncaught {:shutdown, _} exit would end
+      # `mix run` silently, with status 0, and the table unwritten).
+      try do
+        :eredis_sub.stop(sub)
+      catch
+        :exit, _ -> :ok
+      end
+
       Process.exit(relay, :kill)
-      :eredis_sub.stop(sub)
     end
   end
 
