@@ -80,18 +80,22 @@ impl Kind {
 }
 
 /// Encodes a whole submission of `kind`: wrappers, then the user's commands between them. With
-/// `checked` (the submission passed [`check_submission`], so nothing can fail any more), large
-/// pipelines are handed to the socket in chunks as they are encoded.
+/// `checked` (the length of each command, from [`check_submission`]: nothing can fail any more),
+/// the commands are encoded without being checked again and handed to the socket in chunks as they
+/// are encoded.
 pub fn encode_submission(
     kind: Kind,
     commands: Term<'_>,
     out: &mut Outgoing<'_>,
     budget: Budget,
-    checked: bool,
+    checked: Option<&[u32]>,
 ) -> Result<(), EncodeStop> {
     let (before, after) = kind.wrappers();
     out.buf().extend_from_slice(before);
-    encode_pipeline(commands, out, budget, checked)?;
+    match checked {
+        Some(lengths) => encode_checked_pipeline(commands, lengths, out)?,
+        None => encode_pipeline(commands, out, budget)?,
+    }
     out.buf().extend_from_slice(after);
     Ok(())
 }
@@ -107,12 +111,14 @@ pub fn count_commands(commands: Term<'_>, max: usize) -> Result<usize, EncodeSto
 /// Everything the encoder would refuse in `commands` (already counted: a proper, non-empty list), found
 /// before a byte is queued, so that the encoding can go to the socket while it proceeds. Sizes are
 /// counted as payload plus the most framing RESP can add, so a submission that passes never exceeds
-/// `budget`.
-pub fn check_submission(commands: Term<'_>, budget: Budget) -> Result<(), EncodeStop> {
+/// `budget`. Returns the length of each command.
+pub fn check_submission(commands: Term<'_>, budget: Budget) -> Result<Vec<u32>, EncodeStop> {
     let (mut elements, mut bytes) = (0usize, 0usize);
+    let mut lengths = Vec::new();
     let mut rest = commands;
     while let Ok((command, tail)) = rest.list_get_cell() {
         let (len, size) = check_command(command, budget.elements.saturating_sub(elements))?;
+        lengths.push(u32::try_from(len).map_err(|_| EncodeStop::OverBudget)?);
         elements += len;
         bytes += size;
         if bytes > budget.bytes {
@@ -120,7 +126,7 @@ pub fn check_submission(commands: Term<'_>, budget: Budget) -> Result<(), Encode
         }
         rest = tail;
     }
-    Ok(())
+    Ok(lengths)
 }
 
 /// Checks one command (a proper, non-empty list of at most `max_elements` valid elements) in one walk;
@@ -160,12 +166,34 @@ fn check_command(command: Term<'_>, max_elements: usize) -> Result<(usize, usize
     Ok((len, bytes))
 }
 
-/// Encodes every command of `commands` into `out`.
+/// Encodes the commands of a checked submission, `lengths` long each, handing large chunks to the
+/// socket as it goes.
+fn encode_checked_pipeline(
+    commands: Term<'_>,
+    lengths: &[u32],
+    out: &mut Outgoing<'_>,
+) -> Result<(), EncodeStop> {
+    let mut rest = commands;
+    for &len in lengths {
+        let (command, tail) = rest.list_get_cell().map_err(|_| EncodeStop::Normalize)?;
+        let buf = out.buf();
+        encode_array_header(len as usize, buf);
+        let mut elements = command;
+        while let Ok((element, more)) = elements.list_get_cell() {
+            encode_element(element, buf, usize::MAX)?;
+            elements = more;
+        }
+        out.flush_large();
+        rest = tail;
+    }
+    Ok(())
+}
+
+/// Encodes every command of `commands` into `out`, checking each.
 fn encode_pipeline(
     commands: Term<'_>,
     out: &mut Outgoing<'_>,
     budget: Budget,
-    checked: bool,
 ) -> Result<(), EncodeStop> {
     let mut encoded = 0usize;
     let mut elements = 0usize;
@@ -179,9 +207,6 @@ fn encode_pipeline(
         let start = buf.len();
         elements += encode_command(command, buf, left)?;
         encoded += buf.len() - start;
-        if checked {
-            out.flush_large();
-        }
         rest = tail;
     }
     Ok(())

@@ -117,6 +117,9 @@ impl ReplyWaiter {
 
     fn send(&mut self, body: impl for<'a> FnOnce(Env<'a>, Term<'a>) -> (Term<'a>, Term<'a>)) {
         let Some(env) = self.env.take() else { return };
+        // Answers go out from tokio threads only (the multiplexer completes and fails waiters there);
+        // on a scheduler thread `enif_send` would need the caller's environment.
+        debug_assert!(!rustler::thread::is_scheduler_thread());
         if !self.state.claim_sent() {
             env.recycle(); // the caller timed out and is gone from this call
             return;
@@ -130,8 +133,9 @@ impl ReplyWaiter {
 }
 
 /// A waiter dropped unanswered (its task panicked mid-reply) still answers its caller, so that no
-/// caller waits forever. Waiters handed back by a refused submission are dropped on a scheduler thread,
-/// where sending is not allowed and not needed (their caller got the refusal).
+/// caller waits forever. Waiters handed back by a refused submission, or by an encoder that panicked,
+/// are dropped on a scheduler thread, where sending is not allowed and not needed (their caller got the
+/// refusal or the exception, and no token).
 impl Drop for ReplyWaiter {
     fn drop(&mut self) {
         if self.env.is_some() && !rustler::thread::is_scheduler_thread() {

@@ -12,13 +12,15 @@ use rustler::sys::{
 };
 use rustler::{Env, LocalPid, Term};
 
-/// Enough for every caller of a busy connection to hold one; beyond it, environments are freed.
+/// How many idle environments are kept (those held by waiting calls do not count); beyond it,
+/// returned environments are freed.
 const POOLED: usize = 1024;
 
 static POOL: Lazy<ArrayQueue<MessageEnv>> = Lazy::new(|| ArrayQueue::new(POOLED));
 
 /// A term kept in a [`MessageEnv`]: valid until that environment is sent or recycled, which only its
-/// owner can do, so a `Kept` never outlives what it points into while its owner holds both.
+/// owner can do, so a `Kept` never outlives what it points into while its owner holds both. It may
+/// only be loaded through the `MessageEnv` that made it (the type does not enforce it).
 #[derive(Clone, Copy)]
 pub struct Kept(ErlNifTerm);
 
@@ -64,7 +66,8 @@ impl MessageEnv {
 
     /// Sends the term `build` returns to `pid` from a thread the VM does not manage (the VM requires
     /// it for a process-independent environment), then returns the environment to the pool. A dead
-    /// recipient is not an error: its answer has nowhere to go.
+    /// recipient is not an error: its answer has nowhere to go (the message stays in the environment
+    /// and is cleared with it). Callers check the thread first: on a scheduler thread nothing is sent.
     /// `build` gets this environment back, to load its kept terms.
     pub fn send(
         self,

@@ -62,23 +62,29 @@ fn submit<'a>(
     // A long pipeline is checked whole first, so that it can go to the socket while it is encoded; a
     // short one is checked as it is encoded (and can be taken back from the queue).
     let count = match count_commands(commands, Budget::NORMAL.elements) {
-        Ok(n) if n > STREAMED_PIPELINE => check_submission(commands, Budget::NORMAL).map(|()| n),
-        other => other,
-    };
-    let count = match count {
         Ok(n) => n,
         Err(stop) => return Ok(stop_term(env, stop)),
     };
-    let (budget, checked) = if count > STREAMED_PIPELINE {
-        (Budget::UNLIMITED, true)
+    let checked = if count > STREAMED_PIPELINE {
+        match check_submission(commands, Budget::NORMAL) {
+            Ok(lengths) => Some(lengths),
+            Err(stop) => return Ok(stop_term(env, stop)),
+        }
     } else {
-        (Budget::NORMAL, false)
+        None
     };
+    let budget = if checked.is_some() {
+        Budget::UNLIMITED
+    } else {
+        Budget::NORMAL
+    };
+    // Millions of calls waiting at once fill the table of call states: refused like a full queue.
     let Some(state) = CallState::new() else {
         return Ok((atoms::error(), atoms::full()).encode(env));
     };
     let token = state.token();
     let waiter = ReplyWaiter::new(state, env.pid(), reference, expect(kind, count));
+    let checked = checked.as_deref();
     let encode = |out: &mut Outgoing<'_>| encode_submission(kind, commands, out, budget, checked);
     Ok(match handle.mux.submit_with(waiter, encode) {
         Ok(()) => (atoms::ok(), (token.index, token.generation)).encode(env),
@@ -103,9 +109,10 @@ fn submit_dirty<'a>(
     };
     let mut out = BytesMut::new();
     let mut detached = Outgoing::detached(&mut out);
-    if let Err(stop) = encode_submission(kind, commands, &mut detached, Budget::UNLIMITED, false) {
+    if let Err(stop) = encode_submission(kind, commands, &mut detached, Budget::UNLIMITED, None) {
         return Ok(stop_term(env, stop));
     }
+    // Millions of calls waiting at once fill the table of call states: refused like a full queue.
     let Some(state) = CallState::new() else {
         return Ok((atoms::error(), atoms::full()).encode(env));
     };

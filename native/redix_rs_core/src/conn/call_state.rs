@@ -8,9 +8,15 @@
 //! a slot is reused instead.
 //!
 //! A slot's word holds a generation and a status. The caller's token names the slot and the
-//! generation it was issued in. Only the waiter frees a slot, after it sent the answer or found the
-//! call cancelled, by moving it to the next generation: a caller cancelling later with the old
-//! generation then loses the race, which is right, since its answer was sent.
+//! generation it was issued in. Only the waiter frees a slot, when it is dropped (after it sent the
+//! answer or found the call cancelled, or unused when its submission was refused and no token was
+//! handed out), by moving it to the next generation: a caller cancelling later with the old
+//! generation then loses the race, which is right, since its answer was sent. So a waiter whose
+//! caller holds a token must not be dropped without answering (the multiplexer fails every waiter
+//! it holds when a connection ends, on a tokio thread, where sending is allowed).
+//!
+//! Tokens are trusted: they come from `submit` and go back to `cancel` through `RedixRs.Call` only.
+//! The table never shrinks: 8 bytes per slot, as many slots as calls were ever waiting at once.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
@@ -132,6 +138,9 @@ impl Drop for CallState {
 /// Called by a caller that timed out: true when its answer will never be sent, false when it was
 /// (or is being) sent. `None` for a token that names no slot.
 pub fn cancel(token: Token) -> Option<bool> {
+    if token.generation > u64::MAX >> STATUS_BITS {
+        return None;
+    }
     let slot = TABLE.slot(token.index)?;
     let pending = token.generation << STATUS_BITS;
     let cancelled = pending | CANCELLED;
@@ -187,6 +196,11 @@ mod tests {
             None
         );
         let state = CallState::new().expect("a slot");
+        let too_far = Token {
+            generation: u64::MAX,
+            ..state.token()
+        };
+        assert_eq!(cancel(too_far), None, "a generation no slot can hold");
         let wrong = Token {
             generation: state.token().generation + 7,
             ..state.token()

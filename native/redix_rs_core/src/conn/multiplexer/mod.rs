@@ -175,7 +175,12 @@ impl<W: Waiter> Multiplexer<W> {
 
     /// Asks the running connection to end; its waiters are failed with `reason`.
     pub fn close(&self, reason: Reason) {
-        let mut st = self.lock();
+        self.close_locked(self.lock(), reason);
+    }
+
+    /// `close` with the lock already held: no submission can slip in between the decision and the
+    /// refusal of later ones.
+    fn close_locked(&self, mut st: MutexGuard<'_, State<W>>, reason: Reason) {
         if st.closed.is_none() && st.close_requested.is_none() {
             st.close_requested = Some(reason);
             drop(st);

@@ -111,10 +111,10 @@ impl<W: Waiter> Multiplexer<W> {
         if let Some(failure) = failed {
             if flushed {
                 // Part of it reached Redis: nothing more may (its caller is told it failed), and the
-                // replies can no longer be matched.
+                // replies can no longer be matched. Closed before the lock is let go, so that no other
+                // caller queues a waiter that would be handed the partial submission's replies.
                 st.out.clear();
-                drop(st);
-                self.close(Reason::Atom("partial_submission"));
+                self.close_locked(st, Reason::Atom("partial_submission"));
             } else {
                 st.out.truncate(before);
                 drop(st);
