@@ -164,6 +164,37 @@ async fn an_encoder_failing_after_a_direct_write_closes_the_connection() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_caller_slips_in_between_a_partial_submission_and_the_close() {
+    let server = RedisServer::start();
+    let conn = Conn::open(&server.tcp_opts()).await;
+    assert_eq!(cmd(&conn.mux, &["PING"]).await, simple("PONG"));
+
+    let (waiter, _rx) = ChanWaiter::new(1);
+    let mut count = 0;
+    let mut other = None;
+    let refused = conn.mux.submit_with(waiter, |out| {
+        encode_until_flushed(out, "slip", &mut count);
+        // Another caller submits now: it waits for the queue's lock, held by this submission.
+        let mux = conn.mux.clone();
+        other = Some(std::thread::spawn(move || {
+            let (waiter, _rx) = ChanWaiter::new(1);
+            mux.submit_with(waiter, |out| {
+                encode_command(&["GET", "slip:0"], out.buf());
+                Ok::<(), &str>(())
+            })
+            .map_err(|e| format!("{e:?}"))
+        }));
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        Err("cannot encode the rest")
+    });
+    assert!(matches!(refused, Err(SubmitError::Encode(..))));
+    let other = other.expect("spawned").join().expect("other caller");
+    // Queued after the partial submission, it would have been handed the replies of its SETs.
+    assert!(matches!(&other, Err(e) if e.contains("Closed")), "{other:?}");
+    conn.task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_encoder_panicking_after_a_direct_write_closes_the_connection() {
     let server = RedisServer::start();
     let conn = Conn::open(&server.tcp_opts()).await;
