@@ -190,7 +190,10 @@ async fn no_caller_slips_in_between_a_partial_submission_and_the_close() {
     assert!(matches!(refused, Err(SubmitError::Encode(..))));
     let other = other.expect("spawned").join().expect("other caller");
     // Queued after the partial submission, it would have been handed the replies of its SETs.
-    assert!(matches!(&other, Err(e) if e.contains("Closed")), "{other:?}");
+    assert!(
+        matches!(&other, Err(e) if e.contains("Closed")),
+        "{other:?}"
+    );
     conn.task.abort();
 }
 
