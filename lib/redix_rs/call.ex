@@ -20,18 +20,22 @@ defmodule RedixRs.Call do
     {timeout, metadata} = call_options!(opts)
 
     if Telemetry.enabled?() do
-      Telemetry.span_pipeline(conn, wrapped(commands, kind), metadata, fn ->
-        run_untraced(conn, commands, kind, timeout)
+      # `:start` is emitted once the commands are known to be valid (as Redix validates before it
+      # emits anything): invalid input raises with no event at all.
+      Telemetry.span_pipeline(conn, wrapped(commands, kind), metadata, fn started ->
+        run_untraced(conn, commands, kind, timeout, started)
       end)
     else
-      run_untraced(conn, commands, kind, timeout)
+      run_untraced(conn, commands, kind, timeout, &no_event/0)
     end
   end
 
-  defp run_untraced(conn, commands, kind, timeout) do
+  defp no_event, do: :ok
+
+  defp run_untraced(conn, commands, kind, timeout, started) do
     case lookup(conn) do
-      {:ok, handle, owner} -> submit(handle, owner, commands, kind, timeout, :fast)
-      :error -> ask_connection(conn, commands, kind, timeout)
+      {:ok, handle, owner} -> submit(handle, owner, commands, kind, timeout, :fast, started)
+      :error -> ask_connection(conn, commands, kind, timeout, started)
     end
   end
 
@@ -50,10 +54,12 @@ defmodule RedixRs.Call do
 
   # The hot path: one NIF call to encode and queue (a second, on a dirty scheduler, for large input),
   # then a receive on a reference made in this same function, so the receive skips older messages.
-  defp submit(handle, owner, commands, kind, timeout, attempt) do
+  defp submit(handle, owner, commands, kind, timeout, attempt, started) do
     ref = make_ref()
+    result = native_submit(handle, ref, commands, kind)
+    if result != :normalize, do: started.()
 
-    case native_submit(handle, ref, commands, kind) do
+    case result do
       # `timeout: 0` always times out, as in Redix, even if the reply is already in the mailbox.
       {:ok, token} when timeout == 0 ->
         timed_out(ref, token)
@@ -74,7 +80,7 @@ defmodule RedixRs.Call do
 
       :normalize when attempt == :fast ->
         commands = Command.normalize_pipeline!(commands)
-        submit(handle, owner, commands, kind, timeout, :normalized)
+        submit(handle, owner, commands, kind, timeout, :normalized, started)
 
       :normalize ->
         raise ArgumentError, "invalid Redis commands: #{inspect(commands)}"
@@ -123,18 +129,19 @@ defmodule RedixRs.Call do
   # The handle is not published: the connection process answers once its connection attempt ends
   # (bounded by this call's timeout), or at once with :closed while it waits to reconnect. A process on
   # another node runs the call itself, since a native handle cannot cross nodes.
-  defp ask_connection(conn, commands, kind, timeout) do
+  defp ask_connection(conn, commands, kind, timeout, started) do
     case GenServer.whereis(conn) do
       pid when is_pid(pid) and node(pid) != node() ->
         commands = Command.normalize_pipeline!(commands)
+        started.()
         call(conn, {:run, commands, kind, timeout}, timeout)
 
       _ ->
-        started = System.monotonic_time(:millisecond)
+        {event, started} = {started, System.monotonic_time(:millisecond)}
 
         with {:ok, handle, owner} <- call(conn, :handle, timeout) do
           # One deadline for the whole call: the wait for the connection counts.
-          submit(handle, owner, commands, kind, remaining(timeout, started), :fast)
+          submit(handle, owner, commands, kind, remaining(timeout, started), :fast, event)
         end
     end
   end

@@ -107,14 +107,35 @@ defmodule RedixRs.Telemetry do
   end
 
   @doc false
-  # Wraps one call in `[:redix_rs, :pipeline, :start | :stop]` events, emitted in the caller.
+  # Wraps one call in `[:redix_rs, :pipeline, :start | :stop]` events, emitted in the caller. `fun`
+  # gets a function that emits `:start` (measured from now), to call once the commands are known to
+  # be valid; if `fun` raises before that, no event is emitted (as Redix validates first). Otherwise
+  # `:start` is emitted at the latest just before `:stop`.
   def span_pipeline(conn, commands, extra, fun) do
     {pid, name} = if is_pid(conn), do: {conn, nil}, else: {GenServer.whereis(conn), conn}
 
     meta = %{connection: pid, connection_name: name, commands: commands, extra_metadata: extra}
     start = System.monotonic_time()
-    :telemetry.execute([:redix_rs, :pipeline, :start], %{system_time: System.system_time()}, meta)
-    result = fun.()
+    key = {__MODULE__, :pending_start, make_ref()}
+    Process.put(key, %{system_time: System.system_time()})
+
+    started = fn ->
+      case Process.delete(key) do
+        nil -> :ok
+        measurements -> :telemetry.execute([:redix_rs, :pipeline, :start], measurements, meta)
+      end
+    end
+
+    result =
+      try do
+        fun.(started)
+      catch
+        kind, reason ->
+          Process.delete(key)
+          :erlang.raise(kind, reason, __STACKTRACE__)
+      end
+
+    started.()
 
     stop_meta =
       case result do

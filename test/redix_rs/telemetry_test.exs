@@ -216,6 +216,32 @@ defmodule RedixRs.TelemetryTest do
       assert stop_meta == expected
     end
 
+    test "invalid commands raise before any event is emitted, as in Redix", %{conn: c} do
+      long = List.duplicate(["PING"], 100)
+
+      for commands <- [[["GET", %{}]], [], [[]], long ++ [["SUBSCRIBE", "ch"]], long ++ ["PING"]] do
+        assert_raise ArgumentError, fn -> RedixRs.pipeline(c, commands) end
+      end
+
+      assert_raise ArgumentError, fn -> RedixRs.transaction_pipeline(c, [["ECHO", self()]]) end
+      refute_received {:telemetry, [:redix_rs, :pipeline, _], _, _, _}
+
+      # A valid call still gets both events, :start first.
+      assert {:ok, "PONG"} = RedixRs.command(c, ["PING"])
+      assert_received {:telemetry, [:redix_rs, :pipeline, :start], _, _, _}
+      assert_received {:telemetry, [:redix_rs, :pipeline, :stop], _, _, _}
+    end
+
+    test "a refused call still gets :start and :stop", %{conn: c} do
+      assert {:error, %RedixRs.ConnectionError{reason: :timeout}} =
+               RedixRs.command(c, ["PING"], timeout: 0)
+
+      assert_received {:telemetry, [:redix_rs, :pipeline, :start], _, _, _}
+
+      assert_received {:telemetry, [:redix_rs, :pipeline, :stop], _,
+                       %{kind: :error, reason: %RedixRs.ConnectionError{reason: :timeout}}, _}
+    end
+
     test "a pipeline reports its commands and its :telemetry_metadata", %{conn: c, key: k} do
       commands = [["SET", k, "1"], ["INCR", k], ["GET", k]]
       extra = %{request_id: "abc", attempt: 2}
