@@ -19,6 +19,9 @@ use rustler::{Atom, Encoder, Env, LocalPid, OwnedEnv, Term};
 
 use crate::handle::ReplyWaiter;
 use crate::{atoms, reply};
+use messages::{name_props, props_term, subscribed, unsubscribed, Props};
+
+mod messages;
 
 /// A subscriber: its pid and the reference Redix's messages carry (kept in external term format, as
 /// terms cannot outlive the environment they were made in).
@@ -97,23 +100,6 @@ struct Delivery {
     type_: Atom,
     /// Shared by every delivery of one event, so its term is built once per drain.
     props: Arc<Props>,
-}
-
-enum Props {
-    Name {
-        key: Atom,
-        name: Bytes,
-    },
-    Message {
-        channel: Bytes,
-        payload: Bytes,
-    },
-    PMessage {
-        channel: Bytes,
-        pattern: Bytes,
-        payload: Bytes,
-    },
-    Disconnected(Reason),
 }
 
 /// Deliveries sent per `drain` call, so that one call stays short.
@@ -366,78 +352,6 @@ fn take_batch(outbox: &mut VecDeque<Delivery>) -> Vec<Delivery> {
     batch
 }
 
-impl Props {
-    fn size(&self) -> usize {
-        match self {
-            Props::Name { name, .. } => name.len(),
-            Props::Message { channel, payload } => channel.len() + payload.len(),
-            Props::PMessage {
-                channel,
-                pattern,
-                payload,
-            } => channel.len() + pattern.len() + payload.len(),
-            Props::Disconnected(_) => 0,
-        }
-    }
-}
-
-fn name_props(kind: Kind, name: &Bytes) -> Arc<Props> {
-    let key = if kind == Kind::Pattern {
-        atoms::pattern()
-    } else {
-        atoms::channel()
-    };
-    Arc::new(Props::Name {
-        key,
-        name: name.clone(),
-    })
-}
-
-fn props_term<'a>(env: Env<'a>, props: &Props) -> Term<'a> {
-    match props {
-        Props::Name { key, name } => map(env, [(*key, reply::binary(env, name))]),
-        Props::Message { channel, payload } => map(
-            env,
-            [
-                (atoms::channel(), reply::binary(env, channel)),
-                (atoms::payload(), reply::binary(env, payload)),
-            ],
-        ),
-        Props::PMessage {
-            channel,
-            pattern,
-            payload,
-        } => map(
-            env,
-            [
-                (atoms::channel(), reply::binary(env, channel)),
-                (atoms::pattern(), reply::binary(env, pattern)),
-                (atoms::payload(), reply::binary(env, payload)),
-            ],
-        ),
-        Props::Disconnected(reason) => map(
-            env,
-            [(atoms::error(), reply::connection_error(env, reason))],
-        ),
-    }
-}
-
-fn subscribed(kind: Kind) -> Atom {
-    match kind {
-        Kind::Channel => atoms::subscribed(),
-        Kind::Pattern => atoms::psubscribed(),
-        Kind::Shard => atoms::ssubscribed(),
-    }
-}
-
-fn unsubscribed(kind: Kind) -> Atom {
-    match kind {
-        Kind::Channel => atoms::unsubscribed(),
-        Kind::Pattern => atoms::punsubscribed(),
-        Kind::Shard => atoms::sunsubscribed(),
-    }
-}
-
 /// `SUBSCRIBE a b …` and its siblings, as RESP.
 fn redis_command(action: Action, kind: Kind, names: &[Bytes]) -> BytesMut {
     let verb: &[u8] = match (action, kind) {
@@ -453,11 +367,4 @@ fn redis_command(action: Action, kind: Kind, names: &[Bytes]) -> BytesMut {
     encode_bulk(verb, &mut out);
     names.iter().for_each(|name| encode_bulk(name, &mut out));
     out
-}
-
-/// A map with atom keys, built without allocating.
-fn map<'a, const N: usize>(env: Env<'a>, fields: [(Atom, Term<'a>); N]) -> Term<'a> {
-    let keys = fields.map(|(k, _)| k.encode(env));
-    let values = fields.map(|(_, v)| v);
-    Term::map_from_term_arrays(env, &keys, &values).unwrap_or_else(|_| atoms::error().encode(env))
 }
