@@ -15,8 +15,9 @@ defmodule RedixRs.Telemetry do
     * `[:redix_rs, :failed_connection]` - a connection attempt failed. Metadata: `:connection`,
       `:connection_name`, `:address`, `:reason` (a `RedixRs.ConnectionError`).
 
-    * `[:redix_rs, :pipeline, :start]` - a call starts, in the caller's process. Measurements:
-      `%{system_time: native_time}`. Metadata: `:connection` (pid), `:connection_name` (the name
+    * `[:redix_rs, :pipeline, :start]` - a call starts, in the caller's process; emitted once its
+      commands are accepted (invalid commands raise with no event, as in Redix), which is just
+      after they are queued. Measurements: `%{system_time: native_time}` (taken when the call began). Metadata: `:connection` (pid), `:connection_name` (the name
       when the call used one, else `nil`), `:commands` (the commands, wrapped in `MULTI`/`EXEC` or
       `CLIENT REPLY OFF`/`ON` for transactions and noreply pipelines), `:extra_metadata` (the
       call's `:telemetry_metadata` option, default `%{}`).
