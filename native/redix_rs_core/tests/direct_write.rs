@@ -40,6 +40,23 @@ fn encode_until_flushed(out: &mut Outgoing<'_>, prefix: &str, count: &mut usize)
     panic!("the queue was never written directly");
 }
 
+/// A caller waiting for a reply that does not come (a `BLPOP` on a missing key), once the `BLPOP`
+/// has reached Redis and the writer is idle again.
+async fn caller_waiting(conn: &Conn) -> tokio::sync::oneshot::Receiver<Outcome> {
+    let earlier = send(&conn.mux, &["BLPOP", "never", "0"]);
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    earlier
+}
+
+/// The caller already waiting is failed, not handed a reply meant for the partial submission.
+async fn assert_failed_by_partial_submission(earlier: tokio::sync::oneshot::Receiver<Outcome>) {
+    let failed = outcome(earlier).await;
+    assert!(
+        matches!(&failed, Err(r) if format!("{r:?}").contains("partial_submission")),
+        "{failed:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_pipeline_reaches_redis_while_it_is_being_encoded() {
     let server = RedisServer::start();
@@ -137,9 +154,7 @@ async fn streamed_pipelines_and_concurrent_callers_keep_their_replies() {
 async fn an_encoder_failing_after_a_direct_write_closes_the_connection() {
     let server = RedisServer::start();
     let conn = Conn::open(&server.tcp_opts()).await;
-    let earlier = send(&conn.mux, &["BLPOP", "never", "0"]);
-    // Let the BLPOP reach Redis so the writer is idle again.
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let earlier = caller_waiting(&conn).await;
 
     let (waiter, _rx) = ChanWaiter::new(1);
     let mut count = 0;
@@ -155,12 +170,7 @@ async fn an_encoder_failing_after_a_direct_write_closes_the_connection() {
         other => panic!("expected SubmitError::Encode, got {other:?}"),
     }
     assert!(conn.mux.is_closed());
-    // The caller already waiting is failed, not handed a reply meant for the partial submission.
-    let failed = outcome(earlier).await;
-    assert!(
-        matches!(&failed, Err(r) if format!("{r:?}").contains("partial_submission")),
-        "{failed:?}"
-    );
+    assert_failed_by_partial_submission(earlier).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -201,8 +211,7 @@ async fn no_caller_slips_in_between_a_partial_submission_and_the_close() {
 async fn an_encoder_panicking_after_a_direct_write_closes_the_connection() {
     let server = RedisServer::start();
     let conn = Conn::open(&server.tcp_opts()).await;
-    let earlier = send(&conn.mux, &["BLPOP", "never", "0"]);
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let earlier = caller_waiting(&conn).await;
 
     let (waiter, _rx) = ChanWaiter::new(1);
     let mut count = 0;
@@ -216,11 +225,7 @@ async fn an_encoder_panicking_after_a_direct_write_closes_the_connection() {
     }));
     assert!(panicked.is_err(), "the panic goes on to the caller");
     assert!(conn.mux.is_closed());
-    let failed = outcome(earlier).await;
-    assert!(
-        matches!(&failed, Err(r) if format!("{r:?}").contains("partial_submission")),
-        "{failed:?}"
-    );
+    assert_failed_by_partial_submission(earlier).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
