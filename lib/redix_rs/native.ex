@@ -32,7 +32,7 @@ defmodule RedixRs.Native do
   def submit_dirty(_handle, _ref, _commands, _kind), do: not_loaded()
   def cancel(_token), do: not_loaded()
   def pubsub_op(_handle, _op), do: not_loaded()
-  def pubsub_drain(_handle), do: not_loaded()
+  def pubsub_drain(_handle, _refs), do: not_loaded()
   def close(_handle, _why), do: not_loaded()
 
   defp not_loaded do

@@ -111,7 +111,7 @@ defmodule RedixRs.PubSub.Connection do
   # The native side queued messages for subscribers: send them, a bounded batch per NIF call.
   def handle_info({:redix_rs_pubsub_drain, id}, %{id: id, handle: handle} = state)
       when handle != nil do
-    case Native.pubsub_drain(handle) do
+    case Native.pubsub_drain(handle, state.subscribers) do
       {:more, _sent} -> send(self(), {:redix_rs_pubsub_drain, id})
       {:done, _sent} -> :ok
     end
@@ -170,7 +170,7 @@ defmodule RedixRs.PubSub.Connection do
     Enum.each(state.pings, fn {_, from} -> GenServer.reply(from, {:error, error}) end)
     state = answer_waiting(state, :all, {:error, %ConnectionError{reason: :closed}})
     # What the connection owed subscribers (its last messages, then `:disconnected`) goes out now.
-    drain_all(state.handle)
+    drain_all(state.handle, state.subscribers)
     state = %{state | handle: nil, client_id: nil, pings: %{}}
 
     if state.opts[:exit_on_disconnection] do
@@ -366,7 +366,7 @@ defmodule RedixRs.PubSub.Connection do
   # Sends at least `count` queued messages (those up to the op's own), however many keep arriving
   # after them; the rest go out on the next drain wake-up.
   defp drain(state, count) do
-    case Native.pubsub_drain(state.handle) do
+    case Native.pubsub_drain(state.handle, state.subscribers) do
       {:more, sent} when sent < count -> drain(state, count - sent)
       {:more, _sent} -> send(self(), {:redix_rs_pubsub_drain, state.id})
       {:done, _sent} -> :ok
@@ -374,9 +374,9 @@ defmodule RedixRs.PubSub.Connection do
   end
 
   # An ended connection queues nothing more: send all it owed.
-  defp drain_all(handle) do
-    case Native.pubsub_drain(handle) do
-      {:more, _sent} -> drain_all(handle)
+  defp drain_all(handle, subscribers) do
+    case Native.pubsub_drain(handle, subscribers) do
+      {:more, _sent} -> drain_all(handle, subscribers)
       {:done, _sent} -> :ok
     end
   end

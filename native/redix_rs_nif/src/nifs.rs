@@ -189,15 +189,21 @@ fn pubsub_op<'a>(handle: ResourceArc<ConnectionHandle>, op: Term<'a>) -> NifResu
 
 /// Sends a batch of queued pub/sub messages to their subscribers from the calling process (the
 /// `RedixRs.PubSub` process, woken by `{:redix_rs_pubsub_drain, id}`): `{:done | :more, sent}`.
+/// `refs` is that process's map of subscriber pid → reference, so that the references the messages
+/// carry are taken from its heap rather than decoded again on every call.
 #[rustler::nif]
-fn pubsub_drain(
-    env: Env<'_>,
+fn pubsub_drain<'a>(
+    env: Env<'a>,
     handle: ResourceArc<ConnectionHandle>,
+    refs: Term<'a>,
 ) -> NifResult<(rustler::Atom, usize)> {
     let Some(side) = &handle.pubsub else {
         return Err(Error::BadArg);
     };
-    let (more, sent) = side.router.drain(env);
+    if !refs.is_map() {
+        return Err(Error::BadArg);
+    }
+    let (more, sent) = side.router.drain(env, refs);
     Ok((if more { atoms::more() } else { atoms::done() }, sent))
 }
 

@@ -214,22 +214,28 @@ impl PubSubRouter {
 
     /// Sends a batch of queued messages from the calling process (the owner, on a scheduler
     /// thread: such sends cost far less than sends from a tokio thread). Returns whether more remain.
-    pub fn drain(&self, env: Env<'_>) -> (bool, usize) {
+    pub fn drain<'a>(&self, env: Env<'a>, held: Term<'a>) -> (bool, usize) {
         let (batch, more) = {
             let mut inner = self.lock();
             let batch = take_batch(&mut inner.outbox);
             (batch, !inner.outbox.is_empty())
         };
         // Terms built in this call are reused: the props of one event for all its subscribers, and
-        // each subscriber's reference.
+        // each subscriber's reference (from the owner's map of subscribers; decoded from its stored
+        // form only for a subscriber the owner has already let go).
         let mut props_cache: Option<(*const Props, Term)> = None;
         let mut refs: HashMap<*const u8, Term> = HashMap::new();
         for delivery in &batch {
             let reference = *refs
                 .entry(delivery.to.reference.as_ptr())
                 .or_insert_with(|| {
-                    let decoded = env.binary_to_term(&delivery.to.reference).map(|(t, _)| t);
-                    decoded.unwrap_or_else(|| atoms::nil().encode(env))
+                    let owned = held.map_get(delivery.to.pid.encode(env)).ok();
+                    owned
+                        .or_else(|| {
+                            let decoded = env.binary_to_term(&delivery.to.reference);
+                            decoded.map(|(term, _)| term)
+                        })
+                        .unwrap_or_else(|| atoms::nil().encode(env))
                 });
             let props = match props_cache {
                 Some((ptr, term)) if ptr == Arc::as_ptr(&delivery.props) => term,
