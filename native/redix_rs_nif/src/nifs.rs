@@ -144,7 +144,7 @@ fn close(handle: ResourceArc<ConnectionHandle>, why: rustler::Atom) -> NifResult
 /// `{action, kind, names, subscriber_pid, ref, redis_names}`: `action` is `:subscribe`, `:unsubscribe`
 /// or `:drop` (a dead subscriber, removed silently); `kind` is `:channel`, `:pattern` or `:shard`;
 /// `redis_names` are the names Redis must be told about. The messages it owes subscribers
-/// (`:subscribed`, `:unsubscribed`) are queued for `pubsub_drain/1`, which the caller runs next;
+/// (`:subscribed`, `:unsubscribed`) are queued for `pubsub_drain/2`, which the caller runs next;
 /// returns how many messages are queued up to and including them. On a
 /// dirty scheduler: a call may carry tens of thousands of names.
 #[rustler::nif(schedule = "DirtyCpu")]
