@@ -129,27 +129,38 @@ defmodule RedixRs.Call do
   # The handle is not published: the connection process answers once its connection attempt ends
   # (bounded by this call's timeout), or at once with :closed while it waits to reconnect. A process on
   # another node runs the call itself, since a native handle cannot cross nodes.
+  # This path is slow anyway: the commands are checked here first, so that invalid ones raise (with
+  # no telemetry event) whatever state the connection is in.
   defp ask_connection(conn, commands, kind, timeout, started) do
+    commands = Command.normalize_pipeline!(commands)
+    started.()
+
     case GenServer.whereis(conn) do
       pid when is_pid(pid) and node(pid) != node() ->
-        commands = Command.normalize_pipeline!(commands)
-        started.()
         call(conn, {:run, commands, kind, timeout}, timeout)
 
       _ ->
-        {event, started} = {started, System.monotonic_time(:millisecond)}
+        asked_at = System.monotonic_time(:millisecond)
 
         with {:ok, handle, owner} <- call(conn, :handle, timeout) do
           # One deadline for the whole call: the wait for the connection counts.
-          submit(handle, owner, commands, kind, remaining(timeout, started), :fast, event)
+          submit(
+            handle,
+            owner,
+            commands,
+            kind,
+            remaining(timeout, asked_at),
+            :normalized,
+            started
+          )
         end
     end
   end
 
-  defp remaining(:infinity, _started), do: :infinity
+  defp remaining(:infinity, _asked_at), do: :infinity
 
-  defp remaining(timeout, started) do
-    max(timeout - (System.monotonic_time(:millisecond) - started), 0)
+  defp remaining(timeout, asked_at) do
+    max(timeout - (System.monotonic_time(:millisecond) - asked_at), 0)
   end
 
   defp call(conn, request, timeout) do

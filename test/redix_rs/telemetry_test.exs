@@ -232,6 +232,23 @@ defmodule RedixRs.TelemetryTest do
       assert_received {:telemetry, [:redix_rs, :pipeline, :stop], _, _, _}
     end
 
+    test "a connection that is not connected: invalid commands still raise with no event" do
+      {:ok, c} =
+        RedixRs.start_link(
+          port: closed_port(),
+          sync_connect: false,
+          backoff_initial: 5_000
+        )
+
+      assert_raise ArgumentError, fn -> RedixRs.pipeline(c, [["GET", %{}]]) end
+      refute_received {:telemetry, [:redix_rs, :pipeline, _], _, _, _}
+
+      assert {:error, %RedixRs.ConnectionError{}} = RedixRs.command(c, ["PING"], timeout: 500)
+      assert_received {:telemetry, [:redix_rs, :pipeline, :start], _, %{connection: ^c}, _}
+      assert_received {:telemetry, [:redix_rs, :pipeline, :stop], _, %{kind: :error}, _}
+      RedixRs.stop(c)
+    end
+
     test "a refused call still gets :start and :stop", %{conn: c} do
       assert {:error, %RedixRs.ConnectionError{reason: :timeout}} =
                RedixRs.command(c, ["PING"], timeout: 0)
