@@ -79,22 +79,28 @@ impl Kind {
     }
 }
 
-/// Encodes a whole submission of `kind`: wrappers, then the user's commands between them. With
-/// `checked` (the length of each command, from [`check_submission`]: nothing can fail any more),
-/// the commands are encoded without being checked again and handed to the socket in chunks as they
-/// are encoded.
+/// How a submission's commands are encoded.
+#[derive(Clone, Copy)]
+pub enum Encoding<'a> {
+    /// Checked as they are encoded, within a budget.
+    Within(Budget),
+    /// Already checked by [`check_submission`] (these are the commands' lengths): nothing can fail
+    /// any more, so they are encoded without a second check and handed to the socket in chunks.
+    Checked(&'a [u32]),
+}
+
+/// Encodes a whole submission of `kind`: wrappers, then the user's commands between them.
 pub fn encode_submission(
     kind: Kind,
     commands: Term<'_>,
     out: &mut Outgoing<'_>,
-    budget: Budget,
-    checked: Option<&[u32]>,
+    encoding: Encoding<'_>,
 ) -> Result<(), EncodeStop> {
     let (before, after) = kind.wrappers();
     out.buf().extend_from_slice(before);
-    match checked {
-        Some(lengths) => encode_checked_pipeline(commands, lengths, out)?,
-        None => encode_pipeline(commands, out, budget)?,
+    match encoding {
+        Encoding::Checked(lengths) => encode_checked_pipeline(commands, lengths, out)?,
+        Encoding::Within(budget) => encode_pipeline(commands, out, budget)?,
     }
     out.buf().extend_from_slice(after);
     Ok(())

@@ -9,7 +9,9 @@ use redix_rs_core::conn::{
 };
 use rustler::{Binary, Encoder, Env, Error, LocalPid, NifResult, OwnedEnv, ResourceArc, Term};
 
-use crate::args::{check_submission, count_commands, encode_submission, Budget, EncodeStop, Kind};
+use crate::args::{
+    check_submission, count_commands, encode_submission, Budget, EncodeStop, Encoding, Kind,
+};
 use crate::handle::{ConnectionHandle, Expect, ReplyWaiter};
 use crate::pubsub::{Action, Op, Subscriber};
 use crate::{atoms, config, reply, runtime};
@@ -65,7 +67,7 @@ fn submit<'a>(
         Ok(n) => n,
         Err(stop) => return Ok(stop_term(env, stop)),
     };
-    let checked = if count > STREAMED_PIPELINE {
+    let lengths = if count > STREAMED_PIPELINE {
         match check_submission(commands, Budget::NORMAL) {
             Ok(lengths) => Some(lengths),
             Err(stop) => return Ok(stop_term(env, stop)),
@@ -73,21 +75,17 @@ fn submit<'a>(
     } else {
         None
     };
-    let budget = if checked.is_some() {
-        Budget::UNLIMITED
-    } else {
-        Budget::NORMAL
+    let encoding = match &lengths {
+        Some(lengths) => Encoding::Checked(lengths),
+        None => Encoding::Within(Budget::NORMAL),
     };
-    // Millions of calls waiting at once fill the table of call states: refused like a full queue.
-    let Some(state) = CallState::new() else {
-        return Ok((atoms::error(), atoms::full()).encode(env));
+    let (waiter, token) = match waiter(env, reference, kind, count) {
+        Ok(made) => made,
+        Err(full) => return Ok(full),
     };
-    let token = state.token();
-    let waiter = ReplyWaiter::new(state, env.pid(), reference, expect(kind, count));
-    let checked = checked.as_deref();
-    let encode = |out: &mut Outgoing<'_>| encode_submission(kind, commands, out, budget, checked);
+    let encode = |out: &mut Outgoing<'_>| encode_submission(kind, commands, out, encoding);
     Ok(match handle.mux.submit_with(waiter, encode) {
-        Ok(()) => (atoms::ok(), (token.index, token.generation)).encode(env),
+        Ok(()) => accepted_term(env, token),
         Err(SubmitError::Encode(_, stop)) => stop_term(env, stop),
         Err(e) => refused_term(env, e),
     })
@@ -109,17 +107,16 @@ fn submit_dirty<'a>(
     };
     let mut out = BytesMut::new();
     let mut detached = Outgoing::detached(&mut out);
-    if let Err(stop) = encode_submission(kind, commands, &mut detached, Budget::UNLIMITED, None) {
+    let unlimited = Encoding::Within(Budget::UNLIMITED);
+    if let Err(stop) = encode_submission(kind, commands, &mut detached, unlimited) {
         return Ok(stop_term(env, stop));
     }
-    // Millions of calls waiting at once fill the table of call states: refused like a full queue.
-    let Some(state) = CallState::new() else {
-        return Ok((atoms::error(), atoms::full()).encode(env));
+    let (waiter, token) = match waiter(env, reference, kind, count) {
+        Ok(made) => made,
+        Err(full) => return Ok(full),
     };
-    let token = state.token();
-    let waiter = ReplyWaiter::new(state, env.pid(), reference, expect(kind, count));
     Ok(match handle.mux.submit(out, waiter) {
-        Ok(()) => (atoms::ok(), (token.index, token.generation)).encode(env),
+        Ok(()) => accepted_term(env, token),
         Err(e) => refused_term(env, e),
     })
 }
@@ -217,6 +214,28 @@ fn cancel(token: (usize, u64)) -> NifResult<rustler::Atom> {
         Some(false) => Ok(atoms::sent()),
         None => Err(Error::BadArg),
     }
+}
+
+/// The waiter of a call by the calling process, and the token its caller cancels with; or the
+/// refusal when millions of calls waiting at once have filled the table of call states (refused like
+/// a full queue).
+fn waiter<'a>(
+    env: Env<'a>,
+    reference: Term<'a>,
+    kind: Kind,
+    count: usize,
+) -> Result<(ReplyWaiter, Token), Term<'a>> {
+    let state = CallState::new().ok_or_else(|| (atoms::error(), atoms::full()).encode(env))?;
+    let token = state.token();
+    Ok((
+        ReplyWaiter::new(state, env.pid(), reference, expect(kind, count)),
+        token,
+    ))
+}
+
+/// `{:ok, token}` for an accepted submission.
+fn accepted_term(env: Env<'_>, token: Token) -> Term<'_> {
+    (atoms::ok(), (token.index, token.generation)).encode(env)
 }
 
 fn expect(kind: Kind, commands: usize) -> Expect {
