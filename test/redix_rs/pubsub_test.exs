@@ -314,6 +314,56 @@ defmodule RedixRs.PubSubTest do
       assert Enum.reject(results, &(&1 == :ok)) == []
     end
 
+    test "large payloads reach 250 subscribers intact, by channel and by pattern", %{conn: conn} do
+      # From 256 KiB on, subscribers share one binary over the bytes read from the socket; 250
+      # subscribers take two drain batches, so the shared bytes must outlive the first.
+      ps = pubsub!()
+      base = unique("large")
+      ch = base <> ":chan"
+      parent = self()
+
+      subscribers =
+        for i <- 1..250 do
+          spawn_link(fn ->
+            {:ok, ref} =
+              if rem(i, 2) == 0,
+                do: PubSub.subscribe(ps, ch),
+                else: PubSub.psubscribe(ps, base <> ":*")
+
+            receive do
+              {:redix_pubsub, ^ps, ^ref, type, _} when type in [:subscribed, :psubscribed] -> :ok
+            end
+
+            send(parent, {:ready, self()})
+
+            payloads =
+              for _ <- 1..2 do
+                receive do
+                  {:redix_pubsub, ^ps, ^ref, type, %{channel: ^ch, payload: p}}
+                  when type in [:message, :pmessage] ->
+                    p
+                after
+                  30_000 -> :timeout
+                end
+              end
+
+            send(parent, {:payloads, self(), payloads})
+          end)
+        end
+
+      for pid <- subscribers, do: assert_receive({:ready, ^pid}, 30_000)
+      small = :binary.copy("s", 256 * 1024 - 1)
+      large = :crypto.strong_rand_bytes(1024 * 1024)
+      # One connection, matched once by the channel and once by the pattern.
+      assert {:ok, 2} = RedixRs.command(conn, ["PUBLISH", ch, small])
+      assert {:ok, 2} = RedixRs.command(conn, ["PUBLISH", ch, large])
+
+      for pid <- subscribers do
+        assert_receive {:payloads, ^pid, payloads}, 60_000
+        assert payloads == [small, large]
+      end
+    end
+
     test "10,000 channels subscribed in one call", %{conn: conn} do
       ps = pubsub!()
       base = unique("many")

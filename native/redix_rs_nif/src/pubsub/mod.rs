@@ -19,7 +19,7 @@ use rustler::{Atom, Encoder, Env, LocalPid, OwnedEnv, Term};
 
 use crate::handle::ReplyWaiter;
 use crate::{atoms, reply};
-use messages::{name_props, props_term, subscribed, unsubscribed, Props};
+use messages::{name_props, props_term, subscribed, unsubscribed, Payload, Props};
 
 mod messages;
 
@@ -273,13 +273,13 @@ impl PubSubRouter {
             } => Props::PMessage {
                 channel: channel.clone(),
                 pattern: pattern.clone(),
-                payload: payload.clone(),
+                payload: Payload::new(payload),
             },
             Event::Message {
                 channel, payload, ..
             } => Props::Message {
                 channel: channel.clone(),
-                payload: payload.clone(),
+                payload: Payload::new(payload),
             },
             _ => return,
         });
