@@ -315,8 +315,9 @@ defmodule RedixRs.PubSubTest do
     end
 
     test "large payloads reach 250 subscribers intact, by channel and by pattern", %{conn: conn} do
-      # From 256 KiB on, subscribers share one binary over the bytes read from the socket; 250
-      # subscribers take two drain batches, so the shared bytes must outlive the first.
+      # From 256 KiB on, subscribers share one binary. Each publish makes 250 deliveries (125 by
+      # channel, 125 by pattern), more than one drain batch (200), so the large payload's deliveries
+      # are split across batches and its shared bytes must outlive the first.
       ps = pubsub!()
       base = unique("large")
       ch = base <> ":chan"

@@ -10,14 +10,14 @@ use rustler::{Atom, Encoder, Env, Resource, ResourceArc, Term};
 
 use crate::{atoms, reply};
 
-/// From this size on, a payload is handed to subscribers without being copied. Below it a copy costs
-/// tens of microseconds at most; above it, sharing is cheaper, and the read buffer that a shared
-/// payload keeps alive for as long as a subscriber holds it is mostly the payload itself.
+/// From this size on, a payload is handed to subscribers without being copied by `drain`; below it a
+/// copy there costs tens of microseconds at most.
 const SHARED_PAYLOAD: usize = 256 * 1024;
 
 /// A message's payload. `drain` runs on a normal scheduler, where copying a payload of many megabytes
-/// would hold the scheduler for milliseconds (64 MiB measured 90-100 ms): a large payload becomes a
-/// binary over the bytes parsed from the socket instead, which costs the same whatever its size.
+/// would hold the scheduler for milliseconds (64 MiB measured 90-100 ms): a large payload is copied once
+/// on the tokio thread that parsed it instead, and every subscriber gets a binary over that copy, which
+/// costs `drain` the same whatever its size.
 pub enum Payload {
     /// Copied into a binary by `drain` (cheaper than a resource for small payloads).
     Copied(Bytes),
@@ -29,7 +29,10 @@ impl Payload {
     /// Wraps `bytes` by size; runs where the frame was parsed (a tokio thread).
     pub fn new(bytes: &Bytes) -> Payload {
         if bytes.len() >= SHARED_PAYLOAD {
-            Payload::Shared(ResourceArc::new(SharedBytes(bytes.clone())))
+            // A copy, not a view: `bytes` lies in the connection's read buffer, which may be far larger
+            // than the payload and would stay allocated for as long as any subscriber keeps its binary.
+            let own = Bytes::copy_from_slice(bytes);
+            Payload::Shared(ResourceArc::new(SharedBytes(own)))
         } else {
             Payload::Copied(bytes.clone())
         }
@@ -51,7 +54,7 @@ impl Payload {
     }
 }
 
-/// The bytes behind a shared payload's binaries.
+/// The bytes behind a shared payload's binaries (their own allocation).
 pub struct SharedBytes(Bytes);
 
 #[rustler::resource_impl]

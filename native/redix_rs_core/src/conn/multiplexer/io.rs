@@ -6,7 +6,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::{Current, Multiplexer, Pending, Routed, Waiter, KEEP_WRITE_BUFFER, READ_CHUNK};
+use super::{Current, Multiplexer, Pending, Routed, Waiter, KEEP_BUFFER, READ_CHUNK};
 use crate::conn::{Reason, Stream};
 use crate::resp::{Frame, Limits, Parsed, Parser};
 
@@ -78,7 +78,7 @@ impl<W: Waiter> Multiplexer<W> {
                 return Reason::from_io(&e);
             }
             buf.clear();
-            if buf.capacity() > KEEP_WRITE_BUFFER {
+            if buf.capacity() > KEEP_BUFFER {
                 buf = BytesMut::with_capacity(READ_CHUNK);
             }
         }
@@ -107,6 +107,7 @@ impl<W: Waiter> Multiplexer<W> {
                 .unwrap_or(0)
                 .max(READ_CHUNK);
             buf.reserve(want);
+            trim_read_buffer(&mut buf, want);
             match r.read_buf(&mut buf).await {
                 Ok(0) => return Reason::Atom("tcp_closed"),
                 Ok(_) => {}
@@ -227,6 +228,17 @@ impl<W: Waiter> Multiplexer<W> {
     }
 }
 
+/// Replaces a read buffer that an earlier large reply grew past [`KEEP_BUFFER`] with a fresh one, once
+/// it holds little and no large reply is pending (`want` is what the next read needs room for): one
+/// 100 MiB value must not keep 100 MiB allocated for the rest of the connection's life.
+fn trim_read_buffer(buf: &mut BytesMut, want: usize) {
+    if buf.capacity() > KEEP_BUFFER && buf.len() <= READ_CHUNK && want <= READ_CHUNK {
+        let mut fresh = BytesMut::with_capacity(buf.len() + want);
+        fresh.extend_from_slice(buf);
+        *buf = fresh;
+    }
+}
+
 /// Lets submitters write to the socket while it is open: dropped (before the socket closes) when the
 /// connection stops running, so no submitter ever writes to a closed, or reused, descriptor.
 struct DirectWrites<'a, W: Waiter> {
@@ -243,5 +255,47 @@ impl<'a, W: Waiter> DirectWrites<'a, W> {
 impl<W: Waiter> Drop for DirectWrites<'_, W> {
     fn drop(&mut self) {
         self.mux.lock().socket = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LARGE: usize = 16 * 1024 * 1024;
+
+    #[test]
+    fn a_read_buffer_grown_for_a_large_reply_is_given_back() {
+        let mut buf = BytesMut::with_capacity(LARGE);
+        buf.extend_from_slice(b"+OK\r\n:1");
+        trim_read_buffer(&mut buf, READ_CHUNK);
+        assert!(
+            buf.capacity() < 2 * READ_CHUNK,
+            "capacity {}",
+            buf.capacity()
+        );
+        assert_eq!(&buf[..], b"+OK\r\n:1", "what it held is kept");
+    }
+
+    #[test]
+    fn not_while_a_large_reply_is_pending_or_held() {
+        let mut pending = BytesMut::with_capacity(LARGE);
+        pending.extend_from_slice(b"$10000000\r\n");
+        trim_read_buffer(&mut pending, 10_000_000);
+        assert!(pending.capacity() >= LARGE - 16);
+
+        let mut holding = BytesMut::with_capacity(LARGE);
+        holding.resize(READ_CHUNK + 1, b'x');
+        trim_read_buffer(&mut holding, READ_CHUNK);
+        assert!(holding.capacity() >= LARGE - 16);
+    }
+
+    #[test]
+    fn a_buffer_of_ordinary_size_is_left_alone() {
+        let mut buf = BytesMut::with_capacity(KEEP_BUFFER);
+        buf.extend_from_slice(b"+OK\r\n");
+        let before = buf.as_ptr();
+        trim_read_buffer(&mut buf, READ_CHUNK);
+        assert_eq!(buf.as_ptr(), before);
     }
 }

@@ -29,8 +29,8 @@ mod submit;
 
 /// How much to read at a time when no large value is pending.
 const READ_CHUNK: usize = 64 * 1024;
-/// The writer drops a buffer grown past this after use rather than hold it forever.
-const KEEP_WRITE_BUFFER: usize = 4 * 1024 * 1024;
+/// A buffer grown past this for one large value is dropped after use rather than held forever.
+const KEEP_BUFFER: usize = 4 * 1024 * 1024;
 
 /// Someone waiting for replies: receives them in order, then is completed or failed, exactly once.
 pub trait Waiter: Send + 'static {
