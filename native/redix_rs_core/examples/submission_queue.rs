@@ -140,21 +140,25 @@ fn run<H: Handover>(rt: &tokio::runtime::Runtime, handover: Arc<H>, per_thread: 
     let total = PRODUCERS * per_thread;
     let start = Instant::now();
     let task = rt.spawn(consume(handover.clone(), total));
-    let producers: Vec<_> = (0..PRODUCERS)
+    let h = handover.clone();
+    let producer_cpu = submit_from_threads(per_thread, move |i| h.submit(Waiter([i as u64; 8])));
+    let task_cpu = rt.block_on(task).unwrap();
+    [start.elapsed().as_nanos() as u64, producer_cpu, task_cpu]
+}
+
+/// Calls `submit` `per_thread` times on each of the submitting threads; returns their CPU time.
+fn submit_from_threads(per_thread: usize, submit: impl Fn(usize) + Clone + Send + 'static) -> u64 {
+    let threads: Vec<_> = (0..PRODUCERS)
         .map(|_| {
-            let h = handover.clone();
+            let submit = submit.clone();
             thread::spawn(move || {
                 let cpu0 = thread_cpu_ns();
-                for i in 0..per_thread {
-                    h.submit(Waiter([i as u64; 8]));
-                }
+                (0..per_thread).for_each(&submit);
                 thread_cpu_ns() - cpu0
             })
         })
         .collect();
-    let producer_cpu: u64 = producers.into_iter().map(|p| p.join().unwrap()).sum();
-    let task_cpu = rt.block_on(task).unwrap();
-    [start.elapsed().as_nanos() as u64, producer_cpu, task_cpu]
+    threads.into_iter().map(|t| t.join().unwrap()).sum()
 }
 
 /// The channel variant: its receiver must live in the task, so it has its own driver.
@@ -178,21 +182,11 @@ fn run_mpsc(rt: &tokio::runtime::Runtime, per_thread: usize) -> [u64; 3] {
         }
         thread_cpu_ns() - cpu0
     });
-    let producers: Vec<_> = (0..PRODUCERS)
-        .map(|_| {
-            let tx = tx.clone();
-            thread::spawn(move || {
-                let cpu0 = thread_cpu_ns();
-                for i in 0..per_thread {
-                    let mut bytes = BytesMut::with_capacity(32);
-                    encode_get(&mut bytes);
-                    let _ = tx.send((bytes, Waiter([i as u64; 8])));
-                }
-                thread_cpu_ns() - cpu0
-            })
-        })
-        .collect();
-    let producer_cpu: u64 = producers.into_iter().map(|p| p.join().unwrap()).sum();
+    let producer_cpu = submit_from_threads(per_thread, move |i| {
+        let mut bytes = BytesMut::with_capacity(32);
+        encode_get(&mut bytes);
+        let _ = tx.send((bytes, Waiter([i as u64; 8])));
+    });
     let task_cpu = rt.block_on(task).unwrap();
     [start.elapsed().as_nanos() as u64, producer_cpu, task_cpu]
 }
