@@ -31,8 +31,7 @@ impl Payload {
         if bytes.len() >= SHARED_PAYLOAD {
             // A copy, not a view: `bytes` lies in the connection's read buffer, which may be far larger
             // than the payload and would stay allocated for as long as any subscriber keeps its binary.
-            let own = Bytes::copy_from_slice(bytes);
-            Payload::Shared(ResourceArc::new(SharedBytes(own)))
+            Payload::Shared(ResourceArc::new(SharedBytes(bytes[..].into())))
         } else {
             Payload::Copied(bytes.clone())
         }
@@ -54,8 +53,8 @@ impl Payload {
     }
 }
 
-/// The bytes behind a shared payload's binaries (their own allocation).
-pub struct SharedBytes(Bytes);
+/// The bytes behind a shared payload's binaries.
+pub struct SharedBytes(Box<[u8]>);
 
 #[rustler::resource_impl]
 impl Resource for SharedBytes {}
