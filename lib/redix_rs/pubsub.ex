@@ -29,6 +29,12 @@ defmodule RedixRs.PubSub do
     * `:message` - `%{channel: channel, payload: payload}`
     * `:pmessage` - `%{channel: channel, pattern: pattern, payload: payload}`
     * `:smessage` - `%{channel: channel, payload: payload}` (sharded channels)
+
+  A payload is usually a binary, but may be any Redis value: client-tracking invalidations
+  (`CLIENT TRACKING on REDIRECT <id>`) reach subscribers of `"__redis__:invalidate"` as a
+  `:message` whose payload is the list of invalidated keys, or `nil` when every key is (`FLUSHALL`).
+  Under `protocol: :resp3` Redis sends them as `invalidate` push frames; they are delivered the same
+  way, as a `:message` on `"__redis__:invalidate"`.
     * `:disconnected` - `%{error: %RedixRs.ConnectionError{}}`, once per subscriber when the connection
       is lost; after reconnecting every subscription is restored and confirmed again with
       `:subscribed` (or `:psubscribed`, `:ssubscribed`)
@@ -59,6 +65,12 @@ defmodule RedixRs.PubSub do
 
   @typedoc "A subscriber process."
   @type subscriber() :: pid()
+
+  @typedoc """
+  A message's payload: a binary, or any Redis value (the list of keys, or `nil`, of a
+  client-tracking invalidation).
+  """
+  @type payload() :: binary() | nil | [payload()] | integer() | term()
 
   @doc """
   Starts a pub/sub connection with default options.

@@ -49,14 +49,18 @@ defmodule RedixRs.PubSub.Subscriber do
   @callback init(arg :: term()) :: {:ok, state :: term()} | {:stop, reason :: term()}
 
   @doc "A message published on a subscribed channel (or sharded channel)."
-  @callback handle_message(channel :: binary(), payload :: binary(), state :: term()) ::
+  @callback handle_message(
+              channel :: binary(),
+              payload :: RedixRs.PubSub.payload(),
+              state :: term()
+            ) ::
               {:noreply, term()} | {:stop, reason :: term(), term()}
 
   @doc "A message published on a channel that matched a subscribed pattern."
   @callback handle_pmessage(
               pattern :: binary(),
               channel :: binary(),
-              payload :: binary(),
+              payload :: RedixRs.PubSub.payload(),
               state :: term()
             ) ::
               {:noreply, term()} | {:stop, reason :: term(), term()}

@@ -18,7 +18,7 @@ use rustler::{Binary, Error, NifResult, Term};
 pub struct NativeConfig {
     pub connect: ConnectOptions,
     pub max_queued_bytes: usize,
-    /// A `RedixRs.PubSub` connection (its frames go through the pub/sub router).
+    /// A `RedixRs.PubSub` connection (its out-of-band frames go to the pub/sub fan-out).
     pub pubsub: bool,
     /// Whether subscribers get `:disconnected` when the connection ends (not with
     /// `exit_on_disconnection`, as in Redix).

@@ -3,12 +3,12 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use redix_rs_core::conn::{Multiplexer, Reason, Waiter};
+use redix_rs_core::conn::{Mode, Multiplexer, Reason, Waiter};
 use redix_rs_core::resp::Frame;
 use rustler::{Encoder, Env, LocalPid, Monitor, Resource, Term};
 
 use crate::message_env::{Kept, MessageEnv};
-use crate::pubsub::PubSubRouter;
+use crate::pubsub::PubSubFanout;
 use crate::{atoms, reply};
 use redix_rs_core::conn::call_state::CallState;
 
@@ -24,9 +24,9 @@ pub struct ConnectionHandle {
     pub pubsub: Option<PubSubSide>,
 }
 
-/// The pub/sub side: the router whose outbox the owner drains.
+/// The pub/sub side: the fan-out whose outbox the owner drains.
 pub struct PubSubSide {
-    pub router: Arc<PubSubRouter>,
+    pub fanout: Arc<PubSubFanout>,
 }
 
 impl ConnectionHandle {
@@ -42,9 +42,9 @@ impl ConnectionHandle {
     /// A pub/sub connection owned by `owner` (the `RedixRs.PubSub` process).
     pub fn pubsub(max_queued_bytes: usize, owner: LocalPid, notify_disconnection: bool) -> Self {
         let id = next_id();
-        let router = Arc::new(PubSubRouter::new(owner, id, notify_disconnection));
-        let mux = Multiplexer::with_router(max_queued_bytes, router.clone());
-        let pubsub = Some(PubSubSide { router });
+        let fanout = Arc::new(PubSubFanout::new(owner, id, notify_disconnection));
+        let mux = Multiplexer::with_sink(max_queued_bytes, Mode::Subscribed, fanout.clone());
+        let pubsub = Some(PubSubSide { fanout });
         ConnectionHandle { mux, id, pubsub }
     }
 }

@@ -181,7 +181,7 @@ fn pubsub_op<'a>(handle: ResourceArc<ConnectionHandle>, op: Term<'a>) -> NifResu
         subscriber: Subscriber::new(subscriber, reference),
         redis_names: to_bytes(redis_names),
     };
-    Ok(side.router.apply(op, &handle.mux))
+    Ok(side.fanout.apply(op, &handle.mux))
 }
 
 /// Sends a batch of queued pub/sub messages to their subscribers from the calling process (the
@@ -200,7 +200,7 @@ fn pubsub_drain<'a>(
     if !refs.is_map() {
         return Err(Error::BadArg);
     }
-    let (more, sent) = side.router.drain(env, refs);
+    let (more, sent) = side.fanout.drain(env, refs);
     Ok((if more { atoms::more() } else { atoms::done() }, sent))
 }
 

@@ -2,7 +2,8 @@
 //!
 //! On a subscribed connection Redis sends confirmations (`subscribe`, `unsubscribe`, ...) and messages
 //! (`message`, `pmessage`, `smessage`) as arrays (RESP2) or push frames (RESP3). [`classify`] turns those
-//! frames into [`Event`]s; [`Registry`] maps channels and patterns to subscribers.
+//! frames into [`Event`]s; [`Registry`] maps channels and patterns to subscribers. Which frames are
+//! looked at at all is decided in one place, `conn::out_of_band`.
 
 mod registry;
 
@@ -32,19 +33,27 @@ pub enum Event {
         kind: Kind,
         name: Bytes,
     },
+    /// A message; its payload is any RESP value (a client-tracking invalidation carries a list of
+    /// keys, or null).
     Message {
         kind: Kind,
         channel: Bytes,
-        payload: Bytes,
+        payload: Frame,
     },
     PMessage {
         pattern: Bytes,
         channel: Bytes,
-        payload: Bytes,
+        payload: Frame,
     },
 }
 
-/// Recognises a pub/sub frame; anything else (a PONG for a caller, say) gives `None`.
+/// The channel on which Redis publishes client-tracking invalidations (RESP2 `REDIRECT`), and under
+/// which RESP3 `invalidate` pushes are delivered to subscribers.
+pub const INVALIDATE_CHANNEL: &[u8] = b"__redis__:invalidate";
+
+/// Recognises a pub/sub frame by its shape; anything else (a PONG for a caller, say) gives `None`.
+/// Whether a frame of that shape is out of band at all depends on the connection: see
+/// `conn::out_of_band`.
 pub fn classify(frame: &Frame) -> Option<Event> {
     let items = match frame {
         Frame::Array(items) | Frame::Push(items) => items,
@@ -64,7 +73,7 @@ pub fn classify(frame: &Frame) -> Option<Event> {
         (b"pmessage", [pattern, channel, payload]) => Some(Event::PMessage {
             pattern: bulk(pattern)?,
             channel: bulk(channel)?,
-            payload: bulk(payload)?,
+            payload: payload.clone(),
         }),
         _ => None,
     }
@@ -95,7 +104,7 @@ fn message(kind: Kind, channel: &Frame, payload: &Frame) -> Option<Event> {
     Some(Event::Message {
         kind,
         channel: bulk(channel)?,
-        payload: bulk(payload)?,
+        payload: payload.clone(),
     })
 }
 
@@ -182,7 +191,7 @@ mod tests {
             Some(Event::Message {
                 kind: Kind::Channel,
                 channel: b("ch"),
-                payload: b("hi")
+                payload: Frame::Bulk(b("hi"))
             })
         );
         assert_eq!(
@@ -190,7 +199,7 @@ mod tests {
             Some(Event::Message {
                 kind: Kind::Shard,
                 channel: b("ch"),
-                payload: b("hi")
+                payload: Frame::Bulk(b("hi"))
             })
         );
         assert_eq!(
@@ -198,7 +207,39 @@ mod tests {
             Some(Event::PMessage {
                 pattern: b("c*"),
                 channel: b("ch"),
-                payload: b("hi")
+                payload: Frame::Bulk(b("hi"))
+            })
+        );
+    }
+
+    #[test]
+    fn a_payload_may_be_any_value() {
+        let keys = Frame::Array(vec![Frame::Bulk(b("k1")), Frame::Bulk(b("k2"))]);
+        let frame = Frame::Array(vec![
+            Frame::Bulk(b("message")),
+            Frame::Bulk(b("__redis__:invalidate")),
+            keys.clone(),
+        ]);
+        assert_eq!(
+            classify(&frame),
+            Some(Event::Message {
+                kind: Kind::Channel,
+                channel: b("__redis__:invalidate"),
+                payload: keys
+            })
+        );
+        let frame = Frame::Push(vec![
+            Frame::Bulk(b("pmessage")),
+            Frame::Bulk(b("p*")),
+            Frame::Bulk(b("pc")),
+            Frame::NullArray,
+        ]);
+        assert_eq!(
+            classify(&frame),
+            Some(Event::PMessage {
+                pattern: b("p*"),
+                channel: b("pc"),
+                payload: Frame::NullArray
             })
         );
     }
@@ -208,6 +249,15 @@ mod tests {
         assert_eq!(classify(&arr(&["pong", ""])), None);
         assert_eq!(classify(&Frame::Simple(b("PONG"))), None);
         assert_eq!(classify(&arr(&["message", "only-channel"])), None);
+        assert_eq!(
+            classify(&Frame::Array(vec![
+                Frame::Bulk(b("message")),
+                Frame::Integer(1),
+                Frame::Bulk(b("x"))
+            ])),
+            None,
+            "a channel is a string"
+        );
         assert_eq!(classify(&Frame::Array(vec![])), None);
         assert_eq!(
             classify(&Frame::Array(vec![

@@ -64,6 +64,26 @@ impl Frame {
         matches!(self, Frame::Error(_) | Frame::BulkError(_))
     }
 
+    /// Bytes of data the frame holds (strings and their nested elements, plus a few bytes per scalar):
+    /// a cheap measure of what converting it will cost, not its wire size.
+    pub fn payload_len(&self) -> usize {
+        match self {
+            Frame::Simple(b) | Frame::Error(b) | Frame::Bulk(b) => b.len(),
+            Frame::BigNumber(b) | Frame::BulkError(b) => b.len(),
+            Frame::Verbatim { text, .. } => text.len(),
+            Frame::Array(items) | Frame::Set(items) | Frame::Push(items) => {
+                items.iter().map(|f| 8 + f.payload_len()).sum()
+            }
+            Frame::Map(pairs) => pairs
+                .iter()
+                .map(|(k, v)| 16 + k.payload_len() + v.payload_len())
+                .sum(),
+            Frame::Attribute { value, .. } => value.payload_len(),
+            Frame::Integer(_) | Frame::Double(_) | Frame::Boolean(_) => 8,
+            Frame::NullBulk | Frame::NullArray | Frame::Null => 0,
+        }
+    }
+
     /// Appends the exact wire bytes of this frame to `out`.
     ///
     /// Simple strings and errors are written as-is: the caller must not put
@@ -230,6 +250,14 @@ mod tests {
             value: Box::new(Frame::Simple(b("OK"))),
         };
         assert_eq!(wire(&attr), b"|1\r\n+ttl\r\n:3\r\n+OK\r\n");
+    }
+
+    #[test]
+    fn payload_len_counts_nested_strings() {
+        assert_eq!(Frame::Bulk(b("abc")).payload_len(), 3);
+        let keys = Frame::Array(vec![Frame::Bulk(b("k1")), Frame::Bulk(b("k22"))]);
+        assert_eq!(keys.payload_len(), 8 + 2 + 8 + 3);
+        assert_eq!(Frame::NullArray.payload_len(), 0);
     }
 
     #[test]

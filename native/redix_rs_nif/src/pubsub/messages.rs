@@ -6,6 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use redix_rs_core::conn::Reason;
 use redix_rs_core::pubsub::Kind;
+use redix_rs_core::resp::Frame;
 use rustler::{Atom, Encoder, Env, Resource, ResourceArc, Term};
 
 use crate::{atoms, reply};
@@ -14,20 +15,30 @@ use crate::{atoms, reply};
 /// copy there costs tens of microseconds at most.
 const SHARED_PAYLOAD: usize = 256 * 1024;
 
-/// A message's payload. `drain` runs on a normal scheduler, where copying a payload of many megabytes
-/// would hold the scheduler for milliseconds (64 MiB measured 90-100 ms): a large payload is copied once
-/// on the tokio thread that parsed it instead, and every subscriber gets a binary over that copy, which
-/// costs `drain` the same whatever its size.
+/// A message's payload: usually a string, but any RESP value (a client-tracking invalidation carries a
+/// list of keys, or nil). `drain` runs on a normal scheduler, where copying a payload of many megabytes
+/// would hold the scheduler for milliseconds (64 MiB measured 90-100 ms): a large string payload is
+/// copied once on the tokio thread that parsed it instead, and every subscriber gets a binary over that
+/// copy, which costs `drain` the same whatever its size.
 pub enum Payload {
     /// Copied into a binary by `drain` (cheaper than a resource for small payloads).
     Copied(Bytes),
     /// Shared by every subscriber's binary; freed when the last of them is garbage-collected.
     Shared(ResourceArc<SharedBytes>),
+    /// A payload that is not a string, converted like a reply by `drain`.
+    Value(Frame),
 }
 
 impl Payload {
-    /// Wraps `bytes` by size; runs where the frame was parsed (a tokio thread).
-    pub fn new(bytes: &Bytes) -> Payload {
+    /// Wraps a payload by kind and size; runs where the frame was parsed (a tokio thread).
+    pub fn new(frame: Frame) -> Payload {
+        match frame {
+            Frame::Bulk(bytes) => Payload::string(&bytes),
+            other => Payload::Value(other),
+        }
+    }
+
+    fn string(bytes: &Bytes) -> Payload {
         if bytes.len() >= SHARED_PAYLOAD {
             // A copy, not a view: `bytes` lies in the connection's read buffer, which may be far larger
             // than the payload and would stay allocated for as long as any subscriber keeps its binary.
@@ -42,6 +53,7 @@ impl Payload {
         match self {
             Payload::Copied(b) => b.len(),
             Payload::Shared(_) => 0,
+            Payload::Value(frame) => frame.payload_len(),
         }
     }
 
@@ -49,6 +61,7 @@ impl Payload {
         match self {
             Payload::Copied(b) => reply::binary(env, b),
             Payload::Shared(shared) => shared.make_binary(env, |s| &s.0[..]).encode(env),
+            Payload::Value(frame) => reply::frame(env, frame),
         }
     }
 }

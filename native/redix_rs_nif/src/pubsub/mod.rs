@@ -12,8 +12,8 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::{Bytes, BytesMut};
-use redix_rs_core::conn::{Multiplexer, Reason, Routed, Router};
-use redix_rs_core::pubsub::{classify, Event, Kind, Registry};
+use redix_rs_core::conn::{Confirmations, Multiplexer, OutOfBand, OutOfBandSink, Reason, Taken};
+use redix_rs_core::pubsub::{Event, Kind, Registry, INVALIDATE_CHANNEL};
 use redix_rs_core::resp::{encode_array_header, encode_bulk, Frame};
 use rustler::{Atom, Encoder, Env, LocalPid, OwnedEnv, Term};
 
@@ -72,8 +72,9 @@ pub enum Action {
     Drop,
 }
 
-/// The router of a pub/sub connection.
-pub struct PubSubRouter {
+/// The fan-out of a pub/sub connection: takes its out-of-band frames and queues what each subscriber
+/// is owed.
+pub struct PubSubFanout {
     /// The `RedixRs.PubSub` process: named in every message, and the one that sends them.
     owner: LocalPid,
     /// The connection's id, so the owner knows which handle to drain.
@@ -113,7 +114,7 @@ const MAX_OUTBOX: usize = 1_000_000;
 /// even for large payloads.
 const DRAIN_BYTES: usize = 64 * 1024;
 
-impl PubSubRouter {
+impl PubSubFanout {
     pub fn new(owner: LocalPid, id: u64, notify_disconnection: bool) -> Self {
         let inner = Inner {
             registry: Registry::default(),
@@ -121,7 +122,7 @@ impl PubSubRouter {
             env: OwnedEnv::new(),
             ended: None,
         };
-        PubSubRouter {
+        PubSubFanout {
             owner,
             id,
             notify_disconnection,
@@ -182,7 +183,12 @@ impl PubSubRouter {
         if !op.redis_names.is_empty() {
             let command = redis_command(op.action, op.kind, &op.redis_names);
             // A closed connection is fine: the PubSub process replays subscriptions on reconnect.
-            let _ = mux.submit_unanswered(&command, op.redis_names.len());
+            let confirmations = Confirmations {
+                count: op.redis_names.len(),
+                kind: op.kind,
+                subscribe: op.action == Action::Subscribe,
+            };
+            let _ = mux.submit_unanswered(&command, confirmations);
         }
         queued
     }
@@ -254,58 +260,81 @@ impl PubSubRouter {
         (more, batch.len())
     }
 
-    fn deliver(&self, inner: &mut Inner, event: &Event) {
-        let (kind, name, type_) = match event {
+    /// Queues a message for every subscriber of its channel (or pattern).
+    fn deliver(&self, inner: &mut Inner, event: Event) {
+        let (kind, name, type_, props) = match event {
             Event::Message {
-                kind: Kind::Shard,
+                kind,
                 channel,
-                ..
-            } => (Kind::Shard, channel, atoms::smessage()),
-            Event::Message { kind, channel, .. } => (*kind, channel, atoms::message()),
-            Event::PMessage { pattern, .. } => (Kind::Pattern, pattern, atoms::pmessage()),
-            Event::Subscribed { .. } | Event::Unsubscribed { .. } => return,
-        };
-        let props = Arc::new(match event {
+                payload,
+            } => {
+                let type_ = if kind == Kind::Shard {
+                    atoms::smessage()
+                } else {
+                    atoms::message()
+                };
+                let props = Props::Message {
+                    channel: channel.clone(),
+                    payload: Payload::new(payload),
+                };
+                (kind, channel, type_, props)
+            }
             Event::PMessage {
                 pattern,
                 channel,
                 payload,
-            } => Props::PMessage {
-                channel: channel.clone(),
-                pattern: pattern.clone(),
-                payload: Payload::new(payload),
-            },
-            Event::Message {
-                channel, payload, ..
-            } => Props::Message {
-                channel: channel.clone(),
-                payload: Payload::new(payload),
-            },
-            _ => return,
-        });
-        let recipients: Vec<Subscriber> = inner.registry.recipients(kind, name).cloned().collect();
+            } => {
+                let props = Props::PMessage {
+                    channel,
+                    pattern: pattern.clone(),
+                    payload: Payload::new(payload),
+                };
+                (Kind::Pattern, pattern, atoms::pmessage(), props)
+            }
+            Event::Subscribed { .. } | Event::Unsubscribed { .. } => return,
+        };
+        let recipients: Vec<Subscriber> = inner.registry.recipients(kind, &name).cloned().collect();
+        if recipients.is_empty() {
+            return;
+        }
+        let props = Arc::new(props);
         for to in recipients {
             self.push(inner, to, type_, props.clone());
         }
     }
 }
 
-impl Router for PubSubRouter {
-    fn route(&self, frame: &Frame) -> Routed {
-        let Some(event) = classify(frame) else {
-            return Routed::NotMine;
-        };
+impl OutOfBandSink for PubSubFanout {
+    fn take(&self, item: OutOfBand) -> Taken {
         let mut inner = self.lock();
-        if let Event::Subscribed { kind, name } = &event {
-            for sub in inner.registry.confirm(*kind, name) {
-                self.push(&mut inner, sub, subscribed(*kind), name_props(*kind, name));
+        match item {
+            OutOfBand::Message(event) => self.deliver(&mut inner, event),
+            // A RESP3 `invalidate` push is what RESP2 sends as a message on `__redis__:invalidate`:
+            // its subscribers get the same `:message`.
+            OutOfBand::Invalidation(keys) => {
+                let event = Event::Message {
+                    kind: Kind::Channel,
+                    channel: Bytes::from_static(INVALIDATE_CHANNEL),
+                    payload: keys,
+                };
+                self.deliver(&mut inner, event);
             }
+            OutOfBand::Confirmation(Event::Subscribed { kind, name }) => {
+                for sub in inner.registry.confirm(kind, &name) {
+                    self.push(&mut inner, sub, subscribed(kind), name_props(kind, &name));
+                }
+            }
+            // Subscribers hear `:unsubscribed` when they ask (in `apply`), not when Redis confirms.
+            OutOfBand::Confirmation(_) => {}
+            // A sharded channel whose slot moved (Redis Cluster): the `RedixRs.PubSub` process still
+            // counts the subscription, and makes it again when the connection is re-established.
+            // Dropped here on purpose: a single-server connection has no other node to follow it to.
+            OutOfBand::Ended(_) => {}
         }
-        self.deliver(&mut inner, &event);
-        match event {
-            _ if inner.outbox.len() > MAX_OUTBOX => Routed::Overloaded,
-            Event::Subscribed { .. } | Event::Unsubscribed { .. } => Routed::Confirmation,
-            Event::Message { .. } | Event::PMessage { .. } => Routed::Message,
+        if inner.outbox.len() > MAX_OUTBOX {
+            Taken::Overloaded
+        } else {
+            Taken::Yes
         }
     }
 

@@ -6,8 +6,10 @@ use std::os::fd::{AsRawFd, RawFd};
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::{Current, Multiplexer, Pending, Routed, Waiter, KEEP_BUFFER, READ_CHUNK};
+use super::{Current, Multiplexer, Pending, Taken, Waiter, KEEP_BUFFER, READ_CHUNK};
+use crate::conn::out_of_band::{self, Classified, OutOfBand};
 use crate::conn::{Reason, Stream};
+use crate::pubsub::Event;
 use crate::resp::{Frame, Limits, Parsed, Parser};
 
 impl<W: Waiter> Multiplexer<W> {
@@ -146,29 +148,21 @@ impl<W: Waiter> Multiplexer<W> {
         }
     }
 
-    /// Gives `frame` to the router or to the waiter at the head of the queue.
+    /// Gives `frame` to the out-of-band sink or to the waiter at the head of the queue.
     fn dispatch(
         &self,
         frame: Frame,
         current: &mut Current<W>,
         done: &mut Vec<W>,
     ) -> Result<(), Reason> {
-        if let Some(router) = &self.shared.router {
-            match router.route(&frame) {
-                Routed::Message => return Ok(()),
-                Routed::Confirmation => return self.confirmed(),
-                Routed::Overloaded => return Err(Reason::Atom("pubsub_backlog")),
-                Routed::NotMine => {}
-            }
-        }
-        if matches!(frame, Frame::Push(_)) {
-            return Ok(()); // out-of-band (RESP3): never a reply to a caller
+        if let Some(classified) = out_of_band::classify(&frame, self.shared.mode) {
+            return self.out_of_band(classified);
         }
         let mut waiter = match current.take() {
             Some(w) => w,
             None => match self.lock().waiters.pop_front() {
                 Some(Pending::Waiter(w)) => w,
-                Some(Pending::Unanswered { .. }) if frame.is_error() => {
+                Some(Pending::Unanswered(_)) if frame.is_error() => {
                     self.rejected(&frame);
                     return Ok(());
                 }
@@ -183,25 +177,48 @@ impl<W: Waiter> Multiplexer<W> {
         Ok(())
     }
 
-    /// One confirmation of the unanswered command at the head of the queue.
-    fn confirmed(&self) -> Result<(), Reason> {
+    /// Hands an out-of-band frame to the sink, telling a confirmation of this connection's command
+    /// from a subscription Redis ended on its own.
+    fn out_of_band(&self, classified: Classified) -> Result<(), Reason> {
+        let item = match classified {
+            Classified::Message(event) => OutOfBand::Message(event),
+            Classified::Invalidation(keys) => OutOfBand::Invalidation(keys),
+            Classified::Subscription(event) if self.confirmed(&event)? => {
+                OutOfBand::Confirmation(event)
+            }
+            Classified::Subscription(event) => OutOfBand::Ended(event),
+            Classified::Other => return Ok(()),
+        };
+        match &self.shared.sink {
+            Some(sink) if sink.take(item) == Taken::Overloaded => {
+                Err(Reason::Atom("pubsub_backlog"))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Counts `event` against the unanswered command at the head of the queue if it confirms it.
+    /// An unsubscription that confirms nothing was Redis's own doing (`false`); a subscription that
+    /// confirms nothing means replies and commands are out of step.
+    fn confirmed(&self, event: &Event) -> Result<bool, Reason> {
         let mut st = self.lock();
         match st.waiters.front_mut() {
-            Some(Pending::Unanswered { confirmations }) if *confirmations > 1 => {
-                *confirmations -= 1
+            Some(Pending::Unanswered(expected)) if expected.expects(event) => {
+                if expected.count > 1 {
+                    expected.count -= 1;
+                } else {
+                    st.waiters.pop_front();
+                }
+                Ok(true)
             }
-            Some(Pending::Unanswered { .. }) => {
-                st.waiters.pop_front();
-            }
-            // A confirmation with no command to match means replies and commands are out of step.
-            _ => return Err(Reason::Atom("unexpected_reply")),
+            _ if matches!(event, Event::Unsubscribed { .. }) => Ok(false),
+            _ => Err(Reason::Atom("unexpected_reply")),
         }
-        Ok(())
     }
 
     fn rejected(&self, error: &Frame) {
-        if let Some(router) = &self.shared.router {
-            router.rejected(error);
+        if let Some(sink) = &self.shared.sink {
+            sink.rejected(error);
         }
     }
 
@@ -216,14 +233,14 @@ impl<W: Waiter> Multiplexer<W> {
         };
         let queued = waiters.into_iter().filter_map(|p| match p {
             Pending::Waiter(w) => Some(w),
-            Pending::Unanswered { .. } => None,
+            Pending::Unanswered(_) => None,
         });
         current
             .into_iter()
             .chain(queued)
             .for_each(|w| w.fail(reason));
-        if let Some(router) = &self.shared.router {
-            router.closed(reason);
+        if let Some(sink) = &self.shared.sink {
+            sink.closed(reason);
         }
     }
 }

@@ -21,7 +21,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bytes::BytesMut;
 use tokio::sync::Notify;
 
+use super::out_of_band::{Mode, OutOfBand};
 use super::Reason;
+use crate::pubsub::{Event, Kind};
 use crate::resp::Frame;
 
 mod io;
@@ -42,36 +44,52 @@ pub trait Waiter: Send + 'static {
     fn fail(self, reason: &Reason);
 }
 
-/// Takes the frames that are not replies to a caller (pub/sub messages and confirmations), and hears
-/// when the connection ends. Without a router, only RESP3 push frames are set aside (and dropped).
-pub trait Router: Send + Sync + 'static {
-    /// Takes `frame` if it is not a reply to a caller.
-    fn route(&self, frame: &Frame) -> Routed;
+/// Takes the frames that are not replies to a caller (classified in `out_of_band`), and hears when
+/// the connection ends: the `RedixRs.PubSub` fan-out today, the client-side cache tomorrow. Without a
+/// sink, out-of-band frames are dropped (they are never replies).
+pub trait OutOfBandSink: Send + Sync + 'static {
+    /// Takes one out-of-band item.
+    fn take(&self, item: OutOfBand) -> Taken;
     /// Redis answered a command sent with `submit_unanswered` with an error (a refused SUBSCRIBE).
     fn rejected(&self, error: &Frame);
     /// The connection ended with `reason`.
     fn closed(&self, reason: &Reason);
 }
 
-/// What a router made of a frame.
+/// Whether a sink could take an item.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Routed {
-    /// Not for the router: a reply to a caller.
-    NotMine,
-    /// An out-of-band message, consumed.
-    Message,
-    /// A confirmation of a command sent with `submit_unanswered`, consumed.
-    Confirmation,
-    /// Consumed, but the router cannot take more (its consumer fell behind): end the connection
-    /// with `pubsub_backlog` rather than grow without bound.
+pub enum Taken {
+    Yes,
+    /// Taken, but the sink cannot take more (its consumer fell behind): end the connection with
+    /// `pubsub_backlog` rather than grow without bound.
     Overloaded,
 }
 
+/// The confirmations Redis sends for a pub/sub command sent with `submit_unanswered`: one per name,
+/// each a `(s|p)(un)subscribe` frame of this kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Confirmations {
+    pub count: usize,
+    pub kind: Kind,
+    pub subscribe: bool,
+}
+
+impl Confirmations {
+    /// True if `event` is one of these confirmations.
+    fn expects(&self, event: &Event) -> bool {
+        match event {
+            Event::Subscribed { kind, .. } => self.subscribe && *kind == self.kind,
+            Event::Unsubscribed { kind, .. } => !self.subscribe && *kind == self.kind,
+            _ => false,
+        }
+    }
+}
+
 /// An entry of the reply queue: a caller, or a command nobody waits for, which Redis answers with
-/// `confirmations` frames that the router takes, or with one error.
+/// confirmations that the sink takes, or with one error.
 enum Pending<W> {
     Waiter(W),
-    Unanswered { confirmations: usize },
+    Unanswered(Confirmations),
 }
 
 /// Why a submission was refused; the waiter is handed back untouched.
@@ -115,7 +133,8 @@ struct Shared<W> {
     wake_writer: Notify,
     wake_closer: Notify,
     max_queued_bytes: usize,
-    router: Option<Arc<dyn Router>>,
+    mode: Mode,
+    sink: Option<Arc<dyn OutOfBandSink>>,
 }
 
 /// A handle on one connection's queues; clones share them.
@@ -138,15 +157,15 @@ impl<W: Waiter> Multiplexer<W> {
     /// A multiplexer that refuses submissions once `max_queued_bytes` unwritten bytes are queued
     /// (a single submission larger than that is still accepted when the queue is empty).
     pub fn new(max_queued_bytes: usize) -> Self {
-        Self::build(max_queued_bytes, None)
+        Self::build(max_queued_bytes, Mode::Commands, None)
     }
 
-    /// A multiplexer whose non-reply frames go to `router` (a pub/sub connection).
-    pub fn with_router(max_queued_bytes: usize, router: Arc<dyn Router>) -> Self {
-        Self::build(max_queued_bytes, Some(router))
+    /// A multiplexer whose out-of-band frames, read as `mode` says, go to `sink`.
+    pub fn with_sink(max_queued_bytes: usize, mode: Mode, sink: Arc<dyn OutOfBandSink>) -> Self {
+        Self::build(max_queued_bytes, mode, Some(sink))
     }
 
-    fn build(max_queued_bytes: usize, router: Option<Arc<dyn Router>>) -> Self {
+    fn build(max_queued_bytes: usize, mode: Mode, sink: Option<Arc<dyn OutOfBandSink>>) -> Self {
         let state = State {
             out: BytesMut::with_capacity(READ_CHUNK),
             waiters: VecDeque::new(),
@@ -161,7 +180,8 @@ impl<W: Waiter> Multiplexer<W> {
             wake_writer: Notify::new(),
             wake_closer: Notify::new(),
             max_queued_bytes,
-            router,
+            mode,
+            sink,
         };
         Multiplexer {
             shared: Arc::new(shared),

@@ -6,7 +6,7 @@ use std::sync::MutexGuard;
 
 use bytes::BytesMut;
 
-use super::{Multiplexer, Pending, State, SubmitError, Waiter, READ_CHUNK};
+use super::{Confirmations, Multiplexer, Pending, State, SubmitError, Waiter, READ_CHUNK};
 use crate::conn::direct::{send_now, Outgoing, DIRECT_CHUNK};
 use crate::conn::Reason;
 
@@ -51,14 +51,14 @@ impl<W: Waiter> Multiplexer<W> {
     }
 
     /// Queues a command whose replies nobody waits for: a pub/sub command that Redis confirms with
-    /// `confirmations` frames (one per channel), which go to the router. Its place in the reply queue
+    /// `confirmations` frames (one per channel), which go to the out-of-band sink. Its place in the reply queue
     /// is kept all the same, so that an error Redis sends instead is never taken for a caller's reply.
     /// Not subject to the queue limit: these control commands are few, and dropping one would leave
     /// its subscribers waiting for a confirmation that never comes.
     pub fn submit_unanswered(
         &self,
         bytes: &[u8],
-        confirmations: usize,
+        confirmations: Confirmations,
     ) -> Result<(), SubmitError<()>> {
         let mut st = self.lock();
         if st.closed.is_some() || st.close_requested.is_some() {
@@ -66,7 +66,7 @@ impl<W: Waiter> Multiplexer<W> {
         }
         let was_empty = st.out.is_empty();
         st.out.extend_from_slice(bytes);
-        st.waiters.push_back(Pending::Unanswered { confirmations });
+        st.waiters.push_back(Pending::Unanswered(confirmations));
         drop(st);
         if was_empty {
             self.shared.wake_writer.notify_one();
