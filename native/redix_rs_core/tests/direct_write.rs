@@ -9,7 +9,7 @@ use std::convert::Infallible;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 
-use redix_rs_core::conn::{Outgoing, SubmitError};
+use redix_rs_core::conn::{Outgoing, Reason, SubmitError};
 use redix_rs_core::resp::{encode_command, Frame};
 use support::*;
 
@@ -52,7 +52,7 @@ async fn caller_waiting(conn: &Conn) -> tokio::sync::oneshot::Receiver<Outcome> 
 async fn assert_failed_by_partial_submission(earlier: tokio::sync::oneshot::Receiver<Outcome>) {
     let failed = outcome(earlier).await;
     assert!(
-        matches!(&failed, Err(r) if format!("{r:?}").contains("partial_submission")),
+        matches!(&failed, Err(Reason::PartialSubmission)),
         "{failed:?}"
     );
 }

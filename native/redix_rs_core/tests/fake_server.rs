@@ -8,7 +8,7 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use bytes::Bytes;
-use redix_rs_core::conn::{Multiplexer, Reason, SubmitError};
+use redix_rs_core::conn::{Multiplexer, Posix, Reason, SubmitError};
 use redix_rs_core::resp::{encode_command, Frame};
 use support::*;
 use tokio::io::AsyncWriteExt;
@@ -31,7 +31,7 @@ async fn connect_fake(listener: &TcpListener, port: u16, mux: Mux) -> (Conn, Tcp
 }
 
 fn is_protocol_error(reason: &Reason) -> bool {
-    matches!(reason, Reason::Tagged("protocol_error", _))
+    matches!(reason, Reason::Protocol(_))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -51,7 +51,7 @@ async fn garbage_reply_is_a_protocol_error() {
 
     let reason = conn.ended().await;
     assert!(is_protocol_error(&reason), "{reason:?}");
-    let Reason::Tagged(_, message) = &reason else {
+    let Reason::Protocol(message) = &reason else {
         unreachable!()
     };
     assert!(message.contains("invalid type byte"), "{message}");
@@ -95,7 +95,7 @@ async fn unsolicited_reply_without_a_waiter() {
     let (conn, mut sock) = connect_fake(&listener, port, Multiplexer::new(NO_LIMIT)).await;
     sock.write_all(b"+HI\r\n").await.unwrap();
     let mux = conn.mux.clone();
-    assert_eq!(conn.ended().await, Reason::Atom("unexpected_reply"));
+    assert_eq!(conn.ended().await, Reason::UnexpectedReply);
     assert!(mux.is_closed());
 }
 
@@ -107,7 +107,7 @@ async fn extra_reply_after_the_last_waiter() {
     read_n(&mut sock, encoded(&["PING"]).len()).await;
     sock.write_all(b"+PONG\r\n+AGAIN\r\n").await.unwrap();
     assert_eq!(outcome(rx).await, Ok(vec![simple("PONG")]));
-    assert_eq!(conn.ended().await, Reason::Atom("unexpected_reply"));
+    assert_eq!(conn.ended().await, Reason::UnexpectedReply);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -220,7 +220,7 @@ async fn reset_in_the_middle_of_a_reply() {
 
     let reason = conn.ended().await;
     assert!(
-        [Reason::Atom("econnreset"), Reason::Atom("tcp_closed")].contains(&reason),
+        [Reason::Posix(Posix::Econnreset), Reason::TcpClosed].contains(&reason),
         "{reason:?}"
     );
     assert_eq!(outcome(done).await, Ok(vec![simple("PONG")]));
@@ -254,7 +254,7 @@ async fn eof_in_the_middle_of_a_multi_reply_waiter() {
     sock.shutdown().await.unwrap();
 
     let reason = conn.ended().await;
-    assert_eq!(reason, Reason::Atom("tcp_closed"));
+    assert_eq!(reason, Reason::TcpClosed);
     assert_eq!(outcome(pipeline).await, Err(reason.clone()));
     assert_eq!(outcome(queued).await, Err(reason.clone()));
     assert_eq!((stats.completed(), stats.failed()), (0, 2));
@@ -317,11 +317,11 @@ async fn max_queued_bytes_while_the_peer_stops_reading() {
     }
     assert_eq!(conn.mux.pending(), 2);
 
-    conn.mux.close(Reason::Atom("stalled"));
-    assert_eq!(conn.ended().await, Reason::Atom("stalled"));
-    assert_eq!(outcome(huge_rx).await, Err(Reason::Atom("stalled")));
+    conn.mux.close(Reason::HealthCheckTimeout);
+    assert_eq!(conn.ended().await, Reason::HealthCheckTimeout);
+    assert_eq!(outcome(huge_rx).await, Err(Reason::HealthCheckTimeout));
     for rx in accepted {
-        assert_eq!(outcome(rx).await, Err(Reason::Atom("stalled")));
+        assert_eq!(outcome(rx).await, Err(Reason::HealthCheckTimeout));
     }
     assert_eq!((stats.completed(), stats.failed()), (0, 2));
     assert_eq!(stats.dropped_unresolved(), 0);

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use redix_rs_core::conn::{
-    connect, establish, handshake, Address, ConnectError, ConnectOptions, Multiplexer, Reason,
-    Stream, TcpOptions,
+    connect, establish, handshake, Address, ConnectError, ConnectOptions, Multiplexer, Posix,
+    Reason, Stream, TcpOptions,
 };
 use redix_rs_core::resp::Frame;
 use support::*;
@@ -85,8 +85,8 @@ async fn unix_socket_address() {
     mux.submit(out, waiter).expect("submit refused");
     assert!(outcome(rx).await.expect("failed") == vec![ok(), bulk(&value)]);
 
-    mux.close(Reason::Atom("done"));
-    assert_eq!(task.await.unwrap(), Reason::Atom("done"));
+    mux.close(Reason::Closed);
+    assert_eq!(task.await.unwrap(), Reason::Closed);
     tcp.task.abort();
 }
 
@@ -167,7 +167,7 @@ async fn wrong_password_is_a_redis_error() {
         panic!("expected ConnectError::Redis, got {err:?}");
     };
     assert!(msg.starts_with("WRONGPASS"), "{msg}");
-    assert_eq!(err.reason(), Reason::Tagged("redis_error", msg.clone()));
+    assert_eq!(err.reason(), Reason::Redis(msg.clone()));
     assert_eq!(err.to_string(), *msg);
 }
 
@@ -335,7 +335,7 @@ async fn connection_refused() {
         .await
         .expect_err("connected to a closed port");
     assert!(matches!(err, ConnectError::Io(_)), "{err:?}");
-    assert_eq!(err.reason(), Reason::Atom("econnrefused"));
+    assert_eq!(err.reason(), Reason::Posix(Posix::Econnrefused));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -344,7 +344,7 @@ async fn unknown_host_is_nxdomain() {
         .await
         .expect_err("resolved an .invalid name");
     assert!(matches!(err, ConnectError::NotFound), "{err:?}");
-    assert_eq!(err.reason(), Reason::Atom("nxdomain"));
+    assert_eq!(err.reason(), Reason::Nxdomain);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -364,7 +364,7 @@ async fn missing_unix_socket_is_enoent() {
         .await
         .expect_err("connected to a missing socket");
     assert!(matches!(err, ConnectError::Io(_)), "{err:?}");
-    assert_eq!(err.reason(), Reason::Atom("enoent"));
+    assert_eq!(err.reason(), Reason::Posix(Posix::Enoent));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -390,7 +390,7 @@ async fn handshake_times_out_when_the_server_never_answers() {
         .expect_err("handshake completed");
     let elapsed = started.elapsed();
     assert!(matches!(err, ConnectError::Timeout), "{err:?}");
-    assert_eq!(err.reason(), Reason::Atom("timeout"));
+    assert_eq!(err.reason(), Reason::Timeout);
     assert!(elapsed >= timeout - Duration::from_millis(5), "{elapsed:?}");
     assert!(elapsed < timeout + Duration::from_secs(2), "{elapsed:?}");
     // The AUTH was sent; the client dropped the socket when it gave up.
@@ -414,7 +414,7 @@ async fn server_closing_during_handshake_is_closed() {
     };
     let err = establish(&opts).await.expect_err("handshake completed");
     assert!(matches!(err, ConnectError::Closed), "{err:?}");
-    assert_eq!(err.reason(), Reason::Atom("tcp_closed"));
+    assert_eq!(err.reason(), Reason::TcpClosed);
     assert_eq!(fake.await.unwrap(), auth.to_vec());
 }
 

@@ -8,7 +8,7 @@ use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 
 use bytes::BytesMut;
-use redix_rs_core::conn::{Multiplexer, Outgoing, Reason, SubmitError};
+use redix_rs_core::conn::{Multiplexer, Outgoing, Posix, Reason, SubmitError};
 use redix_rs_core::resp::{encode_command, Frame};
 use support::*;
 
@@ -363,9 +363,8 @@ async fn close_fails_every_queued_waiter_once_and_run_returns_the_reason() {
     eventually("the PONG of the pipeline", || stats.replies() == 1).await;
     assert_eq!(conn.mux.pending(), 10);
 
-    conn.mux.close(Reason::Atom("closed_by_test"));
-    conn.mux
-        .close(Reason::Tagged("second_close", "ignored".into()));
+    conn.mux.close(Reason::OwnerDown);
+    conn.mux.close(Reason::Io("second close, ignored".into()));
     assert!(conn.mux.is_closed());
 
     // Refused as soon as close was requested, whether or not run() has returned yet.
@@ -376,10 +375,10 @@ async fn close_fails_every_queued_waiter_once_and_run_returns_the_reason() {
     }
 
     let mux = conn.mux.clone();
-    assert_eq!(conn.ended().await, Reason::Atom("closed_by_test"));
-    assert_eq!(outcome(mid).await, Err(Reason::Atom("closed_by_test")));
+    assert_eq!(conn.ended().await, Reason::OwnerDown);
+    assert_eq!(outcome(mid).await, Err(Reason::OwnerDown));
     for rx in queued {
-        assert_eq!(outcome(rx).await, Err(Reason::Atom("closed_by_test")));
+        assert_eq!(outcome(rx).await, Err(Reason::OwnerDown));
     }
     assert_eq!(stats.failed(), 11);
     assert_eq!(stats.completed(), 0);
@@ -402,7 +401,7 @@ async fn close_fails_every_queued_waiter_once_and_run_returns_the_reason() {
         other => panic!("expected SubmitError::Closed, got {other:?}"),
     }
     // Closing an ended connection changes nothing.
-    mux.close(Reason::Atom("late"));
+    mux.close(Reason::Closed);
     assert!(mux.is_closed());
 }
 
@@ -414,14 +413,14 @@ async fn close_before_run_ends_it_immediately() {
     let (waiter, rx) = ChanWaiter::with_stats(1, &stats);
     mux.submit(encoded(&["PING"]), waiter)
         .expect("submit refused");
-    mux.close(Reason::Atom("shutdown"));
+    mux.close(Reason::OwnerDown);
     // Only the first close request counts.
-    mux.close(Reason::Tagged("second_close", "ignored".into()));
+    mux.close(Reason::Io("second close, ignored".into()));
     assert!(mux.is_closed());
 
     let conn = Conn::open_with(&server.tcp_opts(), mux).await;
-    assert_eq!(conn.ended().await, Reason::Atom("shutdown"));
-    assert_eq!(outcome(rx).await, Err(Reason::Atom("shutdown")));
+    assert_eq!(conn.ended().await, Reason::OwnerDown);
+    assert_eq!(outcome(rx).await, Err(Reason::OwnerDown));
     assert_eq!((stats.completed(), stats.failed()), (0, 1));
 }
 
@@ -436,11 +435,11 @@ async fn abort_fails_queued_waiters_of_a_connection_that_never_ran() {
             .expect("submit refused");
         rxs.push(rx);
     }
-    mux.abort(&Reason::Atom("econnrefused"));
+    mux.abort(&Reason::Posix(Posix::Econnrefused));
     assert!(mux.is_closed());
     assert_eq!(mux.pending(), 0);
     for rx in rxs {
-        assert_eq!(outcome(rx).await, Err(Reason::Atom("econnrefused")));
+        assert_eq!(outcome(rx).await, Err(Reason::Posix(Posix::Econnrefused)));
     }
     let (waiter, _rx) = ChanWaiter::new(1);
     match mux.submit(encoded(&["PING"]), waiter) {
@@ -493,9 +492,9 @@ async fn server_killed_fails_each_pending_waiter_exactly_once() {
     let reason = conn.ended().await;
     assert!(
         [
-            Reason::Atom("tcp_closed"),
-            Reason::Atom("econnreset"),
-            Reason::Atom("epipe")
+            Reason::TcpClosed,
+            Reason::Posix(Posix::Econnreset),
+            Reason::Posix(Posix::Epipe)
         ]
         .contains(&reason),
         "unexpected reason {reason:?}"
@@ -572,9 +571,9 @@ async fn waiters_may_submit_from_complete_and_fail() {
         cmd(&killer.mux, &["CLIENT", "KILL", "ID", id.as_str()]).await,
         Frame::Integer(1)
     );
-    assert_eq!(outcome(blocked).await, Err(Reason::Atom("tcp_closed")));
+    assert_eq!(outcome(blocked).await, Err(Reason::TcpClosed));
     assert_eq!(*retried.lock().unwrap(), Some(true));
-    assert_eq!(conn.ended().await, Reason::Atom("tcp_closed"));
+    assert_eq!(conn.ended().await, Reason::TcpClosed);
     killer.task.abort();
 }
 
@@ -662,6 +661,6 @@ async fn quit_ends_run_with_tcp_closed() {
     // The server answers QUIT and then closes: the reply is delivered, then run() ends.
     assert_eq!(cmd(&conn.mux, &["QUIT"]).await, ok());
     let mux = conn.mux.clone();
-    assert_eq!(conn.ended().await, Reason::Atom("tcp_closed"));
+    assert_eq!(conn.ended().await, Reason::TcpClosed);
     assert!(mux.is_closed());
 }

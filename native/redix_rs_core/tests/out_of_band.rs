@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use redix_rs_core::conn::{
-    Confirmations, ConnectOptions, Mode, Multiplexer, OutOfBand, OutOfBandSink, Protocol, Reason,
-    SubmitError, Taken,
+    Confirmations, ConnectOptions, Mode, Multiplexer, OutOfBand, OutOfBandSink, Posix, Protocol,
+    Reason, SubmitError, Taken,
 };
 use redix_rs_core::pubsub::{Event, Kind};
 use redix_rs_core::resp::Frame;
@@ -168,7 +168,7 @@ async fn submit_unanswered_ignores_the_limit_but_not_close() {
         other => panic!("expected SubmitError::Full, got {other:?}"),
     }
     assert_eq!(mux.pending(), 0, "unanswered commands queue no waiter");
-    mux.close(Reason::Atom("bye"));
+    mux.close(Reason::Closed);
     assert!(matches!(
         mux.submit_unanswered(b"*1\r\n$4\r\nPING\r\n", confirmations(1, true)),
         Err(SubmitError::Closed(()))
@@ -185,16 +185,16 @@ async fn sink_hears_once_when_the_connection_ends() {
         .submit_unanswered(&encoded(&["SUBSCRIBE", "ch"]), confirmations(1, true))
         .expect("submit_unanswered refused");
     eventually("the subscribe confirmation", || sink.routed() == 1).await;
-    conn.mux.close(Reason::Atom("closed"));
-    assert_eq!(conn.ended().await, Reason::Atom("closed"));
-    assert_eq!(*sink.closed.lock().unwrap(), vec![Reason::Atom("closed")]);
+    conn.mux.close(Reason::Closed);
+    assert_eq!(conn.ended().await, Reason::Closed);
+    assert_eq!(*sink.closed.lock().unwrap(), vec![Reason::Closed]);
 
     // A connection that never ran.
     let (mux, sink) = subscribed_mux(NO_LIMIT);
-    mux.abort(&Reason::Atom("econnrefused"));
+    mux.abort(&Reason::Posix(Posix::Econnrefused));
     assert_eq!(
         *sink.closed.lock().unwrap(),
-        vec![Reason::Atom("econnrefused")]
+        vec![Reason::Posix(Posix::Econnrefused)]
     );
 }
 

@@ -321,7 +321,7 @@ async fn commands_and_large_values_over_tls() {
         .await
         .expect("run() returned")
         .expect("no panic");
-    assert_eq!(reason, Reason::Atom("ssl_closed"));
+    assert_eq!(reason, Reason::SslClosed);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -456,7 +456,7 @@ async fn unusable_settings_are_tls_config_errors() {
         ..TlsOptions::default()
     };
     let reason = failure(&server.opts("localhost", missing)).await;
-    let Reason::Tagged("tls_config", message) = &reason else {
+    let Reason::TlsConfig(message) = &reason else {
         panic!("{reason:?}");
     };
     assert!(message.starts_with("cannot read cacertfile"), "{message}");
@@ -470,7 +470,7 @@ async fn unusable_settings_are_tls_config_errors() {
     };
     let reason = failure(&server.opts("localhost", key_is_not_a_cert)).await;
     assert!(
-        matches!(&reason, Reason::Tagged("tls_config", m) if m.contains("no certificate")),
+        matches!(&reason, Reason::TlsConfig(m) if m.contains("no certificate")),
         "{reason:?}"
     );
 
@@ -483,7 +483,7 @@ async fn unusable_settings_are_tls_config_errors() {
     };
     let reason = failure(&server.opts("localhost", cert_is_not_a_key)).await;
     assert!(
-        matches!(&reason, Reason::Tagged("tls_config", m) if m.contains("no usable private key")),
+        matches!(&reason, Reason::TlsConfig(m) if m.contains("no usable private key")),
         "{reason:?}"
     );
 
@@ -507,11 +507,8 @@ fn tls_alert_reasons_split_into_alert_and_message() {
         reason.tls_alert(),
         Some(("unknown_ca", "not trusted: really"))
     );
-    assert_eq!(Reason::Atom("tcp_closed").tls_alert(), None);
-    assert_eq!(
-        Reason::Tagged("protocol_error", "a: b".into()).tls_alert(),
-        None
-    );
+    assert_eq!(Reason::TcpClosed.tls_alert(), None);
+    assert_eq!(Reason::Protocol("a: b".into()).tls_alert(), None);
 }
 
 /// A TLS server that reads slowly, so that the client's socket stays full while it writes: the end of

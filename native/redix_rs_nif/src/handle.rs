@@ -58,13 +58,13 @@ impl Resource for ConnectionHandle {
     fn down<'a>(&'a self, _env: Env<'a>, _pid: LocalPid, _monitor: Monitor) {
         // Callers seeing this reason ask `RedixRs.Handles` for the owner's exit reason, so they can
         // exit with `{:redix_exited_during_call, reason}` as Redix callers do.
-        self.mux.close(Reason::Atom("owner_down"));
+        self.mux.close(Reason::OwnerDown);
     }
 }
 
 impl Drop for ConnectionHandle {
     fn drop(&mut self) {
-        self.mux.close(Reason::Atom("closed"));
+        self.mux.close(Reason::Closed);
     }
 }
 

@@ -127,13 +127,13 @@ fn submit_dirty<'a>(
 #[rustler::nif]
 fn close(handle: ResourceArc<ConnectionHandle>, why: rustler::Atom) -> NifResult<rustler::Atom> {
     let reason = if why == atoms::health_check_timeout() {
-        "health_check_timeout"
+        Reason::HealthCheckTimeout
     } else if why == atoms::owner_down() {
-        "owner_down"
+        Reason::OwnerDown
     } else {
         return Err(Error::BadArg);
     };
-    handle.mux.close(Reason::Atom(reason));
+    handle.mux.close(reason);
     Ok(atoms::ok())
 }
 
@@ -266,7 +266,7 @@ fn refused_term<E>(env: Env<'_>, err: SubmitError<ReplyWaiter, E>) -> Term<'_> {
 async fn supervise(mux: Multiplexer<ReplyWaiter>, opts: ConnectOptions, owner: LocalPid, id: u64) {
     let task = tokio::spawn(serve(mux.clone(), opts, owner, id));
     if let Err(err) = task.await {
-        let reason = Reason::Tagged("panic", panic_message(err));
+        let reason = Reason::Panic(panic_message(err));
         mux.abort(&reason);
         notify(&owner, id, |env| {
             (atoms::disconnected(), reply::reason(env, &reason)).encode(env)

@@ -1,6 +1,6 @@
 //! Replies and reasons as Erlang terms, in the shapes Redix returns (RESP2 shapes for RESP2 replies).
 
-use redix_rs_core::conn::Reason;
+use redix_rs_core::conn::{Reason, ReasonTerm};
 use redix_rs_core::resp::Frame;
 use rustler::types::binary::NewBinary;
 use rustler::{Atom, Encoder, Env, Term};
@@ -105,11 +105,11 @@ fn big_number<'a>(env: Env<'a>, digits: &[u8]) -> Term<'a> {
 /// A disconnection reason: a bare atom, `{tag, "message"}`, or for TLS alerts `:ssl`'s shape,
 /// `{:tls_alert, {alert, "message"}}`.
 pub fn reason<'a>(env: Env<'a>, reason: &Reason) -> Term<'a> {
-    match reason {
-        Reason::Atom(name) => atom(env, name).encode(env),
-        Reason::Tagged(tag, msg) => (atom(env, tag), msg.as_str()).encode(env),
-        Reason::TlsAlert { alert, message } => {
-            (atom(env, "tls_alert"), (atom(env, alert), message.as_str())).encode(env)
+    match reason.term() {
+        ReasonTerm::Atom(name) => atom(env, name).encode(env),
+        ReasonTerm::Tagged(tag, msg) => (atom(env, tag), msg).encode(env),
+        ReasonTerm::TlsAlert { alert, message } => {
+            (atom(env, "tls_alert"), (atom(env, alert), message)).encode(env)
         }
     }
 }

@@ -2,18 +2,145 @@
 
 use crate::resp::ProtocolError;
 
-/// A disconnection or connection-failure reason, shaped to become an Erlang term:
-/// a bare atom (`:tcp_closed`, `:econnrefused`), a tagged tuple (`{:protocol_error, "..."}`), or a
-/// TLS alert in `:ssl`'s shape (`{:tls_alert, {:unknown_ca, "..."}}`, where the alert is the name
-/// `:ssl` gives it). TLS settings that cannot be used (an unreadable `certfile`, ...) are
-/// `Tagged("tls_config", message)`.
+/// A disconnection or connection-failure reason, in the vocabulary Redix users match on. Each
+/// variant becomes one Erlang term (see [`Reason::term`]): a bare atom (`:tcp_closed`,
+/// `:econnrefused`), a tagged tuple (`{:protocol_error, "..."}`), or a TLS alert in `:ssl`'s shape
+/// (`{:tls_alert, {:unknown_ca, "..."}}`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reason {
-    Atom(&'static str),
-    Tagged(&'static str, String),
+    /// A socket error, by the POSIX name `:gen_tcp` reports.
+    Posix(Posix),
+    /// The server closed the connection (`:tcp_closed`).
+    TcpClosed,
+    /// The server closed a TLS connection (`:ssl_closed`).
+    SslClosed,
+    /// Connecting took longer than allowed (`:timeout`).
+    Timeout,
+    /// The host name did not resolve (`:nxdomain`).
+    Nxdomain,
+    /// Redis sent a reply nobody waited for: replies and commands are out of step.
+    UnexpectedReply,
+    /// A submission failed after part of it was written: the connection cannot stay in step.
+    PartialSubmission,
+    /// Subscribers fell too far behind (`RedixRs.PubSub`).
+    PubsubBacklog,
+    /// The connection's owner process stopped.
+    OwnerDown,
+    /// A health check was not answered in time.
+    HealthCheckTimeout,
+    /// The connection handle was dropped.
+    Closed,
+    /// Sentinel could not give a usable server.
+    Sentinel(SentinelFailure),
+    /// The peer violated the protocol (`{:protocol_error, message}`).
+    Protocol(String),
+    /// The server answered the handshake with an error (`{:redis_error, message}`).
+    Redis(String),
+    /// The server a sentinel named has another role (`{:wrong_role, role}`).
+    WrongRole(String),
+    /// TLS settings that cannot be used: an unreadable `certfile`, ... (`{:tls_config, message}`).
+    TlsConfig(String),
+    /// An I/O error with no POSIX name (`{:io_error, message}`).
+    Io(String),
+    /// The connection's task panicked (`{:panic, message}`).
+    Panic(String),
+    /// A TLS alert: `alert` is the name `:ssl` gives it (`unknown_ca`, ...).
     TlsAlert {
         alert: &'static str,
         message: String,
+    },
+}
+
+/// The POSIX errors a client meets, named as `:inet` names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Posix {
+    Eperm,
+    Enoent,
+    Eacces,
+    Einval,
+    Epipe,
+    Eaddrinuse,
+    Eaddrnotavail,
+    Enetdown,
+    Enetunreach,
+    Econnaborted,
+    Econnreset,
+    Etimedout,
+    Econnrefused,
+    Ehostunreach,
+}
+
+impl Posix {
+    /// The errno values Linux uses for these; others fall back to the error kind.
+    fn from_errno(errno: i32) -> Option<Posix> {
+        Some(match errno {
+            1 => Posix::Eperm,
+            2 => Posix::Enoent,
+            13 => Posix::Eacces,
+            22 => Posix::Einval,
+            32 => Posix::Epipe,
+            98 => Posix::Eaddrinuse,
+            99 => Posix::Eaddrnotavail,
+            100 => Posix::Enetdown,
+            101 => Posix::Enetunreach,
+            103 => Posix::Econnaborted,
+            104 => Posix::Econnreset,
+            110 => Posix::Etimedout,
+            111 => Posix::Econnrefused,
+            113 => Posix::Ehostunreach,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Posix::Eperm => "eperm",
+            Posix::Enoent => "enoent",
+            Posix::Eacces => "eacces",
+            Posix::Einval => "einval",
+            Posix::Epipe => "epipe",
+            Posix::Eaddrinuse => "eaddrinuse",
+            Posix::Eaddrnotavail => "eaddrnotavail",
+            Posix::Enetdown => "enetdown",
+            Posix::Enetunreach => "enetunreach",
+            Posix::Econnaborted => "econnaborted",
+            Posix::Econnreset => "econnreset",
+            Posix::Etimedout => "etimedout",
+            Posix::Econnrefused => "econnrefused",
+            Posix::Ehostunreach => "ehostunreach",
+        }
+    }
+}
+
+/// Why Sentinel could not give a usable server (Redix's reasons).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SentinelFailure {
+    /// No sentinel could be reached.
+    NoViableSentinelConnection,
+    /// No sentinel knew the primary.
+    NoPrimaryFound,
+    /// No sentinel named a replica of the primary.
+    NoReplicasFound,
+}
+
+impl SentinelFailure {
+    pub fn name(self) -> &'static str {
+        match self {
+            SentinelFailure::NoViableSentinelConnection => "no_viable_sentinel_connection",
+            SentinelFailure::NoPrimaryFound => "sentinel_no_primary_found",
+            SentinelFailure::NoReplicasFound => "sentinel_no_replicas_found_for_given_primary",
+        }
+    }
+}
+
+/// The shape of a reason's Erlang term.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReasonTerm<'a> {
+    Atom(&'static str),
+    Tagged(&'static str, &'a str),
+    TlsAlert {
+        alert: &'static str,
+        message: &'a str,
     },
 }
 
@@ -37,6 +164,32 @@ impl Reason {
         }
     }
 
+    /// The term this reason becomes for Elixir.
+    pub fn term(&self) -> ReasonTerm<'_> {
+        use ReasonTerm::{Atom, Tagged};
+        match self {
+            Reason::Posix(posix) => Atom(posix.name()),
+            Reason::TcpClosed => Atom("tcp_closed"),
+            Reason::SslClosed => Atom("ssl_closed"),
+            Reason::Timeout => Atom("timeout"),
+            Reason::Nxdomain => Atom("nxdomain"),
+            Reason::UnexpectedReply => Atom("unexpected_reply"),
+            Reason::PartialSubmission => Atom("partial_submission"),
+            Reason::PubsubBacklog => Atom("pubsub_backlog"),
+            Reason::OwnerDown => Atom("owner_down"),
+            Reason::HealthCheckTimeout => Atom("health_check_timeout"),
+            Reason::Closed => Atom("closed"),
+            Reason::Sentinel(failure) => Atom(failure.name()),
+            Reason::Protocol(m) => Tagged("protocol_error", m),
+            Reason::Redis(m) => Tagged("redis_error", m),
+            Reason::WrongRole(role) => Tagged("wrong_role", role),
+            Reason::TlsConfig(m) => Tagged(TLS_CONFIG, m),
+            Reason::Io(m) => Tagged("io_error", m),
+            Reason::Panic(m) => Tagged("panic", m),
+            Reason::TlsAlert { alert, message } => ReasonTerm::TlsAlert { alert, message },
+        }
+    }
+
     /// Maps an I/O error to the POSIX atom `:gen_tcp` would report (`econnrefused`, `ehostunreach`, ...),
     /// or, for an error of the TLS layer, to the TLS alert `:ssl` would report.
     pub fn from_io(err: &std::io::Error) -> Reason {
@@ -46,43 +199,22 @@ impl Reason {
         {
             return super::tls::reason(tls);
         }
-        if let Some(name) = err.raw_os_error().and_then(posix_name) {
-            return Reason::Atom(name);
+        if let Some(posix) = err.raw_os_error().and_then(Posix::from_errno) {
+            return Reason::Posix(posix);
         }
         use std::io::ErrorKind::*;
         match err.kind() {
-            ConnectionRefused => Reason::Atom("econnrefused"),
-            ConnectionReset => Reason::Atom("econnreset"),
-            ConnectionAborted => Reason::Atom("econnaborted"),
-            BrokenPipe => Reason::Atom("epipe"),
-            TimedOut => Reason::Atom("timeout"),
-            UnexpectedEof => Reason::Atom("tcp_closed"),
-            NotFound => Reason::Atom("enoent"),
-            PermissionDenied => Reason::Atom("eacces"),
-            _ => Reason::Tagged("io_error", err.to_string()),
+            ConnectionRefused => Reason::Posix(Posix::Econnrefused),
+            ConnectionReset => Reason::Posix(Posix::Econnreset),
+            ConnectionAborted => Reason::Posix(Posix::Econnaborted),
+            BrokenPipe => Reason::Posix(Posix::Epipe),
+            TimedOut => Reason::Timeout,
+            UnexpectedEof => Reason::TcpClosed,
+            NotFound => Reason::Posix(Posix::Enoent),
+            PermissionDenied => Reason::Posix(Posix::Eacces),
+            _ => Reason::Io(err.to_string()),
         }
     }
-}
-
-/// Errno values Linux uses for the failures a client meets; others fall back to the error kind.
-fn posix_name(errno: i32) -> Option<&'static str> {
-    Some(match errno {
-        1 => "eperm",
-        2 => "enoent",
-        13 => "eacces",
-        22 => "einval",
-        32 => "epipe",
-        98 => "eaddrinuse",
-        99 => "eaddrnotavail",
-        100 => "enetdown",
-        101 => "enetunreach",
-        103 => "econnaborted",
-        104 => "econnreset",
-        110 => "etimedout",
-        111 => "econnrefused",
-        113 => "ehostunreach",
-        _ => return None,
-    })
 }
 
 /// Why connecting (socket + handshake) failed.
@@ -104,10 +236,9 @@ pub enum ConnectError {
     /// The TLS settings cannot be used (a file cannot be read, holds no certificate, ...).
     #[error("TLS configuration: {0}")]
     TlsConfig(String),
-    /// Sentinel could not give a usable server: `no_viable_sentinel_connection`,
-    /// `sentinel_no_primary_found`, `sentinel_no_replicas_found_for_given_primary`.
-    #[error("{0}")]
-    Sentinel(&'static str),
+    /// Sentinel could not give a usable server.
+    #[error("{}", .0.name())]
+    Sentinel(SentinelFailure),
     /// The server a sentinel named does not have the role asked for (its `ROLE` reply).
     #[error("wrong role: {0}")]
     WrongRole(String),
@@ -118,14 +249,14 @@ impl ConnectError {
     pub fn reason(&self) -> Reason {
         match self {
             ConnectError::Io(e) => Reason::from_io(e),
-            ConnectError::NotFound => Reason::Atom("nxdomain"),
-            ConnectError::Timeout => Reason::Atom("timeout"),
-            ConnectError::Closed => Reason::Atom("tcp_closed"),
-            ConnectError::Redis(msg) => Reason::Tagged("redis_error", msg.clone()),
-            ConnectError::Protocol(e) => Reason::Tagged("protocol_error", e.to_string()),
-            ConnectError::TlsConfig(msg) => Reason::Tagged(TLS_CONFIG, msg.clone()),
-            ConnectError::Sentinel(reason) => Reason::Atom(reason),
-            ConnectError::WrongRole(role) => Reason::Tagged("wrong_role", role.clone()),
+            ConnectError::NotFound => Reason::Nxdomain,
+            ConnectError::Timeout => Reason::Timeout,
+            ConnectError::Closed => Reason::TcpClosed,
+            ConnectError::Redis(msg) => Reason::Redis(msg.clone()),
+            ConnectError::Protocol(e) => Reason::Protocol(e.to_string()),
+            ConnectError::TlsConfig(msg) => Reason::TlsConfig(msg.clone()),
+            ConnectError::Sentinel(failure) => Reason::Sentinel(*failure),
+            ConnectError::WrongRole(role) => Reason::WrongRole(role.clone()),
         }
     }
 }

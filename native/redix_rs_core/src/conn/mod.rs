@@ -16,7 +16,7 @@ mod tls;
 mod transport;
 
 pub use direct::Outgoing;
-pub use error::{ConnectError, Reason, TLS_CONFIG};
+pub use error::{ConnectError, Posix, Reason, ReasonTerm, SentinelFailure, TLS_CONFIG};
 pub use handshake::handshake;
 pub use multiplexer::{Confirmations, Multiplexer, OutOfBandSink, SubmitError, Taken, Waiter};
 pub use options::{Address, ClientCert, ConnectOptions, Protocol, Roots, TcpOptions, TlsOptions};

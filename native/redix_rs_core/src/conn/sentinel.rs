@@ -10,7 +10,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::handshake::Exchange;
 use super::transport::{connect, establish_direct};
-use super::{Address, ConnectError, ConnectOptions, Reason, Stream, TcpOptions, TlsOptions};
+use super::{
+    Address, ConnectError, ConnectOptions, Reason, SentinelFailure, Stream, TcpOptions, TlsOptions,
+};
 use crate::resp::Frame;
 
 /// Which server of the group to connect to.
@@ -92,9 +94,9 @@ pub async fn establish_via_sentinels(
     }
     Err(ConnectError::Sentinel(
         match (no_server_known, sentinel.role) {
-            (true, Role::Primary) => "sentinel_no_primary_found",
-            (true, Role::Replica) => "sentinel_no_replicas_found_for_given_primary",
-            (false, _) => "no_viable_sentinel_connection",
+            (true, Role::Primary) => SentinelFailure::NoPrimaryFound,
+            (true, Role::Replica) => SentinelFailure::NoReplicasFound,
+            (false, _) => SentinelFailure::NoViableSentinelConnection,
         },
     ))
 }
@@ -136,7 +138,7 @@ async fn primary<S: AsyncRead + AsyncWrite + Unpin>(
             _ => Err(unexpected("get-master-addr-by-name")),
         },
         Frame::NullArray | Frame::NullBulk | Frame::Null => {
-            Err(ConnectError::Sentinel("sentinel_no_primary_found"))
+            Err(ConnectError::Sentinel(SentinelFailure::NoPrimaryFound))
         }
         Frame::Error(msg) => Err(ConnectError::Redis(
             String::from_utf8_lossy(&msg).into_owned(),
@@ -164,9 +166,7 @@ async fn replica<S: AsyncRead + AsyncWrite + Unpin>(
     };
     let healthy: Vec<Address> = replicas.iter().filter_map(healthy_replica).collect();
     if healthy.is_empty() {
-        return Err(ConnectError::Sentinel(
-            "sentinel_no_replicas_found_for_given_primary",
-        ));
+        return Err(ConnectError::Sentinel(SentinelFailure::NoReplicasFound));
     }
     let pick = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

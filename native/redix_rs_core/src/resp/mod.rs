@@ -9,6 +9,7 @@ mod aggregate;
 mod command;
 mod frame;
 mod parser;
+mod server_error;
 
 #[cfg(test)]
 mod proptests;
@@ -18,3 +19,4 @@ mod tests;
 pub use command::{encode_array_header, encode_bulk, encode_command, encoded_len};
 pub use frame::Frame;
 pub use parser::{Limits, Parsed, Parser, ProtocolError};
+pub use server_error::{ServerError, ServerErrorKind};

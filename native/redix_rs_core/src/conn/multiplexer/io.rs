@@ -27,7 +27,7 @@ impl<W: Waiter> Multiplexer<W> {
                 let (r, w) = tokio::io::split(*s);
                 match self.drive(r, w, leftover, &mut current).await {
                     // The end of a TLS stream, with or without close_notify: `:ssl`'s name for it.
-                    Reason::Atom("tcp_closed") => Reason::Atom("ssl_closed"),
+                    Reason::TcpClosed => Reason::SslClosed,
                     reason => reason,
                 }
             }
@@ -111,7 +111,7 @@ impl<W: Waiter> Multiplexer<W> {
             buf.reserve(want);
             trim_read_buffer(&mut buf, want);
             match r.read_buf(&mut buf).await {
-                Ok(0) => return Reason::Atom("tcp_closed"),
+                Ok(0) => return Reason::TcpClosed,
                 Ok(_) => {}
                 Err(e) => return Reason::from_io(&e),
             }
@@ -143,7 +143,7 @@ impl<W: Waiter> Multiplexer<W> {
             match parser.parse(buf) {
                 Ok(Parsed::Complete(frame)) => self.dispatch(frame, current, done)?,
                 Ok(Parsed::Incomplete) => return Ok(()),
-                Err(e) => return Err(Reason::Tagged("protocol_error", e.to_string())),
+                Err(e) => return Err(Reason::Protocol(e.to_string())),
             }
         }
     }
@@ -166,7 +166,7 @@ impl<W: Waiter> Multiplexer<W> {
                     self.rejected(&frame);
                     return Ok(());
                 }
-                _ => return Err(Reason::Atom("unexpected_reply")),
+                _ => return Err(Reason::UnexpectedReply),
             },
         };
         if waiter.reply(frame) {
@@ -190,9 +190,7 @@ impl<W: Waiter> Multiplexer<W> {
             Classified::Other => return Ok(()),
         };
         match &self.shared.sink {
-            Some(sink) if sink.take(item) == Taken::Overloaded => {
-                Err(Reason::Atom("pubsub_backlog"))
-            }
+            Some(sink) if sink.take(item) == Taken::Overloaded => Err(Reason::PubsubBacklog),
             _ => Ok(()),
         }
     }
@@ -212,7 +210,7 @@ impl<W: Waiter> Multiplexer<W> {
                 Ok(true)
             }
             _ if matches!(event, Event::Unsubscribed { .. }) => Ok(false),
-            _ => Err(Reason::Atom("unexpected_reply")),
+            _ => Err(Reason::UnexpectedReply),
         }
     }
 

@@ -114,7 +114,7 @@ impl<W: Waiter> Multiplexer<W> {
                 // replies can no longer be matched. Closed before the lock is let go, so that no other
                 // caller queues a waiter that would be handed the partial submission's replies.
                 st.out.clear();
-                self.close_locked(st, Reason::Atom("partial_submission"));
+                self.close_locked(st, Reason::PartialSubmission);
             } else {
                 st.out.truncate(before);
                 drop(st);
