@@ -7,6 +7,8 @@ defmodule RedixRs.RemoteNodeTest do
 
   setup do
     {_, 0} = System.cmd("epmd", ["-daemon"])
+    # `epmd -daemon` returns before epmd listens: on a fresh machine Node.start could beat it.
+    wait_for_epmd(100)
 
     unless Node.alive?() do
       {:ok, _} = Node.start(:"redix_rs_test_#{System.unique_integer([:positive])}@127.0.0.1")
@@ -58,5 +60,18 @@ defmodule RedixRs.RemoteNodeTest do
   defp start_remote(node, opts) do
     spec = Map.put(RedixRs.child_spec(opts), :id, make_ref())
     :erpc.call(node, Supervisor, :start_child, [RedixRs.Supervisor, spec])
+  end
+
+  defp wait_for_epmd(0), do: flunk("epmd did not start listening")
+
+  defp wait_for_epmd(tries) do
+    case System.cmd("epmd", ["-names"], stderr_to_stdout: true) do
+      {_, 0} ->
+        :ok
+
+      _ ->
+        Process.sleep(50)
+        wait_for_epmd(tries - 1)
+    end
   end
 end

@@ -664,3 +664,84 @@ async fn quit_ends_run_with_tcp_closed() {
     assert_eq!(conn.ended().await, Reason::TcpClosed);
     assert!(mux.is_closed());
 }
+
+/// The write queue is a queue of chunks: a large pre-encoded submission joins a non-empty queue
+/// without being copied under the lock (only small ones are, up to `COPY_MAX` each), and every
+/// reply still matches its caller when chunks and small submissions interleave.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_submissions_are_queued_without_a_copy_under_the_lock() {
+    use redix_rs_core::conn::COPY_MAX;
+    let server = RedisServer::start();
+    let mux: Mux = Multiplexer::new(NO_LIMIT);
+    let big: Vec<Vec<u8>> = (0..3u8).map(|i| vec![b'a' + i; 3 * 1024 * 1024]).collect();
+    let mut replies = Vec::new();
+    // Queued before the connection runs, so the queue is never empty when the next one arrives.
+    for (i, value) in big.iter().enumerate() {
+        replies.push(send(&mux, &["SET", &format!("small:{i}"), "x"]));
+        let key = format!("big:{i}");
+        let before = mux.bytes_copied_under_lock();
+        let (waiter, rx) = ChanWaiter::new(1);
+        mux.submit(encoded(&[b"SET".as_slice(), key.as_bytes(), value]), waiter)
+            .expect("submit refused");
+        assert_eq!(
+            mux.bytes_copied_under_lock(),
+            before,
+            "a large submission was copied"
+        );
+        replies.push(rx);
+        let small = encoded(&["SET", &format!("pre:{i}"), "y"]);
+        let len = small.len() as u64;
+        let (waiter, rx) = ChanWaiter::new(1);
+        mux.submit(small, waiter).expect("submit refused");
+        assert_eq!(mux.bytes_copied_under_lock(), before + len);
+        assert!(len <= COPY_MAX as u64);
+        replies.push(rx);
+    }
+    let conn = Conn::open_with(&server.tcp_opts(), mux).await;
+    for rx in replies {
+        assert_eq!(reply(rx).await, ok());
+    }
+    for (i, value) in big.iter().enumerate() {
+        let got = cmd(&conn.mux, &["GET", &format!("big:{i}")]).await;
+        assert_eq!(got, bulk(value), "big:{i}");
+        assert_eq!(
+            cmd(&conn.mux, &["GET", &format!("pre:{i}")]).await,
+            bulk("y")
+        );
+    }
+    // On a running connection too, with other callers' commands in between.
+    let mut pending = Vec::new();
+    for i in 0..20 {
+        pending.push((
+            format!("run:{i}"),
+            send(&conn.mux, &["INCR", &format!("n:{i}")]),
+        ));
+        let (waiter, rx) = ChanWaiter::new(1);
+        let before = conn.mux.bytes_copied_under_lock();
+        conn.mux
+            .submit(
+                encoded(&[
+                    b"SET".as_slice(),
+                    format!("run:{i}").as_bytes(),
+                    &big[i % 3],
+                ]),
+                waiter,
+            )
+            .expect("submit refused");
+        assert_eq!(conn.mux.bytes_copied_under_lock(), before);
+        pending.push((String::new(), rx));
+    }
+    for (key, rx) in pending {
+        let expected = if key.is_empty() {
+            ok()
+        } else {
+            Frame::Integer(1)
+        };
+        assert_eq!(reply(rx).await, expected);
+    }
+    for i in 0..20 {
+        let got = cmd(&conn.mux, &["STRLEN", &format!("run:{i}")]).await;
+        assert_eq!(got, Frame::Integer(3 * 1024 * 1024));
+    }
+    conn.task.abort();
+}

@@ -22,18 +22,25 @@ pub(crate) const DIRECT_MAX: usize = 256 * 1024;
 /// from `buf`. Returns false when the socket took less than everything (full, or failing: the writer
 /// task then reports why), or the cap was reached.
 pub(crate) fn send_now(fd: RawFd, buf: &mut BytesMut) -> bool {
-    let mut sent = 0;
-    while !buf.is_empty() {
-        if sent >= DIRECT_MAX {
+    let mut budget = DIRECT_MAX;
+    send_within(fd, buf, &mut budget)
+}
+
+/// [`send_now`] for any contiguous buffer (`BytesMut` or a queued `Bytes` chunk), within a `budget`
+/// of bytes shared by the calls of one submission, which it reduces by what it sent.
+pub(crate) fn send_within<B: Buf>(fd: RawFd, buf: &mut B, budget: &mut usize) -> bool {
+    while buf.has_remaining() {
+        if *budget == 0 {
             return false;
         }
-        // SAFETY: `buf` is valid for `buf.len()` bytes; `fd` is the connection's socket, which stays open
+        let chunk = buf.chunk();
+        // SAFETY: `chunk` is valid for `chunk.len()` bytes; `fd` is the connection's socket, which stays open
         // while the multiplexer's lock (held by every caller of this function) says it is usable.
         let n = unsafe {
             libc::send(
                 fd,
-                buf.as_ptr().cast(),
-                buf.len(),
+                chunk.as_ptr().cast(),
+                chunk.len().min(*budget),
                 libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
             )
         };
@@ -41,7 +48,7 @@ pub(crate) fn send_now(fd: RawFd, buf: &mut BytesMut) -> bool {
             return false; // would block, interrupted or failed
         }
         buf.advance(n as usize);
-        sent += n as usize;
+        *budget -= n as usize;
     }
     true
 }

@@ -18,7 +18,9 @@ mod transport;
 pub use direct::Outgoing;
 pub use error::{ConnectError, Posix, Reason, ReasonTerm, SentinelFailure, TLS_CONFIG};
 pub use handshake::handshake;
-pub use multiplexer::{Confirmations, Multiplexer, OutOfBandSink, SubmitError, Taken, Waiter};
+pub use multiplexer::{
+    Confirmations, Multiplexer, OutOfBandSink, SubmitError, Taken, Waiter, COPY_MAX,
+};
 pub use options::{Address, ClientCert, ConnectOptions, Protocol, Roots, TcpOptions, TlsOptions};
 pub use out_of_band::{Mode, OutOfBand};
 pub use sentinel::{Role, Sentinel, SentinelEvent, SentinelOptions};

@@ -3,7 +3,10 @@
 
 use std::os::fd::{AsRawFd, RawFd};
 
-use bytes::BytesMut;
+use std::collections::VecDeque;
+use std::io::IoSlice;
+
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::{Current, Multiplexer, Pending, Taken, Waiter, KEEP_BUFFER, READ_CHUNK};
@@ -65,23 +68,24 @@ impl<W: Waiter> Multiplexer<W> {
     }
 
     async fn write_loop<Wr: AsyncWrite + Unpin>(&self, mut w: Wr) -> Reason {
-        let mut buf = BytesMut::with_capacity(READ_CHUNK);
+        let mut chunks: VecDeque<Bytes> = VecDeque::new();
+        let mut tail = BytesMut::with_capacity(READ_CHUNK);
         loop {
             {
                 let mut st = self.lock();
-                std::mem::swap(&mut st.out, &mut buf);
-                st.writing = !buf.is_empty();
+                st.out.take(&mut chunks, &mut tail);
+                st.writing = !chunks.is_empty() || !tail.is_empty();
             }
-            if buf.is_empty() {
+            if chunks.is_empty() && tail.is_empty() {
                 self.shared.wake_writer.notified().await;
                 continue;
             }
-            if let Err(e) = w.write_all(&buf).await {
+            if let Err(e) = write_all_vectored(&mut w, &mut chunks, &mut tail).await {
                 return Reason::from_io(&e);
             }
-            buf.clear();
-            if buf.capacity() > KEEP_BUFFER {
-                buf = BytesMut::with_capacity(READ_CHUNK);
+            tail.clear();
+            if tail.capacity() > KEEP_BUFFER {
+                tail = BytesMut::with_capacity(READ_CHUNK);
             }
         }
     }
@@ -243,6 +247,51 @@ impl<W: Waiter> Multiplexer<W> {
     }
 }
 
+/// At most this many chunks go into one vectored write (Linux's `IOV_MAX` is 1024).
+const MAX_IOV: usize = 64;
+
+/// Writes `chunks` (front first), then `tail`, with as few system calls as the socket allows. The
+/// common case, a tail alone, is one plain write.
+async fn write_all_vectored<Wr: AsyncWrite + Unpin>(
+    w: &mut Wr,
+    chunks: &mut VecDeque<Bytes>,
+    tail: &mut BytesMut,
+) -> std::io::Result<()> {
+    while !chunks.is_empty() {
+        let written = {
+            let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(MAX_IOV.min(chunks.len() + 1));
+            slices.extend(chunks.iter().take(MAX_IOV - 1).map(|c| IoSlice::new(c)));
+            if chunks.len() < MAX_IOV && !tail.is_empty() {
+                slices.push(IoSlice::new(tail));
+            }
+            w.write_vectored(&slices).await?
+        };
+        if written == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        let rest = advance_chunks(chunks, written);
+        tail.advance(rest);
+    }
+    w.write_all(tail).await
+}
+
+/// Drops `n` written bytes from the front of `chunks`; returns how many of them lay beyond the
+/// chunks (in the tail).
+fn advance_chunks(chunks: &mut VecDeque<Bytes>, mut n: usize) -> usize {
+    while n > 0 {
+        let Some(front) = chunks.front_mut() else {
+            return n;
+        };
+        if n < front.len() {
+            front.advance(n);
+            return 0;
+        }
+        n -= front.len();
+        chunks.pop_front();
+    }
+    0
+}
+
 /// Replaces a read buffer that an earlier large reply grew past [`KEEP_BUFFER`] with a fresh one, once
 /// it holds little and no large reply is pending (`want` is what the next read needs room for): one
 /// 100 MiB value must not keep 100 MiB allocated for the rest of the connection's life.
@@ -303,6 +352,49 @@ mod tests {
         holding.resize(READ_CHUNK + 1, b'x');
         trim_read_buffer(&mut holding, READ_CHUNK);
         assert!(holding.capacity() >= LARGE - 16);
+    }
+
+    #[test]
+    fn advancing_past_the_chunks_reaches_into_the_tail() {
+        let mut chunks: VecDeque<Bytes> =
+            [Bytes::from_static(b"abc"), Bytes::from_static(b"de")].into();
+        assert_eq!(advance_chunks(&mut chunks, 2), 0);
+        assert_eq!(
+            chunks,
+            [Bytes::from_static(b"c"), Bytes::from_static(b"de")]
+        );
+        assert_eq!(advance_chunks(&mut chunks, 3), 0);
+        assert!(chunks.is_empty());
+        let mut chunks: VecDeque<Bytes> = [Bytes::from_static(b"abc")].into();
+        assert_eq!(
+            advance_chunks(&mut chunks, 7),
+            4,
+            "4 bytes of the tail were written"
+        );
+    }
+
+    #[tokio::test]
+    async fn vectored_writes_keep_wire_order() {
+        let chunks: Vec<Bytes> = (0..200u8)
+            .map(|i| Bytes::from(vec![i; 1000 + i as usize]))
+            .collect();
+        let mut expected: Vec<u8> = chunks.iter().flat_map(|c| c.to_vec()).collect();
+        expected.extend_from_slice(b"tail");
+        let mut queue: VecDeque<Bytes> = chunks.into();
+        let mut tail = BytesMut::from(&b"tail"[..]);
+        // A writer that takes at most 777 bytes per call, splitting chunks anywhere.
+        let (client, mut server) = tokio::io::duplex(777);
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            server.read_to_end(&mut got).await.unwrap();
+            got
+        });
+        let mut client = client;
+        write_all_vectored(&mut client, &mut queue, &mut tail)
+            .await
+            .unwrap();
+        drop(client);
+        assert_eq!(reader.await.unwrap(), expected);
     }
 
     #[test]

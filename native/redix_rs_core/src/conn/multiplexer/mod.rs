@@ -6,10 +6,18 @@
 //! waiter (FIFO). Both loops run in one task: whichever ends first ends the connection, and every waiter
 //! still queued is failed exactly once.
 //!
+//! The write queue is a queue of chunks ([`WriteQueue`]): frozen `Bytes` chunks, then a tail buffer.
+//! Small submissions are encoded into the tail under the lock (no allocation, no copy); a large one is
+//! encoded off the lock and queued as a chunk of its own, so the lock is never held while a large
+//! payload is copied or the queue reallocated. The writer takes every chunk and the tail at once and
+//! writes them with vectored writes.
+//!
 //! Who writes, and who wakes whom, is chosen to keep cross-thread wake-ups off the hot path:
 //! - a lone caller (nothing awaited, the last read answered one caller) writes its command itself,
-//!   with one non-blocking `send` (plain TCP and Unix sockets; see `direct`);
-//! - a long pipeline on an idle writer goes to the socket in chunks while it is being encoded;
+//!   with one non-blocking `send` (plain TCP and Unix sockets; see `direct`), as does a submitter that
+//!   finds the whole queue (chunks and tail) unwritten and the writer idle, up to `DIRECT_MAX` bytes;
+//! - a long pipeline on an idle writer and an empty queue goes to the socket in pieces while it is
+//!   being encoded;
 //! - under load, a submission behind awaited replies wakes nobody: the reader, woken by the next reply
 //!   anyway, hands the queue to the writer after each read;
 //! - otherwise the first submission on an empty queue wakes the writer.
@@ -18,9 +26,10 @@ use std::collections::VecDeque;
 use std::os::fd::RawFd;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use tokio::sync::Notify;
 
+use super::direct::{send_within, DIRECT_MAX};
 use super::out_of_band::{Mode, OutOfBand};
 use super::Reason;
 use crate::pubsub::{Event, Kind};
@@ -28,6 +37,8 @@ use crate::resp::Frame;
 
 mod io;
 mod submit;
+
+pub use submit::COPY_MAX;
 
 /// How much to read at a time when no large value is pending.
 const READ_CHUNK: usize = 64 * 1024;
@@ -103,8 +114,90 @@ pub enum SubmitError<W, E = std::convert::Infallible> {
     Encode(W, E),
 }
 
+/// Bytes waiting to be written, in wire order: `chunks` (front first), then `tail`.
+#[derive(Default)]
+pub(super) struct WriteQueue {
+    /// Large submissions, each queued whole as encoded off the lock, and earlier tails frozen to keep
+    /// them in order ahead of it.
+    chunks: VecDeque<Bytes>,
+    chunks_len: usize,
+    /// Where small submissions are encoded, after every chunk.
+    tail: BytesMut,
+    /// Bytes copied into `tail` by `submit` (not encoded there): what the lock was held for.
+    copied: u64,
+}
+
+impl WriteQueue {
+    fn with_capacity(capacity: usize) -> Self {
+        WriteQueue {
+            tail: BytesMut::with_capacity(capacity),
+            ..WriteQueue::default()
+        }
+    }
+
+    /// Unwritten bytes.
+    pub(super) fn len(&self) -> usize {
+        self.chunks_len + self.tail.len()
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Queues `bytes` after everything else without copying it (the tail so far becomes a chunk).
+    pub(super) fn push_chunk(&mut self, bytes: Bytes) {
+        if !self.tail.is_empty() {
+            let tail = self.tail.split().freeze();
+            self.push_back(tail);
+        }
+        self.push_back(bytes);
+    }
+
+    /// Copies a small submission into the tail.
+    pub(super) fn push_copy(&mut self, bytes: &[u8]) {
+        self.tail.extend_from_slice(bytes);
+        self.copied += bytes.len() as u64;
+    }
+
+    fn push_back(&mut self, chunk: Bytes) {
+        if !chunk.is_empty() {
+            self.chunks_len += chunk.len();
+            self.chunks.push_back(chunk);
+        }
+    }
+
+    /// Writes the queue's front to the socket, as much as it takes at once and at most `DIRECT_MAX`
+    /// bytes (a submitter holds the lock meanwhile); what remains is the writer task's.
+    pub(super) fn send_now(&mut self, fd: RawFd) {
+        let mut budget = DIRECT_MAX;
+        while let Some(front) = self.chunks.front_mut() {
+            let before = front.len();
+            let all = send_within(fd, front, &mut budget);
+            self.chunks_len -= before - front.len();
+            if !all {
+                return;
+            }
+            self.chunks.pop_front();
+        }
+        send_within(fd, &mut self.tail, &mut budget);
+    }
+
+    /// Takes every chunk and swaps the tail with `tail` (the writer's empty buffer, kept for reuse).
+    pub(super) fn take(&mut self, chunks: &mut VecDeque<Bytes>, tail: &mut BytesMut) {
+        std::mem::swap(&mut self.chunks, chunks);
+        self.chunks_len = 0;
+        std::mem::swap(&mut self.tail, tail);
+    }
+
+    pub(super) fn clear(&mut self) {
+        self.chunks.clear();
+        self.chunks_len = 0;
+        self.tail.clear();
+    }
+}
+
 struct State<W> {
-    out: BytesMut,
+    out: WriteQueue,
     waiters: VecDeque<Pending<W>>,
     closed: Option<Reason>,
     close_requested: Option<Reason>,
@@ -167,7 +260,7 @@ impl<W: Waiter> Multiplexer<W> {
 
     fn build(max_queued_bytes: usize, mode: Mode, sink: Option<Arc<dyn OutOfBandSink>>) -> Self {
         let state = State {
-            out: BytesMut::with_capacity(READ_CHUNK),
+            out: WriteQueue::with_capacity(READ_CHUNK),
             waiters: VecDeque::new(),
             closed: None,
             close_requested: None,
@@ -218,6 +311,12 @@ impl<W: Waiter> Multiplexer<W> {
     pub fn is_closed(&self) -> bool {
         let st = self.lock();
         st.closed.is_some() || st.close_requested.is_some()
+    }
+
+    /// Bytes that `submit` has copied while holding the lock, over the connection's life (small
+    /// submissions only: large ones are queued as chunks). For tests and introspection.
+    pub fn bytes_copied_under_lock(&self) -> u64 {
+        self.lock().out.copied
     }
 
     /// Number of waiters queued and not yet answered (for tests and introspection).

@@ -6,29 +6,35 @@ use std::sync::MutexGuard;
 
 use bytes::BytesMut;
 
-use super::{Confirmations, Multiplexer, Pending, State, SubmitError, Waiter, READ_CHUNK};
-use crate::conn::direct::{send_now, Outgoing, DIRECT_CHUNK};
+use super::{Confirmations, Multiplexer, Pending, State, SubmitError, Waiter};
+use crate::conn::direct::{Outgoing, DIRECT_CHUNK};
 use crate::conn::Reason;
 
+/// Pre-encoded submissions up to this size are copied into the queue's tail (cheaper than a chunk of
+/// their own for the writer); larger ones are queued without a copy.
+pub const COPY_MAX: usize = 16 * 1024;
+
 impl<W: Waiter> Multiplexer<W> {
-    /// Queues bytes already encoded elsewhere (large submissions, encoded off the lock).
+    /// Queues bytes already encoded elsewhere (large submissions, encoded off the lock). Under the
+    /// lock, at most [`COPY_MAX`] bytes are copied; a larger submission is queued as a chunk of its own.
     pub fn submit(&self, bytes: BytesMut, waiter: W) -> Result<(), SubmitError<W>> {
+        let bytes = bytes.freeze();
         let mut st = self.lock();
         if st.closed.is_some() || st.close_requested.is_some() {
             return Err(SubmitError::Closed(waiter));
         }
-        if !st.out.is_empty() && st.out.len() + bytes.len() > self.shared.max_queued_bytes {
+        let queued = st.out.len();
+        if queued > 0 && queued + bytes.len() > self.shared.max_queued_bytes {
             return Err(SubmitError::Full(waiter));
         }
-        let was_empty = st.out.is_empty();
         let idle = st.waiters.is_empty();
-        if was_empty && bytes.len() > READ_CHUNK {
-            st.out = bytes; // no copy for a big payload on an idle queue
+        if bytes.len() <= COPY_MAX {
+            st.out.push_copy(&bytes);
         } else {
-            st.out.extend_from_slice(&bytes);
+            st.out.push_chunk(bytes);
         }
         st.waiters.push_back(Pending::Waiter(waiter));
-        self.write_or_wake(st, was_empty && idle, true);
+        self.write_or_wake(st, queued == 0 && idle, true);
         Ok(())
     }
 
@@ -40,7 +46,7 @@ impl<W: Waiter> Multiplexer<W> {
     fn write_or_wake(&self, mut st: MutexGuard<'_, State<W>>, first: bool, direct: bool) {
         if direct {
             if let Some(fd) = st.direct_socket() {
-                send_now(fd, &mut st.out);
+                st.out.send_now(fd);
             }
         }
         let wake = first && !st.out.is_empty();
@@ -65,7 +71,7 @@ impl<W: Waiter> Multiplexer<W> {
             return Err(SubmitError::Closed(()));
         }
         let was_empty = st.out.is_empty();
-        st.out.extend_from_slice(bytes);
+        st.out.push_copy(bytes);
         st.waiters.push_back(Pending::Unanswered(confirmations));
         drop(st);
         if was_empty {
@@ -89,16 +95,17 @@ impl<W: Waiter> Multiplexer<W> {
         if st.closed.is_some() || st.close_requested.is_some() {
             return Err(SubmitError::Closed(waiter));
         }
-        let before = st.out.len();
+        let queued = st.out.len();
+        let before = st.out.tail.len();
         // Mid-encoding writes only on an empty queue: a refusal for size below must be able to take
-        // every byte back.
-        let socket = if before == 0 {
+        // every byte back, and nothing queued may be overtaken.
+        let socket = if queued == 0 {
             st.direct_socket()
         } else {
             None
         };
         let idle = st.waiters.is_empty();
-        let mut outgoing = Outgoing::new(&mut st.out, socket);
+        let mut outgoing = Outgoing::new(&mut st.out.tail, socket);
         // A panicking encoder is undone like a failing one before the panic goes on: its partial bytes
         // must not stay queued (or, written, leave the connection open out of step).
         let encoded = panic::catch_unwind(AssertUnwindSafe(|| encode(&mut outgoing)));
@@ -116,7 +123,7 @@ impl<W: Waiter> Multiplexer<W> {
                 st.out.clear();
                 self.close_locked(st, Reason::PartialSubmission);
             } else {
-                st.out.truncate(before);
+                st.out.tail.truncate(before);
                 drop(st);
             }
             return match failure {
@@ -124,8 +131,8 @@ impl<W: Waiter> Multiplexer<W> {
                 Err(panicked) => panic::resume_unwind(panicked),
             };
         }
-        if before > 0 && st.out.len() > self.shared.max_queued_bytes {
-            st.out.truncate(before);
+        if queued > 0 && st.out.len() > self.shared.max_queued_bytes {
+            st.out.tail.truncate(before);
             return Err(SubmitError::Full(waiter));
         }
         st.waiters.push_back(Pending::Waiter(waiter));
@@ -133,7 +140,7 @@ impl<W: Waiter> Multiplexer<W> {
         // else will add to this write. Under load, the reader's next wake-up carries the queue instead.
         let lone = idle && st.last_batch <= 1;
         let write_now = direct && (flushed || lone || st.out.len() >= DIRECT_CHUNK);
-        self.write_or_wake(st, before == 0 && idle, write_now);
+        self.write_or_wake(st, queued == 0 && idle, write_now);
         Ok(())
     }
 }
