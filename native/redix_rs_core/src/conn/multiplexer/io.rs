@@ -108,10 +108,7 @@ impl<W: Waiter> Multiplexer<W> {
                 return reason;
             }
             self.after_read(answered);
-            let want = parser
-                .pending_bulk_remaining(&buf)
-                .unwrap_or(0)
-                .max(READ_CHUNK);
+            let want = read_ahead(parser.pending_bulk_remaining(&buf), buf.len());
             buf.reserve(want);
             trim_read_buffer(&mut buf, want);
             match r.read_buf(&mut buf).await {
@@ -247,6 +244,20 @@ impl<W: Waiter> Multiplexer<W> {
     }
 }
 
+/// Room reserved ahead of the data for a bulk whose header declared more: a peer that declares
+/// 512 MiB and sends nothing costs this, not 512 MiB.
+const RESERVE_AHEAD: usize = 512 * 1024;
+
+/// How much room to reserve before the next read: a chunk, or, while a large bulk is arriving, as much
+/// again as the buffer holds (geometric growth, so a large value is moved a bounded number of times),
+/// at least [`RESERVE_AHEAD`], never more than the bulk still needs.
+fn read_ahead(bulk_remaining: Option<usize>, held: usize) -> usize {
+    match bulk_remaining {
+        Some(remaining) => remaining.min(held.max(RESERVE_AHEAD)).max(READ_CHUNK),
+        None => READ_CHUNK,
+    }
+}
+
 /// At most this many chunks go into one vectored write (Linux's `IOV_MAX` is 1024).
 const MAX_IOV: usize = 64;
 
@@ -352,6 +363,17 @@ mod tests {
         holding.resize(READ_CHUNK + 1, b'x');
         trim_read_buffer(&mut holding, READ_CHUNK);
         assert!(holding.capacity() >= LARGE - 16);
+    }
+
+    #[test]
+    fn room_is_reserved_as_the_data_arrives() {
+        assert_eq!(read_ahead(None, 0), READ_CHUNK);
+        assert_eq!(read_ahead(Some(10), 0), READ_CHUNK);
+        // A 512 MiB header with nothing behind it: no more than RESERVE_AHEAD.
+        assert_eq!(read_ahead(Some(512 << 20), 20), RESERVE_AHEAD);
+        // Once data has arrived, as much again, up to what the bulk still needs.
+        assert_eq!(read_ahead(Some(512 << 20), 8 << 20), 8 << 20);
+        assert_eq!(read_ahead(Some(3 << 20), 8 << 20), 3 << 20);
     }
 
     #[test]
