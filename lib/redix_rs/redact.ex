@@ -157,6 +157,15 @@ defmodule RedixRs.Redact do
 
   def commands(other), do: other
 
+  # The usual case (binary names, few of 4 or 5 bytes) in one clause, without a call per command.
+  defp any_secret?([[name | _] | rest]) when is_binary(name) do
+    case byte_size(name) do
+      4 -> auth?(name) or any_secret?(rest)
+      5 -> hello?(name) or any_secret?(rest)
+      _ -> any_secret?(rest)
+    end
+  end
+
   defp any_secret?([[name | _] | rest]), do: secret_command?(name) or any_secret?(rest)
   defp any_secret?([_ | rest]), do: any_secret?(rest)
   defp any_secret?(_end), do: false
