@@ -381,6 +381,26 @@ defmodule RedixRs.SecretsTest do
     end
   end
 
+  describe "RedixRs.Redact.term/1" do
+    test "URIs in text and in %URI{}, sentinel tuples, MFAs" do
+      assert RedixRs.Redact.uri(~s(at "redis://u:p@ss@h:1/0" and rediss://pw@h)) ==
+               ~s(at "redis://u:#{@marker}@h:1/0" and rediss://#{@marker}@h)
+
+      uri = RedixRs.Redact.term(URI.parse("redis://u:p%40ss@h:1"))
+      assert {uri.userinfo, uri.authority, uri.host} == {"u:#{@marker}", "u:#{@marker}@h:1", "h"}
+
+      assert RedixRs.Redact.term(%{
+               sentinels: [{"h", 1, "pw"}, {"h", 2, nil}],
+               password: {M, :f, []}
+             }) ==
+               %{sentinels: [{"h", 1, @marker}, {"h", 2, nil}], password: {M, :f, []}}
+
+      # Improper lists and other terms go through.
+      assert RedixRs.Redact.term([{:password, "pw"} | {:password, "pw"}]) ==
+               [{:password, @marker} | {:password, @marker}]
+    end
+  end
+
   ## Helpers
 
   defp start!(opts) do
