@@ -21,8 +21,10 @@ defmodule RedixRs.Call do
 
     if Telemetry.enabled?() do
       # `:start` is emitted once the commands are known to be valid (as Redix validates before it
-      # emits anything): invalid input raises with no event at all.
-      Telemetry.span_pipeline(conn, wrapped(commands, kind), metadata, fn started ->
+      # emits anything): invalid input raises with no event at all. AUTH passwords are redacted.
+      traced = RedixRs.Redact.commands(wrapped(commands, kind))
+
+      Telemetry.span_pipeline(conn, traced, metadata, fn started ->
         run_untraced(conn, commands, kind, timeout, started)
       end)
     else

@@ -99,10 +99,8 @@ defmodule RedixRs.Connection do
       {opts, parent} = {state.opts, self()}
 
       spawn(fn ->
-        send(
-          parent,
-          {:health_probe, ref, Connector.probe(opts, opts[:health_check_interval])}
-        )
+        probe = fn -> Connector.probe(opts, opts[:health_check_interval]) end
+        send(parent, {:health_probe, ref, RedixRs.Redact.scrub(probe)})
       end)
 
       {:noreply, %{state | health: %{ref: ref}}}
@@ -133,6 +131,16 @@ defmodule RedixRs.Connection do
     # Callers in flight learn this process's exit reason through RedixRs.Handles.
     if state.handle, do: Native.close(state.handle, :owner_down)
   end
+
+  # Crash reports and `:sys.get_status/1` show the state, the crash reason and the last message
+  # with passwords redacted; the state itself is unchanged. (A crash report's stack trace is printed
+  # as it is: the state among its arguments is redacted by the Inspect implementation below.)
+  # OTP 25+ calls format_status/1 (Elixir 1.14's GenServer does not declare it, hence no @impl);
+  # older OTPs call format_status/2.
+  def format_status(status), do: RedixRs.Redact.status(status)
+
+  @impl true
+  def format_status(reason, pdict_and_state), do: RedixRs.Redact.status(reason, pdict_and_state)
 
   defp connect_synchronously(state) do
     state = start_attempt(state)
@@ -209,7 +217,7 @@ defmodule RedixRs.Connection do
   end
 
   defp start_attempt(state) do
-    {handle, id} = Connector.connect(state.opts, :plain)
+    {handle, id} = RedixRs.Redact.scrub(fn -> Connector.connect(state.opts, :plain) end)
     %{state | handle: handle, id: id, status: :connecting}
   end
 
@@ -241,4 +249,9 @@ defmodule RedixRs.Connection do
 
     %{state | remote_calls: %{}}
   end
+end
+
+defimpl Inspect, for: RedixRs.Connection do
+  # The options hold the connection's passwords: shown redacted.
+  def inspect(state, opts), do: RedixRs.Redact.inspect_struct(state, opts)
 end

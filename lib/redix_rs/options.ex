@@ -152,7 +152,8 @@ defmodule RedixRs.Options do
 
   def validate!(opts, mode) when is_list(opts) do
     unless Keyword.keyword?(opts) do
-      raise ArgumentError, "expected a keyword list of options, got: #{inspect(opts)}"
+      raise ArgumentError,
+            "expected a keyword list of options, got: #{inspect(RedixRs.Redact.term(opts))}"
     end
 
     schema = schema(mode)
@@ -177,7 +178,8 @@ defmodule RedixRs.Options do
   end
 
   def validate!(other, _mode) do
-    raise ArgumentError, "expected a keyword list of options, got: #{inspect(other)}"
+    raise ArgumentError,
+          "expected a keyword list of options, got: #{inspect(RedixRs.Redact.term(other))}"
   end
 
   # A default value is always valid (nil means "not set").
@@ -244,8 +246,10 @@ defmodule RedixRs.Options do
   defp valid(:socket_opts, _), do: {:error, "a list of socket options"}
 
   defp invalid!(key, expected, value) do
+    shown = if key == :password, do: RedixRs.Redact.describe(value), else: inspect(value)
+
     raise ArgumentError,
-          "invalid value for #{inspect(key)} option: expected #{expected}, got: #{inspect(value)}"
+          "invalid value for #{inspect(key)} option: expected #{expected}, got: #{shown}"
   end
 
   # TLS options need `ssl: true`, and `ssl: true` needs TCP; their values are checked here, with

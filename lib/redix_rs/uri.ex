@@ -100,11 +100,12 @@ defmodule RedixRs.URI do
       [username, password] ->
         {URI.decode(username), URI.decode(password)}
 
+      # The userinfo is not shown: with no colon, it is most likely a password.
       [_no_colon] ->
         raise ArgumentError,
               "expected the userinfo of the Redis URI to be given as redis://:PASSWORD@HOST " <>
-                "or redis://USERNAME:PASSWORD@HOST, got: #{inspect(userinfo)} " <>
-                "(a username needs a \":\" and a password after it)"
+                "or redis://USERNAME:PASSWORD@HOST, got a userinfo with no \":\" " <>
+                "(not shown: it may be a password; a username needs a \":\" and a password after it)"
     end
   end
 
@@ -114,19 +115,35 @@ defmodule RedixRs.URI do
     case Integer.parse(rest) do
       {database, ""} -> database
       {database, "/" <> _anything} -> database
-      _other -> raise ArgumentError, bad_database_message(path)
+      _other -> raise ArgumentError, bad_path_message(path)
     end
   end
 
-  defp database_from_path(path), do: raise(ArgumentError, bad_database_message(path))
+  defp database_from_path(path), do: raise(ArgumentError, bad_path_message(path))
+
+  # A path with an `@` is most likely the end of a password with an unescaped `/` (the userinfo
+  # then ends at that `/`): what precedes the last `@` is not shown.
+  defp bad_path_message(path) do
+    case :binary.matches(path, "@") do
+      [] ->
+        bad_database_message(path)
+
+      matches ->
+        {at, 1} = List.last(matches)
+        <<_secret::binary-size(at), rest::binary>> = path
+
+        bad_database_message("/" <> RedixRs.Redact.marker() <> rest) <>
+          " (the path has an \"@\": a \"/\" in a password must be percent-encoded as %2F)"
+    end
+  end
 
   ## unix://
 
   defp unix_options(%URI{} = uri) do
     if uri.userinfo != nil do
       raise ArgumentError,
-            "unix:// URIs do not accept a username or a password, got: " <>
-              "#{inspect(uri.userinfo)} (pass :username and :password as separate options)"
+            "unix:// URIs do not accept a username or a password, got a userinfo (not shown: " <>
+              "it may hold a password; pass :username and :password as separate options)"
     end
 
     if uri.host not in [nil, ""] or uri.port != nil do
@@ -161,7 +178,7 @@ defmodule RedixRs.URI do
       rescue
         ArgumentError ->
           reraise ArgumentError,
-                  "invalid query in unix:// URI: #{inspect(query)}",
+                  "invalid query in unix:// URI (not shown: it may hold a secret)",
                   __STACKTRACE__
       end
 

@@ -2,6 +2,8 @@ defmodule RedixRs.Options.Sentinel do
   # The `:sentinel` start option, validated as Redix does (same keys, defaults and messages).
   @moduledoc false
 
+  alias RedixRs.Redact
+
   @schema [
     sentinels: nil,
     group: nil,
@@ -44,7 +46,8 @@ defmodule RedixRs.Options.Sentinel do
   end
 
   def validate!(other) do
-    raise ArgumentError, "expected :sentinel to be a keyword list, got: #{inspect(other)}"
+    raise ArgumentError,
+          "expected :sentinel to be a keyword list, got: #{inspect(Redact.term(other))}"
   end
 
   defp password!(password) when is_binary(password) or is_nil(password), do: password
@@ -54,7 +57,7 @@ defmodule RedixRs.Options.Sentinel do
   defp password!(other) do
     raise ArgumentError,
           "expected a sentinel password to be a string or a {module, function, args} tuple, " <>
-            "got: #{inspect(other)}"
+            "got: #{Redact.describe(other)}"
   end
 
   defp sentinels!([_ | _] = sentinels), do: Enum.map(sentinels, &sentinel!/1)
@@ -62,7 +65,7 @@ defmodule RedixRs.Options.Sentinel do
   defp sentinels!(other) do
     raise ArgumentError,
           "expected :sentinels in :sentinel to be a non-empty list of URIs or keyword lists, got: " <>
-            inspect(other)
+            inspect(Redact.term(other))
   end
 
   defp sentinel!(uri) when is_binary(uri),
@@ -73,7 +76,7 @@ defmodule RedixRs.Options.Sentinel do
     port = opts[:port] || raise ArgumentError, "a port should be specified for each sentinel"
 
     unless is_binary(host) and is_integer(port) and port in 1..65_535 do
-      raise ArgumentError, "invalid sentinel address: #{inspect(opts)}"
+      raise ArgumentError, "invalid sentinel address: #{inspect(Redact.term(opts))}"
     end
 
     %{host: host, port: port, password: password!(opts[:password])}
@@ -81,7 +84,8 @@ defmodule RedixRs.Options.Sentinel do
 
   defp sentinel!(other) do
     raise ArgumentError,
-          "expected each sentinel to be a URI or a keyword list, got: #{inspect(other)}"
+          "expected each sentinel to be a URI or a keyword list, got: " <>
+            inspect(Redact.term(other))
   end
 
   defp group!(group) when is_binary(group) and group != "", do: group

@@ -150,6 +150,16 @@ defmodule RedixRs.PubSub.Connection do
 
   def handle_info(_unexpected, state), do: {:noreply, state}
 
+  # Crash reports and `:sys.get_status/1` show the state, the crash reason and the last message
+  # with passwords redacted; the state itself is unchanged. (A crash report's stack trace is printed
+  # as it is: the state among its arguments is redacted by the Inspect implementation below.)
+  # OTP 25+ calls format_status/1 (Elixir 1.14's GenServer does not declare it, hence no @impl);
+  # older OTPs call format_status/2.
+  def format_status(status), do: RedixRs.Redact.status(status)
+
+  @impl true
+  def format_status(reason, pdict_and_state), do: RedixRs.Redact.status(reason, pdict_and_state)
+
   # Lifecycle.
 
   defp connect_synchronously(state) do
@@ -285,7 +295,7 @@ defmodule RedixRs.PubSub.Connection do
   end
 
   defp start_attempt(state) do
-    {handle, id} = Connector.connect(state.opts, :pubsub)
+    {handle, id} = RedixRs.Redact.scrub(fn -> Connector.connect(state.opts, :pubsub) end)
     %{state | handle: handle, id: id, status: :connecting}
   end
 
@@ -387,4 +397,9 @@ defmodule RedixRs.PubSub.Connection do
 
   defp props(:pattern, name), do: %{pattern: name}
   defp props(_kind, name), do: %{channel: name}
+end
+
+defimpl Inspect, for: RedixRs.PubSub.Connection do
+  # The options hold the connection's passwords: shown redacted.
+  def inspect(state, opts), do: RedixRs.Redact.inspect_struct(state, opts)
 end

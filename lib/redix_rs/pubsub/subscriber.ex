@@ -207,6 +207,14 @@ defmodule RedixRs.PubSub.Subscriber.Server do
     if function_exported?(module, :terminate, 2), do: module.terminate(reason, state)
   end
 
+  # Crash reports and `:sys.get_status/1` show passwords redacted: in the module's state, and in
+  # a crash reason, which may hold a pub/sub connection's state (from a call that crashed it).
+  # OTP 25+ calls format_status/1 (not declared by Elixir 1.14's GenServer, hence no @impl).
+  def format_status(status), do: RedixRs.Redact.status(status)
+
+  @impl true
+  def format_status(reason, pdict_and_state), do: RedixRs.Redact.status(reason, pdict_and_state)
+
   defp wrap({:noreply, state}, module, _), do: {:noreply, {module, state}}
   defp wrap({:noreply, state, extra}, module, _), do: {:noreply, {module, state}, extra}
   defp wrap({:stop, reason, state}, module, _), do: {:stop, reason, {module, state}}
