@@ -7,7 +7,7 @@ use redix_rs_core::conn::{Mode, Multiplexer, Reason, Waiter};
 use redix_rs_core::resp::Frame;
 use rustler::{Encoder, Env, LocalPid, Monitor, Resource, Term};
 
-use crate::message_env::{Kept, MessageEnv};
+use crate::message_env::{Kept, MessageEnv, OffVmThread};
 use crate::pubsub::PubSubFanout;
 use crate::{atoms, reply};
 use redix_rs_core::conn::call_state::CallState;
@@ -115,17 +115,23 @@ impl ReplyWaiter {
         }
     }
 
+    /// Answers the caller, once. The thread is checked before the call's slot is claimed: a claimed
+    /// answer always goes out (there is no path from a claim to a dropped message). On a scheduler
+    /// thread (never reached: the multiplexer completes and fails waiters on tokio threads) nothing is
+    /// claimed, so the caller's own timeout answers it.
     fn send(&mut self, body: impl for<'a> FnOnce(Env<'a>, Term<'a>) -> (Term<'a>, Term<'a>)) {
         let Some(env) = self.env.take() else { return };
-        // Answers go out from tokio threads only (the multiplexer completes and fails waiters there);
-        // on a scheduler thread `enif_send` would need the caller's environment.
-        debug_assert!(!rustler::thread::is_scheduler_thread());
+        let Some(off_vm) = OffVmThread::here() else {
+            debug_assert!(false, "a reply waiter answered on a scheduler thread");
+            env.recycle();
+            return;
+        };
         if !self.state.claim_sent() {
             env.recycle(); // the caller timed out and is gone from this call
             return;
         }
         let (reference, replies) = (self.reference, self.replies);
-        env.send(&self.pid, |e, env| {
+        env.send(&off_vm, &self.pid, |e, env| {
             let (tag, payload) = body(e, env.load(e, replies));
             (env.load(e, reference), tag, payload).encode(e)
         });

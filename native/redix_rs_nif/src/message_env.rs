@@ -5,6 +5,8 @@
 //! that malloc/free traffic across threads showed in the profile. An environment here is cleared after
 //! its message is sent and goes back to the pool.
 
+use std::marker::PhantomData;
+
 use crossbeam_queue::ArrayQueue;
 use once_cell::sync::Lazy;
 use rustler::sys::{
@@ -23,6 +25,22 @@ static POOL: Lazy<ArrayQueue<MessageEnv>> = Lazy::new(|| ArrayQueue::new(POOLED)
 /// only be loaded through the `MessageEnv` that made it (the type does not enforce it).
 #[derive(Clone, Copy)]
 pub struct Kept(ErlNifTerm);
+
+/// Proof that the current thread is not one of the VM's (a tokio worker): only such a thread may
+/// send from a process-independent environment. Neither `Send` nor `Sync`, so it cannot be carried
+/// to another thread.
+pub struct OffVmThread(PhantomData<*const ()>);
+
+impl OffVmThread {
+    /// The proof, on a thread the VM does not manage; `None` on a scheduler thread.
+    pub fn here() -> Option<OffVmThread> {
+        if rustler::thread::is_scheduler_thread() {
+            None
+        } else {
+            Some(OffVmThread(PhantomData))
+        }
+    }
+}
 
 /// An environment owned by one waiter at a time.
 pub struct MessageEnv {
@@ -64,23 +82,21 @@ impl MessageEnv {
         unsafe { Term::new(env, kept.0) }
     }
 
-    /// Sends the term `build` returns to `pid` from a thread the VM does not manage (the VM requires
-    /// it for a process-independent environment), then returns the environment to the pool. A dead
+    /// Sends the term `build` returns to `pid`, then returns the environment to the pool. Sending a
+    /// process-independent environment needs a thread the VM does not manage: `_off_vm` proves it,
+    /// so a send can neither be attempted on a scheduler thread nor be dropped there silently. A dead
     /// recipient is not an error: its answer has nowhere to go (the message stays in the environment
-    /// and is cleared with it). Callers check the thread first: on a scheduler thread nothing is sent.
-    /// `build` gets this environment back, to load its kept terms.
+    /// and is cleared with it). `build` gets this environment back, to load its kept terms.
     pub fn send(
         self,
+        _off_vm: &OffVmThread,
         pid: &LocalPid,
         build: impl for<'a> FnOnce(Env<'a>, &MessageEnv) -> Term<'a>,
     ) {
-        if rustler::thread::is_scheduler_thread() {
-            self.recycle();
-            return;
-        }
         let message = self.keep(|env| build(env, &self));
-        // SAFETY: called off the VM's threads with a null caller environment, as `enif_send` requires;
-        // the message lives in `raw`, which `enif_send` takes over until it is cleared below.
+        // SAFETY: called off the VM's threads (proved by `_off_vm`) with a null caller environment, as
+        // `enif_send` requires; the message lives in `raw`, which `enif_send` takes over until it is
+        // cleared below.
         unsafe {
             enif_send(std::ptr::null_mut(), pid.as_c_arg(), self.raw, message.0);
         }
