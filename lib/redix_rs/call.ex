@@ -74,6 +74,10 @@ defmodule RedixRs.Call do
           {^ref, :error, :owner_down} ->
             exit({:redix_exited_during_call, Handles.exit_reason(owner)})
 
+          # This caller's own reply went past a `:reply_limits` limit.
+          {^ref, :error, {:protocol_error, limit}} when is_atom(limit) ->
+            {:error, %ConnectionError{reason: {:protocol_error, limit}}}
+
           {^ref, :error, _reason} ->
             {:error, %ConnectionError{reason: :disconnected}}
         after

@@ -147,6 +147,7 @@ defmodule RedixRs.Connector do
       protocol: opts[:protocol],
       timeout: if(opts[:timeout] == :infinity, do: @forever_ms, else: opts[:timeout]),
       max_queued_bytes: opts[:write_queue_limit],
+      reply_limits: RedixRs.Options.reply_limits(opts[:reply_limits]),
       tls: if(opts[:ssl], do: RedixRs.Options.TLS.native(opts[:socket_opts])),
       sentinel: opts[:sentinel] && sentinel_config(opts[:sentinel]),
       pubsub: mode == :pubsub,

@@ -3,6 +3,13 @@ defmodule RedixRs.Options do
   # docs shown in `RedixRs.start_link/1`.
   @moduledoc false
 
+  @reply_limits [
+    max_bulk_bytes: 512 * 1024 * 1024,
+    max_elements: 2_147_483_648,
+    max_depth: 256,
+    max_reply_bytes: 1024 * 1024 * 1024
+  ]
+
   @schema [
     host: [
       type: :host,
@@ -107,6 +114,18 @@ defmodule RedixRs.Options do
           "`%RedixRs.ConnectionError{reason: :write_queue_full}` (one larger submission is still " <>
           "accepted when nothing is waiting)"
     ],
+    reply_limits: [
+      type: :reply_limits,
+      default: [],
+      doc:
+        "limits on what one reply may be, checked as its bytes arrive: `:max_bulk_bytes` (one " <>
+          "string, default 512 MiB as Redis's `proto-max-bulk-len`), `:max_elements` (elements of " <>
+          "one array, set or map, default 2,147,483,648), `:max_depth` (nesting, default 256), " <>
+          "`:max_reply_bytes` (the whole reply as sent, default 1 GiB). Past one, the caller whose " <>
+          "reply it is gets `%RedixRs.ConnectionError{reason: {:protocol_error, :reply_too_large}}` " <>
+          "(`:bulk_too_long`, `:aggregate_too_long`, `:too_deep` for the others), the connection " <>
+          "is closed and re-established, and other callers in flight get `:disconnected`"
+    ],
     name: [
       type: :name,
       default: nil,
@@ -126,6 +145,13 @@ defmodule RedixRs.Options do
       doc: "run `CLIENT ID` after connecting, for `RedixRs.PubSub.get_client_id/1`"
     ]
   ]
+
+  @doc """
+  The reply limits of `limits` (the `:reply_limits` option), defaults filled in, as the native
+  side takes them.
+  """
+  @spec reply_limits(keyword()) :: %{atom() => pos_integer()}
+  def reply_limits(limits), do: @reply_limits |> Keyword.merge(limits) |> Map.new()
 
   defp schema(:plain), do: @schema
   # Health checks are for RedixRs connections (as in Redix 1.6).
@@ -229,6 +255,26 @@ defmodule RedixRs.Options do
   defp valid(:protocol, protocol) when protocol in [:resp2, :resp3], do: {:ok, protocol}
   defp valid(:protocol, _), do: {:error, ":resp2 or :resp3"}
   defp valid(:sentinel, opts), do: {:ok, RedixRs.Options.Sentinel.validate!(opts)}
+
+  defp valid(:reply_limits, kw) when is_list(kw) do
+    ok? =
+      Keyword.keyword?(kw) and
+        Enum.all?(kw, fn {key, n} ->
+          key in Keyword.keys(@reply_limits) and is_integer(n) and n > 0
+        end)
+
+    if ok?,
+      do: {:ok, kw},
+      else:
+        {:error,
+         "a keyword list of #{inspect(Keyword.keys(@reply_limits))}, each a positive integer"}
+  end
+
+  defp valid(:reply_limits, _),
+    do:
+      {:error,
+       "a keyword list of #{inspect(Keyword.keys(@reply_limits))}, each a positive integer"}
+
   defp valid(:keyword, kw) when is_list(kw), do: {:ok, kw}
   defp valid(:keyword, _), do: {:error, "a keyword list"}
   defp valid(:list, list) when is_list(list), do: {:ok, list}

@@ -327,3 +327,47 @@ async fn max_queued_bytes_while_the_peer_stops_reading() {
     assert_eq!(stats.dropped_unresolved(), 0);
     drop(sock);
 }
+
+/// One reply past a configured limit: its caller is told which limit, the connection ends, every
+/// other caller is failed with the connection's reason, and a reply already complete is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_past_a_limit_fails_its_caller_with_that_limit() {
+    use redix_rs_core::resp::{Limit, Limits};
+    let small = Limits {
+        max_bulk_len: 10,
+        max_aggregate_len: 10,
+        max_depth: 3,
+        max_reply_bytes: 64,
+    };
+    let cases: [(&[u8], Limit); 4] = [
+        (b"$11\r\n", Limit::BulkLength),
+        (b"*11\r\n", Limit::AggregateLength),
+        (b"*1\r\n*1\r\n*1\r\n*1\r\n", Limit::Depth),
+        // 10 elements of 8 bytes each: 4 + 80 > 64, though each element is small.
+        (&b"*10\r\n$2\r\nab\r\n$2\r\nab\r\n$2\r\nab\r\n$2\r\nab\r\n$2\r\nab\r\n$2\r\nab\r\n$2\r\nab\r\n$2\r\nab\r\n"[..], Limit::ReplyBytes),
+    ];
+    for (too_large, limit) in cases {
+        let (listener, port) = fake_listener().await;
+        let mux: Mux = Multiplexer::new(NO_LIMIT);
+        mux.set_reply_limits(small);
+        let mut rxs = Vec::new();
+        for _ in 0..3 {
+            let (waiter, rx) = ChanWaiter::new(1);
+            mux.submit(encoded(&["PING"]), waiter).unwrap();
+            rxs.push(rx);
+        }
+        let (conn, mut sock) = connect_fake(&listener, port, mux).await;
+        read_n(&mut sock, 3 * encoded(&["PING"]).len()).await;
+        sock.write_all(b"+PONG\r\n").await.unwrap();
+        sock.write_all(too_large).await.unwrap();
+        let reason = conn.ended().await;
+        assert!(is_protocol_error(&reason), "{limit:?}: {reason:?}");
+        let mut rxs = rxs.into_iter();
+        let first = rxs.next().unwrap();
+        assert_eq!(outcome(first).await, Ok(vec![simple("PONG")]), "{limit:?}");
+        let second = rxs.next().unwrap();
+        assert_eq!(outcome(second).await, Err(Reason::ReplyLimit(limit)));
+        let third = rxs.next().unwrap();
+        assert_eq!(outcome(third).await, Err(reason));
+    }
+}

@@ -12,12 +12,15 @@ use redix_rs_core::conn::{
     Address, ClientCert, ConnectOptions, Protocol, Role, Roots, Sentinel, SentinelOptions,
     TcpOptions, TlsOptions,
 };
+use redix_rs_core::resp::Limits;
 use rustler::{Binary, Error, NifResult, Term};
 
 /// What `connect/2` needs: how to connect, and how much may be queued unwritten.
 pub struct NativeConfig {
     pub connect: ConnectOptions,
     pub max_queued_bytes: usize,
+    /// What one reply may be (`:reply_limits`).
+    pub reply_limits: Limits,
     /// A `RedixRs.PubSub` connection (its out-of-band frames go to the pub/sub fan-out).
     pub pubsub: bool,
     /// Whether subscribers get `:disconnected` when the connection ends (not with
@@ -46,13 +49,29 @@ pub fn decode(map: Term<'_>) -> NifResult<NativeConfig> {
         timeout: Duration::from_millis(get("timeout")?.decode()?),
     };
     let max_queued_bytes = get("max_queued_bytes")?.decode()?;
+    let reply_limits = decode_reply_limits(get("reply_limits")?)?;
     let pubsub = get("pubsub")?.decode()?;
     let notify_disconnection = get("notify_disconnection")?.decode()?;
     Ok(NativeConfig {
         connect,
         max_queued_bytes,
+        reply_limits,
         pubsub,
         notify_disconnection,
+    })
+}
+
+/// `%{max_bulk_bytes: n, max_elements: n, max_depth: n, max_reply_bytes: n}`.
+fn decode_reply_limits(map: Term<'_>) -> NifResult<Limits> {
+    let get = |key: &str| -> NifResult<usize> {
+        let atom = rustler::Atom::from_str(map.get_env(), key)?;
+        map.map_get(atom)?.decode()
+    };
+    Ok(Limits {
+        max_bulk_len: get("max_bulk_bytes")?,
+        max_aggregate_len: get("max_elements")?,
+        max_depth: get("max_depth")?,
+        max_reply_bytes: get("max_reply_bytes")?,
     })
 }
 

@@ -40,6 +40,7 @@ fn connect<'a>(env: Env<'a>, config: Term<'a>, owner: LocalPid) -> NifResult<Ter
     } else {
         ResourceArc::new(ConnectionHandle::new(config.max_queued_bytes))
     };
+    handle.mux.set_reply_limits(config.reply_limits);
     env.monitor(&handle, &owner);
     let (mux, id) = (handle.mux.clone(), handle.id);
     runtime.spawn(supervise(mux, config.connect, owner, id));

@@ -108,6 +108,7 @@ pub fn reason<'a>(env: Env<'a>, reason: &Reason) -> Term<'a> {
     match reason.term() {
         ReasonTerm::Atom(name) => atom(env, name).encode(env),
         ReasonTerm::Tagged(tag, msg) => (atom(env, tag), msg).encode(env),
+        ReasonTerm::TaggedAtom(tag, name) => (atom(env, tag), atom(env, name)).encode(env),
         ReasonTerm::TlsAlert { alert, message } => {
             (atom(env, "tls_alert"), (atom(env, alert), message)).encode(env)
         }

@@ -1,6 +1,6 @@
 //! Why a connection could not be made or was lost, in the vocabulary Redix users match on.
 
-use crate::resp::ProtocolError;
+use crate::resp::{Limit, ProtocolError};
 
 /// A disconnection or connection-failure reason, in the vocabulary Redix users match on. Each
 /// variant becomes one Erlang term (see [`Reason::term`]): a bare atom (`:tcp_closed`,
@@ -34,6 +34,9 @@ pub enum Reason {
     Sentinel(SentinelFailure),
     /// The peer violated the protocol (`{:protocol_error, message}`).
     Protocol(String),
+    /// A reply went past a configured limit (`{:protocol_error, :reply_too_large}`, or the limit's
+    /// own name): what the caller whose reply it was is told.
+    ReplyLimit(Limit),
     /// The server answered the handshake with an error (`{:redis_error, message}`).
     Redis(String),
     /// The server a sentinel named has another role (`{:wrong_role, role}`).
@@ -138,10 +141,21 @@ impl SentinelFailure {
 pub enum ReasonTerm<'a> {
     Atom(&'static str),
     Tagged(&'static str, &'a str),
+    TaggedAtom(&'static str, &'static str),
     TlsAlert {
         alert: &'static str,
         message: &'a str,
     },
+}
+
+/// The atom naming a reply limit.
+fn limit_name(limit: Limit) -> &'static str {
+    match limit {
+        Limit::ReplyBytes => "reply_too_large",
+        Limit::BulkLength => "bulk_too_long",
+        Limit::AggregateLength => "aggregate_too_long",
+        Limit::Depth => "too_deep",
+    }
 }
 
 /// The tag of unusable TLS settings.
@@ -181,6 +195,9 @@ impl Reason {
             Reason::Closed => Atom("closed"),
             Reason::Sentinel(failure) => Atom(failure.name()),
             Reason::Protocol(m) => Tagged("protocol_error", m),
+            Reason::ReplyLimit(limit) => {
+                ReasonTerm::TaggedAtom("protocol_error", limit_name(*limit))
+            }
             Reason::Redis(m) => Tagged("redis_error", m),
             Reason::WrongRole(role) => Tagged("wrong_role", role),
             Reason::TlsConfig(m) => Tagged(TLS_CONFIG, m),

@@ -18,5 +18,5 @@ mod tests;
 
 pub use command::{encode_array_header, encode_bulk, encode_command, encoded_len};
 pub use frame::Frame;
-pub use parser::{Limits, Parsed, Parser, ProtocolError};
+pub use parser::{Limit, Limits, Parsed, Parser, ProtocolError};
 pub use server_error::{ServerError, ServerErrorKind};

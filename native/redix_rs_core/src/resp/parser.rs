@@ -24,6 +24,8 @@ pub struct Limits {
     pub max_aggregate_len: usize,
     /// Deepest nesting of aggregates (attributes count as one level).
     pub max_depth: usize,
+    /// Most bytes (on the wire) of one top-level frame, all of its elements together.
+    pub max_reply_bytes: usize,
 }
 
 impl Default for Limits {
@@ -33,6 +35,8 @@ impl Default for Limits {
             max_bulk_len: 512 * 1024 * 1024,
             max_aggregate_len: 1 << 31,
             max_depth: 256,
+            // Two maximal bulks: a large HGETALL or LRANGE is well within it.
+            max_reply_bytes: 1024 * 1024 * 1024,
         }
     }
 }
@@ -75,6 +79,34 @@ pub enum ProtocolError {
     InvalidLength(i64),
     #[error("line too long")]
     LineTooLong,
+    #[error("reply larger than the limit of {max} bytes")]
+    ReplyTooLarge { max: usize },
+}
+
+/// Which configured limit a reply went past.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// `max_bulk_len` (and a simple line longer than it).
+    BulkLength,
+    /// `max_aggregate_len`.
+    AggregateLength,
+    /// `max_depth`.
+    Depth,
+    /// `max_reply_bytes`.
+    ReplyBytes,
+}
+
+impl ProtocolError {
+    /// The limit this error enforces, if it is one: the peer may be honest but the reply too big.
+    pub fn limit(&self) -> Option<Limit> {
+        match self {
+            ProtocolError::BulkTooLong { .. } => Some(Limit::BulkLength),
+            ProtocolError::AggregateTooLong { .. } => Some(Limit::AggregateLength),
+            ProtocolError::TooDeep { .. } => Some(Limit::Depth),
+            ProtocolError::ReplyTooLarge { .. } => Some(Limit::ReplyBytes),
+            _ => None,
+        }
+    }
 }
 
 /// A bulk whose header has been consumed but whose payload has not arrived.
@@ -101,6 +133,8 @@ pub struct Parser {
     /// How far into the buffer the current, unterminated line has already
     /// been searched for LF, so a slowly arriving line is scanned only once.
     scanned: usize,
+    /// Bytes of the current top-level frame consumed so far.
+    reply_bytes: usize,
     /// Bytes looked at, to prove in tests that parsing stays linear.
     #[cfg(test)]
     examined: usize,
@@ -130,6 +164,7 @@ impl Parser {
                 Step::Continue => {}
                 Step::Frame(frame) => {
                     if let Some(done) = self.complete(frame) {
+                        self.reply_bytes = 0;
                         return Ok(Parsed::Complete(done));
                     }
                 }
@@ -225,6 +260,7 @@ impl Parser {
         if lf - 2 > limit {
             return Err(ProtocolError::LineTooLong);
         }
+        self.consumed(lf + 1)?;
         let line = buf.split_to(lf + 1).freeze();
         Ok(Some(line.slice(1..lf - 1)))
     }
@@ -262,6 +298,8 @@ impl Parser {
         if tag == b'=' && len < 4 {
             return Err(ProtocolError::InvalidVerbatim);
         }
+        // Refused as soon as declared, before its bytes are waited for.
+        self.consumed(len + 2)?;
         self.bulk = Some(PendingBulk { tag, len });
         Ok(Step::Continue)
     }
@@ -288,6 +326,17 @@ impl Parser {
             _ => Frame::Bulk(payload),
         };
         Ok(Step::Frame(frame))
+    }
+
+    /// Counts `n` more bytes against the current reply's `max_reply_bytes`.
+    fn consumed(&mut self, n: usize) -> Result<(), ProtocolError> {
+        self.reply_bytes = self.reply_bytes.saturating_add(n);
+        if self.reply_bytes > self.limits.max_reply_bytes {
+            return Err(ProtocolError::ReplyTooLarge {
+                max: self.limits.max_reply_bytes,
+            });
+        }
+        Ok(())
     }
 
     fn aggregate_header(&mut self, tag: u8, declared: i64) -> Result<Step, ProtocolError> {

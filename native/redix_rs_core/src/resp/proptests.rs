@@ -125,6 +125,7 @@ fn small_limits() -> Limits {
         max_bulk_len: 16,
         max_aggregate_len: 4,
         max_depth: 3,
+        max_reply_bytes: 64,
     }
 }
 

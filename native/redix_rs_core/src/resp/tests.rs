@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
-use super::{encode_command, Frame, Limits, Parsed, Parser, ProtocolError};
+use super::{encode_command, Frame, Limit, Limits, Parsed, Parser, ProtocolError};
 
 fn b(s: &'static str) -> Bytes {
     Bytes::from_static(s.as_bytes())
@@ -371,4 +371,43 @@ fn slow_line_is_scanned_once() {
     }
     assert!(matches!(done, Some(Frame::Simple(s)) if s.len() == 50_000));
     assert!(parser.bytes_examined() <= line.len());
+}
+
+#[test]
+fn enforces_the_reply_byte_limit_per_top_level_frame() {
+    // `*2\r\n$3\r\nabc\r\n$3\r\ndef\r\n` is 22 bytes.
+    let reply = b"*2\r\n$3\r\nabc\r\n$3\r\ndef\r\n";
+    let at = Limits {
+        max_reply_bytes: 22,
+        ..Limits::default()
+    };
+    let mut parser = Parser::new(at);
+    let mut buf = BytesMut::new();
+    // The count starts again with each frame: three replies at the limit in a row are fine.
+    for _ in 0..3 {
+        buf.extend_from_slice(reply);
+    }
+    for _ in 0..3 {
+        assert!(matches!(parser.parse(&mut buf), Ok(Parsed::Complete(_))));
+    }
+    let below = Limits {
+        max_reply_bytes: 21,
+        ..Limits::default()
+    };
+    assert_eq!(
+        err_with(below, reply),
+        ProtocolError::ReplyTooLarge { max: 21 }
+    );
+    // A bulk that would go past it is refused at its header, before its bytes arrive.
+    let mut parser = Parser::new(below);
+    let mut buf = BytesMut::from(&b"*2\r\n$3\r\nabc\r\n$300\r\n"[..]);
+    assert_eq!(
+        parser.parse(&mut buf),
+        Err(ProtocolError::ReplyTooLarge { max: 21 })
+    );
+    assert_eq!(
+        ProtocolError::ReplyTooLarge { max: 1 }.limit(),
+        Some(Limit::ReplyBytes)
+    );
+    assert_eq!(ProtocolError::MissingCrlf.limit(), None);
 }

@@ -13,7 +13,7 @@ use super::{Current, Multiplexer, Pending, Taken, Waiter, KEEP_BUFFER, READ_CHUN
 use crate::conn::out_of_band::{self, Classified, OutOfBand};
 use crate::conn::{Reason, Stream};
 use crate::pubsub::Event;
-use crate::resp::{Frame, Limits, Parsed, Parser};
+use crate::resp::{Frame, Parsed, Parser};
 
 impl<W: Waiter> Multiplexer<W> {
     /// Serves the connection until the socket fails or `close` is called; returns why it ended.
@@ -96,7 +96,8 @@ impl<W: Waiter> Multiplexer<W> {
         mut buf: BytesMut,
         current: &mut Current<W>,
     ) -> Reason {
-        let mut parser = Parser::new(Limits::default());
+        let limits = self.lock().limits;
+        let mut parser = Parser::new(limits);
         let mut done: Vec<W> = Vec::new();
         loop {
             let parsed = self.dispatch_available(&mut parser, &mut buf, current, &mut done);
@@ -144,7 +145,12 @@ impl<W: Waiter> Multiplexer<W> {
             match parser.parse(buf) {
                 Ok(Parsed::Complete(frame)) => self.dispatch(frame, current, done)?,
                 Ok(Parsed::Incomplete) => return Ok(()),
-                Err(e) => return Err(Reason::Protocol(e.to_string())),
+                Err(e) => {
+                    if let Some(limit) = e.limit() {
+                        self.fail_head(current, &Reason::ReplyLimit(limit));
+                    }
+                    return Err(Reason::Protocol(e.to_string()));
+                }
             }
         }
     }
@@ -176,6 +182,24 @@ impl<W: Waiter> Multiplexer<W> {
             *current = Some(waiter);
         }
         Ok(())
+    }
+
+    /// Fails the caller whose reply was being read (the one mid-reply, or the next in line) with
+    /// `reason`, ahead of everyone else's `fail`.
+    fn fail_head(&self, current: &mut Current<W>, reason: &Reason) {
+        let head = current.take().or_else(|| {
+            let mut st = self.lock();
+            match st.waiters.front() {
+                Some(Pending::Waiter(_)) => match st.waiters.pop_front() {
+                    Some(Pending::Waiter(w)) => Some(w),
+                    _ => None,
+                },
+                _ => None,
+            }
+        });
+        if let Some(waiter) = head {
+            waiter.fail(reason);
+        }
     }
 
     /// Hands an out-of-band frame to the sink, telling a confirmation of this connection's command

@@ -33,7 +33,7 @@ use super::direct::{send_within, DIRECT_MAX};
 use super::out_of_band::{Mode, OutOfBand};
 use super::Reason;
 use crate::pubsub::{Event, Kind};
-use crate::resp::Frame;
+use crate::resp::{Frame, Limits};
 
 mod io;
 mod submit;
@@ -208,6 +208,8 @@ struct State<W> {
     /// The socket, while the connection runs over plain TCP or a Unix socket (TLS records can only be
     /// written by the task that owns the TLS session).
     socket: Option<RawFd>,
+    /// What one reply may be.
+    limits: Limits,
 }
 
 impl<W> State<W> {
@@ -267,6 +269,7 @@ impl<W: Waiter> Multiplexer<W> {
             writing: false,
             last_batch: 0,
             socket: None,
+            limits: Limits::default(),
         };
         let shared = Shared {
             state: Mutex::new(state),
@@ -279,6 +282,11 @@ impl<W: Waiter> Multiplexer<W> {
         Multiplexer {
             shared: Arc::new(shared),
         }
+    }
+
+    /// Sets what one reply may be (checked by the parser as bytes arrive), from the next `run` on.
+    pub fn set_reply_limits(&self, limits: Limits) {
+        self.lock().limits = limits;
     }
 
     fn lock(&self) -> MutexGuard<'_, State<W>> {
