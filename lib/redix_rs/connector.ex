@@ -151,6 +151,7 @@ defmodule RedixRs.Connector do
       tls: if(opts[:ssl], do: RedixRs.Options.TLS.native(opts[:socket_opts])),
       sentinel: opts[:sentinel] && sentinel_config(opts[:sentinel]),
       pubsub: mode == :pubsub,
+      max_backlog_bytes: opts[:backlog_limit] || 0,
       # With exit_on_disconnection the process exits instead, and subscribers are not told (Redix).
       notify_disconnection: not opts[:exit_on_disconnection]
     })

@@ -139,6 +139,15 @@ defmodule RedixRs.Options do
 
   # Options only `RedixRs.PubSub` takes.
   @pubsub_schema [
+    backlog_limit: [
+      type: :pos_integer,
+      default: 256 * 1024 * 1024,
+      doc:
+        "bytes of messages that may wait to be sent to subscribers (a payload shared by many " <>
+          "subscribers counts once); past it (or past 1,000,000 deliveries) the connection is " <>
+          "closed with reason `:pubsub_backlog`: subscribers get what was queued, then " <>
+          "`:disconnected`, and everything is subscribed again when it comes back"
+    ],
     fetch_client_id_on_connect: [
       type: :boolean,
       default: false,

@@ -488,6 +488,44 @@ defmodule RedixRs.PubSubTest do
     end
   end
 
+  describe "backlog bounded in bytes" do
+    test "a payload shared by many subscribers counts once; past the bound the connection closes",
+         %{conn: conn} do
+      mib = 1024 * 1024
+      ps = pubsub!(backlog_limit: 8 * mib)
+      ch = unique("bytes")
+      {:ok, ref} = PubSub.subscribe(ps, ch, self())
+      assert_receive {:redix_pubsub, ^ps, ^ref, :subscribed, _}, 5_000
+      # 49 more subscribers: counted per subscriber, 6 payloads of 1 MiB would be 300 MiB.
+      for _ <- 1..49, do: PubSub.subscribe(ps, ch, sink())
+      :ok = PubSub.ping(ps)
+      payload = :binary.copy("p", mib)
+
+      :sys.suspend(ps)
+      for _ <- 1..6, do: {:ok, 1} = RedixRs.command(conn, ["PUBLISH", ch, payload])
+      wait_until_read(conn, ps)
+      :sys.resume(ps)
+
+      for _ <- 1..6 do
+        assert_receive {:redix_pubsub, ^ps, ^ref, :message, %{payload: ^payload}}, 5_000
+      end
+
+      refute_received {:redix_pubsub, ^ps, ^ref, :disconnected, _}
+
+      # 12 MiB waiting: past the bound. Redis sees the connection go while the process is still
+      # suspended (nothing but the byte bound can have closed it).
+      :sys.suspend(ps)
+      for _ <- 1..12, do: {:ok, _} = RedixRs.command(conn, ["PUBLISH", ch, payload])
+      assert Helpers.eventually(fn -> numsub(conn, ch) == 0 end, 400)
+      :sys.resume(ps)
+
+      received = count_messages(ps, ref, 0)
+      assert received in 8..9, "#{received} messages before :disconnected"
+      # It reconnects and subscribes again.
+      assert Helpers.eventually(fn -> numsub(conn, ch) == 1 end, 400)
+    end
+  end
+
   describe "subscriber exits" do
     test "a subscriber killed mid-stream is removed: Redis unsubscribes when it was the only one",
          %{conn: conn} do
@@ -1105,6 +1143,36 @@ defmodule RedixRs.PubSubTest do
   end
 
   # A process that drops every message.
+  # Until the `:disconnected` message: how many 1 MiB messages arrived before it.
+  defp count_messages(ps, ref, n) do
+    receive do
+      {:redix_pubsub, ^ps, ^ref, :message, _} ->
+        count_messages(ps, ref, n + 1)
+
+      {:redix_pubsub, ^ps, ^ref, :disconnected, %{error: error}} ->
+        assert error.reason == :pubsub_backlog
+        n
+    after
+      10_000 -> flunk("no :disconnected after #{n} messages")
+    end
+  end
+
+  # Redis has handed everything to the pub/sub connection's socket (its output buffer is empty), and
+  # the reader has had time to take it.
+  defp wait_until_read(conn, _ps) do
+    assert Helpers.eventually(
+             fn ->
+               {:ok, list} = RedixRs.command(conn, ["CLIENT", "LIST", "TYPE", "pubsub"])
+
+               String.split(list, "\n", trim: true)
+               |> Enum.all?(&String.contains?(&1, " omem=0 "))
+             end,
+             400
+           )
+
+    Process.sleep(200)
+  end
+
   defp sink do
     spawn_link(fn -> sink_loop() end)
   end

@@ -23,6 +23,8 @@ pub struct NativeConfig {
     pub reply_limits: Limits,
     /// A `RedixRs.PubSub` connection (its out-of-band frames go to the pub/sub fan-out).
     pub pubsub: bool,
+    /// Bytes of messages that may wait for the `RedixRs.PubSub` process (`:backlog_limit`).
+    pub max_backlog_bytes: usize,
     /// Whether subscribers get `:disconnected` when the connection ends (not with
     /// `exit_on_disconnection`, as in Redix).
     pub notify_disconnection: bool,
@@ -51,12 +53,14 @@ pub fn decode(map: Term<'_>) -> NifResult<NativeConfig> {
     let max_queued_bytes = get("max_queued_bytes")?.decode()?;
     let reply_limits = decode_reply_limits(get("reply_limits")?)?;
     let pubsub = get("pubsub")?.decode()?;
+    let max_backlog_bytes = get("max_backlog_bytes")?.decode()?;
     let notify_disconnection = get("notify_disconnection")?.decode()?;
     Ok(NativeConfig {
         connect,
         max_queued_bytes,
         reply_limits,
         pubsub,
+        max_backlog_bytes,
         notify_disconnection,
     })
 }

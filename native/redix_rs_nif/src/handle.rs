@@ -40,9 +40,19 @@ impl ConnectionHandle {
     }
 
     /// A pub/sub connection owned by `owner` (the `RedixRs.PubSub` process).
-    pub fn pubsub(max_queued_bytes: usize, owner: LocalPid, notify_disconnection: bool) -> Self {
+    pub fn pubsub(
+        max_queued_bytes: usize,
+        owner: LocalPid,
+        notify_disconnection: bool,
+        max_backlog_bytes: usize,
+    ) -> Self {
         let id = next_id();
-        let fanout = Arc::new(PubSubFanout::new(owner, id, notify_disconnection));
+        let fanout = Arc::new(PubSubFanout::new(
+            owner,
+            id,
+            notify_disconnection,
+            max_backlog_bytes,
+        ));
         let mux = Multiplexer::with_sink(max_queued_bytes, Mode::Subscribed, fanout.clone());
         let pubsub = Some(PubSubSide { fanout });
         ConnectionHandle { mux, id, pubsub }

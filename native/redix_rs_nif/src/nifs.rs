@@ -36,6 +36,7 @@ fn connect<'a>(env: Env<'a>, config: Term<'a>, owner: LocalPid) -> NifResult<Ter
             config.max_queued_bytes,
             owner,
             config.notify_disconnection,
+            config.max_backlog_bytes,
         ))
     } else {
         ResourceArc::new(ConnectionHandle::new(config.max_queued_bytes))

@@ -48,6 +48,14 @@ impl Payload {
         }
     }
 
+    /// The bytes of a shared payload (which `drain` does not copy).
+    fn shared_len(&self) -> usize {
+        match self {
+            Payload::Shared(shared) => shared.0.len(),
+            _ => 0,
+        }
+    }
+
     /// The bytes `drain` copies for it.
     fn copied_len(&self) -> usize {
         match self {
@@ -91,6 +99,18 @@ pub enum Props {
 }
 
 impl Props {
+    /// Bytes the event holds while it waits (names and payload, a shared payload included), for the
+    /// backlog's bound.
+    pub fn memory(&self) -> usize {
+        let shared = match self {
+            Props::Message { payload, .. } | Props::PMessage { payload, .. } => {
+                payload.shared_len()
+            }
+            _ => 0,
+        };
+        self.size() + shared
+    }
+
     /// Bytes of names and payload that `drain` copies, to bound the work of one call.
     pub fn size(&self) -> usize {
         match self {

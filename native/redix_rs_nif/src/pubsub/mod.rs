@@ -81,6 +81,8 @@ pub struct PubSubFanout {
     id: u64,
     /// Whether subscribers are told `:disconnected` when the connection ends.
     notify_disconnection: bool,
+    /// Bytes of events that may wait for the PubSub process (`:pubsub_backlog_limit`).
+    max_backlog_bytes: usize,
     inner: Mutex<Inner>,
 }
 
@@ -88,6 +90,8 @@ pub struct PubSubFanout {
 struct Inner {
     registry: Registry<Subscriber>,
     outbox: VecDeque<Delivery>,
+    /// Bytes held by the events in `outbox` (each event once, however many subscribers share it).
+    outbox_bytes: usize,
     env: OwnedEnv,
     /// Set when the connection has ended (with subscribers to tell): a subscription made after that
     /// moment, before the PubSub process has heard of it, is answered `:disconnected`, as those of
@@ -101,6 +105,9 @@ struct Delivery {
     type_: Atom,
     /// Shared by every delivery of one event, so its term is built once per drain.
     props: Arc<Props>,
+    /// Bytes given back to the backlog's bound when this delivery leaves the outbox: the event's size
+    /// on its last delivery, 0 on the others.
+    releases: usize,
 }
 
 /// Deliveries sent per `drain` call, so that one call stays short.
@@ -115,10 +122,16 @@ const MAX_OUTBOX: usize = 1_000_000;
 const DRAIN_BYTES: usize = 64 * 1024;
 
 impl PubSubFanout {
-    pub fn new(owner: LocalPid, id: u64, notify_disconnection: bool) -> Self {
+    pub fn new(
+        owner: LocalPid,
+        id: u64,
+        notify_disconnection: bool,
+        max_backlog_bytes: usize,
+    ) -> Self {
         let inner = Inner {
             registry: Registry::default(),
             outbox: VecDeque::new(),
+            outbox_bytes: 0,
             env: OwnedEnv::new(),
             ended: None,
         };
@@ -126,6 +139,7 @@ impl PubSubFanout {
             owner,
             id,
             notify_disconnection,
+            max_backlog_bytes,
             inner: Mutex::new(inner),
         }
     }
@@ -209,13 +223,29 @@ impl PubSubFanout {
     /// Queues a message; wakes the owner when the queue was empty (one wake-up per batch). On a
     /// scheduler thread (`pubsub_op`) there is no wake-up: the owner drains right after that call.
     fn push(&self, inner: &mut Inner, to: Subscriber, type_: Atom, props: Arc<Props>) {
+        self.push_releasing(inner, to, type_, props, 0);
+    }
+
+    fn push_releasing(
+        &self,
+        inner: &mut Inner,
+        to: Subscriber,
+        type_: Atom,
+        props: Arc<Props>,
+        releases: usize,
+    ) {
         if inner.outbox.is_empty() && !rustler::thread::is_scheduler_thread() {
             let id = self.id;
             let _ = inner.env.send_and_clear(&self.owner, |env| {
                 (atoms::redix_rs_pubsub_drain(), id).encode(env)
             });
         }
-        inner.outbox.push_back(Delivery { to, type_, props });
+        inner.outbox.push_back(Delivery {
+            to,
+            type_,
+            props,
+            releases,
+        });
     }
 
     /// Sends a batch of queued messages from the calling process (the owner, on a scheduler
@@ -224,6 +254,8 @@ impl PubSubFanout {
         let (batch, more) = {
             let mut inner = self.lock();
             let batch = take_batch(&mut inner.outbox);
+            let released: usize = batch.iter().map(|d| d.releases).sum();
+            inner.outbox_bytes = inner.outbox_bytes.saturating_sub(released);
             (batch, !inner.outbox.is_empty())
         };
         // The props of one event are built once for all its subscribers. Each subscriber's reference
@@ -260,78 +292,112 @@ impl PubSubFanout {
         (more, batch.len())
     }
 
-    /// Queues a message for every subscriber of its channel (or pattern).
-    fn deliver(&self, inner: &mut Inner, event: Event) {
-        let (kind, name, type_, props) = match event {
+    /// Queues a prepared message for every subscriber of its channel (or pattern); its bytes count
+    /// once against the backlog's bound.
+    fn deliver(&self, inner: &mut Inner, message: Prepared) {
+        let Prepared {
+            kind,
+            name,
+            type_,
+            props,
+        } = message;
+        let recipients: Vec<Subscriber> = inner.registry.recipients(kind, &name).cloned().collect();
+        let Some((last, rest)) = recipients.split_last() else {
+            return;
+        };
+        let bytes = props.memory();
+        inner.outbox_bytes += bytes;
+        let props = Arc::new(props);
+        for to in rest {
+            self.push(inner, to.clone(), type_, props.clone());
+        }
+        self.push_releasing(inner, last.clone(), type_, props, bytes);
+    }
+
+    fn overloaded(&self, inner: &Inner) -> bool {
+        inner.outbox.len() > MAX_OUTBOX || inner.outbox_bytes > self.max_backlog_bytes
+    }
+}
+
+/// A message ready to fan out: its properties (a large payload already copied) are built before the
+/// lock is taken, so that `drain`, on a normal scheduler, never waits for a copy.
+struct Prepared {
+    kind: Kind,
+    /// The channel or pattern its subscribers subscribed to.
+    name: Bytes,
+    type_: Atom,
+    props: Props,
+}
+
+impl Prepared {
+    fn new(event: Event) -> Option<Prepared> {
+        Some(match event {
             Event::Message {
                 kind,
                 channel,
                 payload,
-            } => {
-                let type_ = if kind == Kind::Shard {
+            } => Prepared {
+                kind,
+                name: channel.clone(),
+                type_: if kind == Kind::Shard {
                     atoms::smessage()
                 } else {
                     atoms::message()
-                };
-                let props = Props::Message {
-                    channel: channel.clone(),
+                },
+                props: Props::Message {
+                    channel,
                     payload: Payload::new(payload),
-                };
-                (kind, channel, type_, props)
-            }
+                },
+            },
             Event::PMessage {
                 pattern,
                 channel,
                 payload,
-            } => {
-                let props = Props::PMessage {
+            } => Prepared {
+                kind: Kind::Pattern,
+                name: pattern.clone(),
+                type_: atoms::pmessage(),
+                props: Props::PMessage {
                     channel,
-                    pattern: pattern.clone(),
+                    pattern,
                     payload: Payload::new(payload),
-                };
-                (Kind::Pattern, pattern, atoms::pmessage(), props)
-            }
-            Event::Subscribed { .. } | Event::Unsubscribed { .. } => return,
-        };
-        let recipients: Vec<Subscriber> = inner.registry.recipients(kind, &name).cloned().collect();
-        if recipients.is_empty() {
-            return;
-        }
-        let props = Arc::new(props);
-        for to in recipients {
-            self.push(inner, to, type_, props.clone());
-        }
+                },
+            },
+            Event::Subscribed { .. } | Event::Unsubscribed { .. } => return None,
+        })
     }
 }
 
 impl OutOfBandSink for PubSubFanout {
     fn take(&self, item: OutOfBand) -> Taken {
-        let mut inner = self.lock();
-        match item {
-            OutOfBand::Message(event) => self.deliver(&mut inner, event),
-            // A RESP3 `invalidate` push is what RESP2 sends as a message on `__redis__:invalidate`:
-            // its subscribers get the same `:message`.
-            OutOfBand::Invalidation(keys) => {
-                let event = Event::Message {
-                    kind: Kind::Channel,
-                    channel: Bytes::from_static(INVALIDATE_CHANNEL),
-                    payload: keys,
-                };
-                self.deliver(&mut inner, event);
-            }
+        // A RESP3 `invalidate` push is what RESP2 sends as a message on `__redis__:invalidate`: its
+        // subscribers get the same `:message`.
+        let message = match item {
+            OutOfBand::Message(event) => Prepared::new(event),
+            OutOfBand::Invalidation(keys) => Prepared::new(Event::Message {
+                kind: Kind::Channel,
+                channel: Bytes::from_static(INVALIDATE_CHANNEL),
+                payload: keys,
+            }),
             OutOfBand::Confirmation(Event::Subscribed { kind, name }) => {
+                let mut inner = self.lock();
                 for sub in inner.registry.confirm(kind, &name) {
                     self.push(&mut inner, sub, subscribed(kind), name_props(kind, &name));
                 }
+                None
             }
             // Subscribers hear `:unsubscribed` when they ask (in `apply`), not when Redis confirms.
-            OutOfBand::Confirmation(_) => {}
+            OutOfBand::Confirmation(_) => None,
             // A sharded channel whose slot moved (Redis Cluster): the `RedixRs.PubSub` process still
             // counts the subscription, and makes it again when the connection is re-established.
             // Dropped here on purpose: a single-server connection has no other node to follow it to.
-            OutOfBand::Ended(_) => {}
+            OutOfBand::Ended(_) => None,
+        };
+        let mut inner = self.lock();
+        if let Some(message) = message {
+            self.deliver(&mut inner, message);
         }
-        if inner.outbox.len() > MAX_OUTBOX {
+        if self.overloaded(&inner) {
             Taken::Overloaded
         } else {
             Taken::Yes
