@@ -87,6 +87,7 @@ impl Building {
                 remaining,
                 items,
             } => {
+                grow(items, *remaining);
                 items.push(frame);
                 *remaining = remaining.saturating_sub(1);
                 (*remaining == 0).then(|| kind.wrap(std::mem::take(items)))
@@ -101,6 +102,7 @@ impl Building {
                     *key = Some(frame);
                     return None;
                 };
+                grow(pairs, *remaining);
                 pairs.push((k, frame));
                 *remaining = remaining.saturating_sub(1);
                 if *remaining > 0 {
@@ -120,6 +122,17 @@ impl Building {
                 value: Box::new(frame),
             }),
         }
+    }
+}
+
+/// Makes room for the next element of an aggregate that still expects `remaining` of them, growing
+/// by an eighth at a time (at least `MAX_PREALLOC`, never past what is still declared) rather than
+/// doubling: a reply's parsed form then stays within a fixed multiple of its size on the wire, where
+/// doubling could leave half of a large aggregate's capacity unused.
+fn grow<T>(items: &mut Vec<T>, remaining: usize) {
+    if items.len() == items.capacity() {
+        let step = (items.len() / 8).max(MAX_PREALLOC).min(remaining.max(1));
+        items.reserve_exact(step);
     }
 }
 
