@@ -2,11 +2,11 @@
 //! `pubsub_op` and `pubsub_drain`. Each returns in microseconds (or runs on a dirty scheduler);
 //! everything that waits happens on the tokio runtime.
 
+use std::sync::Arc;
+
 use bytes::{Bytes, BytesMut};
-use redix_rs_core::conn::{
-    establish_with, Address, ConnectError, ConnectOptions, Multiplexer, Outgoing, Reason,
-    SentinelEvent, SubmitError,
-};
+use redix_rs_core::conn::lifecycle::{supervise, Lifecycle, LifecycleListener};
+use redix_rs_core::conn::{Address, ConnectError, Outgoing, Reason, SentinelEvent, SubmitError};
 use rustler::{Binary, Encoder, Env, Error, LocalPid, NifResult, OwnedEnv, ResourceArc, Term};
 
 use crate::args::{
@@ -44,7 +44,11 @@ fn connect<'a>(env: Env<'a>, config: Term<'a>, owner: LocalPid) -> NifResult<Ter
     handle.mux.set_reply_limits(config.reply_limits);
     env.monitor(&handle, &owner);
     let (mux, id) = (handle.mux.clone(), handle.id);
-    runtime.spawn(supervise(mux, config.connect, owner, id));
+    runtime.spawn(supervise(
+        mux,
+        config.connect,
+        Arc::new(OwnerProcess { pid: owner, id }),
+    ));
     Ok((atoms::ok(), handle, id).encode(env))
 }
 
@@ -263,53 +267,41 @@ fn refused_term<E>(env: Env<'_>, err: SubmitError<ReplyWaiter, E>) -> Term<'_> {
     (atoms::error(), reason).encode(env)
 }
 
-/// Runs the connection in its own task so that a panic fails only this connection, reported as a
-/// disconnection with every waiter answered.
-async fn supervise(mux: Multiplexer<ReplyWaiter>, opts: ConnectOptions, owner: LocalPid, id: u64) {
-    let task = tokio::spawn(serve(mux.clone(), opts, owner, id));
-    if let Err(err) = task.await {
-        let reason = Reason::Panic(panic_message(err));
-        mux.abort(&reason);
-        notify(&owner, id, |env| {
-            (atoms::disconnected(), reply::reason(env, &reason)).encode(env)
-        });
-    }
+/// The owner of a connection, told of its lifecycle as `{:redix_rs_native, id, event}` messages.
+struct OwnerProcess {
+    pid: LocalPid,
+    id: u64,
 }
 
-async fn serve(mux: Multiplexer<ReplyWaiter>, opts: ConnectOptions, owner: LocalPid, id: u64) {
-    // Through sentinels, the owner hears which failed (for telemetry) and which answered (to ask it
-    // first next time): `{:sentinel_failed, "host:port", reason}`, `{:sentinel_answered, index}`.
-    let mut on_sentinel = |event: SentinelEvent| match event {
-        SentinelEvent::Failed { address, reason } => notify(&owner, id, |env| {
-            let reason = reply::reason(env, &reason);
-            (atoms::sentinel_failed(), address.as_str(), reason).encode(env)
-        }),
-        SentinelEvent::Answered { index, server } => notify(&owner, id, |env| {
-            let (host, port) = match &server {
-                Address::Tcp { host, port } => (host.as_str(), *port),
-                Address::Unix { path } => (path.as_str(), 0),
-            };
-            (atoms::sentinel_answered(), index, host, port).encode(env)
-        }),
-    };
-    // An attempt whose owner has gone (or closed the handle) is abandoned at once.
-    let attempt = tokio::select! {
-        result = establish_with(&opts, &mut on_sentinel) => result,
-        _closed = mux.closed_by_owner() => Err(ConnectError::Closed),
-    };
-    match attempt {
-        Ok((stream, leftover)) => {
-            notify(&owner, id, |env| atoms::connected().encode(env));
-            let reason = mux.run(stream, leftover).await;
-            notify(&owner, id, |env| {
+impl LifecycleListener for OwnerProcess {
+    fn event(&self, event: Lifecycle) {
+        let (owner, id) = (&self.pid, self.id);
+        match event {
+            // Through sentinels, the owner hears which failed (for telemetry) and which answered (to
+            // ask it first next time): `{:sentinel_failed, "host:port", reason}`,
+            // `{:sentinel_answered, index, host, port}`.
+            Lifecycle::Sentinel(SentinelEvent::Failed { address, reason }) => {
+                notify(owner, id, |env| {
+                    let reason = reply::reason(env, &reason);
+                    (atoms::sentinel_failed(), address.as_str(), reason).encode(env)
+                })
+            }
+            Lifecycle::Sentinel(SentinelEvent::Answered { index, server }) => {
+                notify(owner, id, |env| {
+                    let (host, port) = match &server {
+                        Address::Tcp { host, port } => (host.as_str(), *port),
+                        Address::Unix { path } => (path.as_str(), 0),
+                    };
+                    (atoms::sentinel_answered(), index, host, port).encode(env)
+                })
+            }
+            Lifecycle::Connected => notify(owner, id, |env| atoms::connected().encode(env)),
+            Lifecycle::Disconnected(reason) => notify(owner, id, |env| {
                 (atoms::disconnected(), reply::reason(env, &reason)).encode(env)
-            });
-        }
-        Err(err) => {
-            mux.abort(&err.reason());
-            notify(&owner, id, |env| {
+            }),
+            Lifecycle::ConnectFailed(err) => notify(owner, id, |env| {
                 (atoms::connect_failed(), connect_error(env, &err)).encode(env)
-            });
+            }),
         }
     }
 }
@@ -327,16 +319,4 @@ fn notify(owner: &LocalPid, id: u64, event: impl for<'a> FnOnce(Env<'a>) -> Term
     let _ = env.send_and_clear(owner, |env| {
         (atoms::redix_rs_native(), id, event(env)).encode(env)
     });
-}
-
-fn panic_message(err: tokio::task::JoinError) -> String {
-    if !err.is_panic() {
-        return "connection task cancelled".to_string();
-    }
-    let payload = err.into_panic();
-    payload
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".to_string())
 }

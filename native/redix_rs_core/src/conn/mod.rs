@@ -8,6 +8,7 @@ pub mod call_state;
 mod direct;
 mod error;
 mod handshake;
+pub mod lifecycle;
 mod multiplexer;
 mod options;
 pub mod out_of_band;
