@@ -7,6 +7,8 @@
 //! never has to reproduce Redix's error messages.
 
 use bytes::BytesMut;
+pub use redix_rs_core::conn::submission::SubmissionKind as Kind;
+use redix_rs_core::conn::submission::{Refusal, Refused};
 use redix_rs_core::conn::Outgoing;
 use redix_rs_core::resp::{encode_array_header, encode_bulk};
 use rustler::{Atom, Binary, Term};
@@ -40,42 +42,25 @@ pub enum EncodeStop {
     OverBudget,
 }
 
-/// What a submission is: its commands alone, or wrapped by the commands that make it a
-/// `noreply_pipeline` (CLIENT REPLY OFF … ON) or a `transaction_pipeline` (MULTI … EXEC). The wrappers
-/// are written here so the check that refuses a user's `CLIENT REPLY` never sees them.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Pipeline,
-    NoReply,
-    Transaction,
+/// A refused command is left to the Elixir side, which raises Redix's `ArgumentError`.
+impl From<Refused> for EncodeStop {
+    fn from(_: Refused) -> EncodeStop {
+        EncodeStop::Normalize
+    }
 }
 
-const REPLY_OFF: &[u8] = b"*3\r\n$6\r\nCLIENT\r\n$5\r\nREPLY\r\n$3\r\nOFF\r\n";
-const REPLY_ON: &[u8] = b"*3\r\n$6\r\nCLIENT\r\n$5\r\nREPLY\r\n$2\r\nON\r\n";
-const MULTI: &[u8] = b"*1\r\n$5\r\nMULTI\r\n";
-const EXEC: &[u8] = b"*1\r\n$4\r\nEXEC\r\n";
-
-impl Kind {
-    /// Compares atoms rather than their names: no allocation on every call.
-    pub fn decode(term: Term<'_>) -> Option<Kind> {
-        let atom = Atom::from_term(term).ok()?;
-        if atom == atoms::pipeline() {
-            Some(Kind::Pipeline)
-        } else if atom == atoms::noreply() {
-            Some(Kind::NoReply)
-        } else if atom == atoms::transaction() {
-            Some(Kind::Transaction)
-        } else {
-            None
-        }
-    }
-
-    fn wrappers(self) -> (&'static [u8], &'static [u8]) {
-        match self {
-            Kind::Pipeline => (b"", b""),
-            Kind::NoReply => (REPLY_OFF, REPLY_ON),
-            Kind::Transaction => (MULTI, EXEC),
-        }
+/// A submission's kind, from its atom (`:pipeline | :noreply | :transaction`); atoms are compared, not
+/// their names: no allocation on every call.
+pub fn decode_kind(term: Term<'_>) -> Option<Kind> {
+    let atom = Atom::from_term(term).ok()?;
+    if atom == atoms::pipeline() {
+        Some(Kind::Pipeline)
+    } else if atom == atoms::noreply() {
+        Some(Kind::NoReply)
+    } else if atom == atoms::transaction() {
+        Some(Kind::Transaction)
+    } else {
+        None
     }
 }
 
@@ -309,48 +294,4 @@ fn bulk_payload(encoded: &[u8]) -> &[u8] {
         .map_or(encoded.len(), |p| p + 1);
     let body = &encoded[header_end..];
     &body[..body.len().saturating_sub(2)]
-}
-
-/// Refuses, from a command's first two elements, what a plain connection must not send: pub/sub
-/// commands (whatever their length: a bare `UNSUBSCRIBE` is answered with a RESP3 push only, which
-/// would leave its caller with the next caller's reply) and `CLIENT REPLY`.
-#[derive(Default)]
-struct Refusal {
-    /// The command name, upper-cased (left empty when longer than any name refused).
-    name: [u8; 12],
-    name_len: usize,
-    seen: usize,
-}
-
-impl Refusal {
-    /// Takes the text of the command's next element.
-    fn element(&mut self, text: &[u8]) -> Result<(), EncodeStop> {
-        match self.seen {
-            0 if text.len() <= self.name.len() => {
-                for (dst, src) in self.name.iter_mut().zip(text) {
-                    *dst = src.to_ascii_uppercase();
-                }
-                self.name_len = text.len();
-            }
-            1 if self.name() == b"CLIENT" && text.eq_ignore_ascii_case(b"REPLY") => {
-                return Err(EncodeStop::Normalize)
-            }
-            _ => {}
-        }
-        self.seen += 1;
-        Ok(())
-    }
-
-    /// After the last element.
-    fn finish(&self) -> Result<(), EncodeStop> {
-        match self.name() {
-            b"SUBSCRIBE" | b"PSUBSCRIBE" | b"UNSUBSCRIBE" | b"PUNSUBSCRIBE" | b"SSUBSCRIBE"
-            | b"SUNSUBSCRIBE" => Err(EncodeStop::Normalize),
-            _ => Ok(()),
-        }
-    }
-
-    fn name(&self) -> &[u8] {
-        &self.name[..self.name_len]
-    }
 }

@@ -3,6 +3,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use redix_rs_core::conn::submission::Expect;
 use redix_rs_core::conn::{Mode, Multiplexer, Reason, Waiter};
 use redix_rs_core::resp::Frame;
 use rustler::{Encoder, Env, LocalPid, Monitor, Resource, Term};
@@ -76,19 +77,6 @@ impl Drop for ConnectionHandle {
     fn drop(&mut self) {
         self.mux.close(Reason::Closed);
     }
-}
-
-/// How many replies a waiter takes.
-#[derive(Clone, Copy)]
-pub enum Expect {
-    Replies(usize),
-    /// A `noreply_pipeline` of this many commands: normally one reply (the OK of CLIENT REPLY ON). If the
-    /// first reply is an error, CLIENT REPLY OFF was refused (servers that disable CLIENT), so every
-    /// command answered too: OFF's error, one reply per command, ON's reply. Taking them all keeps the
-    /// connection in sync.
-    NoReply {
-        commands: usize,
-    },
 }
 
 /// A caller waiting for `expected` replies; sends `{ref, :ok, replies}` or `{ref, :error, reason}`
@@ -174,14 +162,7 @@ impl Waiter for ReplyWaiter {
             let head = self.replies;
             self.replies = env.keep(|e| env.load(e, head).list_prepend(reply::frame(e, &frame)));
         }
-        match self.expect {
-            Expect::Replies(n) => self.received == n,
-            Expect::NoReply { commands } if self.received == 1 && frame.is_error() => {
-                self.expect = Expect::Replies(commands + 2);
-                false
-            }
-            Expect::NoReply { .. } => true,
-        }
+        self.expect.is_last(self.received, frame.is_error())
     }
 
     fn complete(mut self) {

@@ -10,9 +10,10 @@ use redix_rs_core::conn::{Address, ConnectError, Outgoing, Reason, SentinelEvent
 use rustler::{Binary, Encoder, Env, Error, LocalPid, NifResult, OwnedEnv, ResourceArc, Term};
 
 use crate::args::{
-    check_submission, count_commands, encode_submission, Budget, EncodeStop, Encoding, Kind,
+    check_submission, count_commands, decode_kind, encode_submission, Budget, EncodeStop, Encoding,
+    Kind,
 };
-use crate::handle::{ConnectionHandle, Expect, ReplyWaiter};
+use crate::handle::{ConnectionHandle, ReplyWaiter};
 use crate::pubsub::{Action, Op, Subscriber};
 use crate::{atoms, config, reply, runtime};
 use redix_rs_core::conn::call_state::{self, CallState, Token};
@@ -66,7 +67,7 @@ fn submit<'a>(
     commands: Term<'a>,
     kind: Term<'a>,
 ) -> NifResult<Term<'a>> {
-    let kind = Kind::decode(kind).ok_or(Error::BadArg)?;
+    let kind = decode_kind(kind).ok_or(Error::BadArg)?;
     // A long pipeline is checked whole first, so that it can go to the socket while it is encoded; a
     // short one is checked as it is encoded (and can be taken back from the queue).
     let count = match count_commands(commands, Budget::NORMAL.elements) {
@@ -106,7 +107,7 @@ fn submit_dirty<'a>(
     commands: Term<'a>,
     kind: Term<'a>,
 ) -> NifResult<Term<'a>> {
-    let kind = Kind::decode(kind).ok_or(Error::BadArg)?;
+    let kind = decode_kind(kind).ok_or(Error::BadArg)?;
     let count = match count_commands(commands, usize::MAX) {
         Ok(n) => n,
         Err(stop) => return Ok(stop_term(env, stop)),
@@ -234,7 +235,7 @@ fn waiter<'a>(
     let state = CallState::new().ok_or_else(|| (atoms::error(), atoms::full()).encode(env))?;
     let token = state.token();
     Ok((
-        ReplyWaiter::new(state, env.pid(), reference, expect(kind, count)),
+        ReplyWaiter::new(state, env.pid(), reference, kind.expect(count)),
         token,
     ))
 }
@@ -242,14 +243,6 @@ fn waiter<'a>(
 /// `{:ok, token}` for an accepted submission.
 fn accepted_term(env: Env<'_>, token: Token) -> Term<'_> {
     (atoms::ok(), (token.index, token.generation)).encode(env)
-}
-
-fn expect(kind: Kind, commands: usize) -> Expect {
-    match kind {
-        Kind::Pipeline => Expect::Replies(commands),
-        Kind::NoReply => Expect::NoReply { commands },
-        Kind::Transaction => Expect::Replies(commands + 2),
-    }
 }
 
 fn stop_term(env: Env<'_>, stop: EncodeStop) -> Term<'_> {

@@ -13,6 +13,7 @@ mod multiplexer;
 mod options;
 pub mod out_of_band;
 mod sentinel;
+pub mod submission;
 mod tls;
 mod transport;
 

@@ -5,8 +5,10 @@
 //! frames into [`Event`]s; [`Registry`] maps channels and patterns to subscribers. Which frames are
 //! looked at at all is decided in one place, `conn::out_of_band`.
 
+mod batch;
 mod registry;
 
+pub use batch::{take_batch, Grouped};
 pub use registry::Registry;
 
 use bytes::Bytes;

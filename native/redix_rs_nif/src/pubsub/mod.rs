@@ -12,12 +12,13 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::{Bytes, BytesMut};
-use redix_rs_core::conn::{Confirmations, Multiplexer, OutOfBand, OutOfBandSink, Reason, Taken};
-use redix_rs_core::pubsub::{Event, Kind, Registry, INVALIDATE_CHANNEL};
+use redix_rs_core::conn::{
+    Confirmations, Multiplexer, OutOfBand, OutOfBandSink, Reason, Taken, Waiter,
+};
+use redix_rs_core::pubsub::{take_batch, Event, Grouped, Kind, Registry, INVALIDATE_CHANNEL};
 use redix_rs_core::resp::{encode_array_header, encode_bulk, Frame};
 use rustler::{Atom, Encoder, Env, LocalPid, OwnedEnv, Term};
 
-use crate::handle::ReplyWaiter;
 use crate::{atoms, reply};
 use messages::{name_props, props_term, subscribed, unsubscribed, Payload, Props};
 
@@ -151,7 +152,7 @@ impl PubSubFanout {
     /// Applies `op`, queueing what it means for subscribers, then writes what Redis must hear.
     /// Returns how many messages are queued up to and including this op's, so that the owner can
     /// send those before it replies without chasing messages that keep arriving after them.
-    pub fn apply(&self, op: Op, mux: &Multiplexer<ReplyWaiter>) -> usize {
+    pub fn apply<W: Waiter>(&self, op: Op, mux: &Multiplexer<W>) -> usize {
         let to_redis: HashSet<&Bytes> = op.redis_names.iter().collect();
         let mut inner = self.lock();
         if op.action == Action::Subscribe && self.told_ended(&mut inner, &op.subscriber) {
@@ -253,7 +254,7 @@ impl PubSubFanout {
     pub fn drain<'a>(&self, env: Env<'a>, held: Term<'a>) -> (bool, usize) {
         let (batch, more) = {
             let mut inner = self.lock();
-            let batch = take_batch(&mut inner.outbox);
+            let batch = take_batch(&mut inner.outbox, DRAIN_BATCH, DRAIN_BYTES);
             let released: usize = batch.iter().map(|d| d.releases).sum();
             inner.outbox_bytes = inner.outbox_bytes.saturating_sub(released);
             (batch, !inner.outbox.is_empty())
@@ -427,26 +428,14 @@ impl OutOfBandSink for PubSubFanout {
     }
 }
 
-/// The next deliveries to send: at most `DRAIN_BATCH`, and at most `DRAIN_BYTES` of properties to
-/// build (each event's once), but always at least one.
-fn take_batch(outbox: &mut VecDeque<Delivery>) -> Vec<Delivery> {
-    let mut batch = Vec::new();
-    let mut bytes = 0;
-    let mut last: *const Props = std::ptr::null();
-    while let Some(next) = outbox.front() {
-        if batch.len() == DRAIN_BATCH {
-            break;
-        }
-        if Arc::as_ptr(&next.props) != last {
-            last = Arc::as_ptr(&next.props);
-            bytes += next.props.size();
-            if bytes > DRAIN_BYTES && !batch.is_empty() {
-                break;
-            }
-        }
-        batch.extend(outbox.pop_front());
+impl Grouped for Delivery {
+    fn group(&self) -> usize {
+        Arc::as_ptr(&self.props) as usize
     }
-    batch
+
+    fn group_cost(&self) -> usize {
+        self.props.size()
+    }
 }
 
 /// `SUBSCRIBE a b …` and its siblings, as RESP.
