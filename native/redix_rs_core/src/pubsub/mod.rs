@@ -8,7 +8,7 @@
 mod batch;
 mod registry;
 
-pub use batch::{take_batch, Grouped};
+pub use batch::{take_batch, Deliveries};
 pub use registry::Registry;
 
 use bytes::Bytes;

@@ -6,6 +6,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
+use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -16,9 +17,25 @@ struct Entry<S> {
     confirmed: bool,
 }
 
+/// The subscribers of one name, and the confirmed ones as one shared list: a message is queued for
+/// all of them by cloning that list's handle, not each subscriber (rebuilt only after a change).
+struct Subscribers<S> {
+    entries: Vec<Entry<S>>,
+    recipients: Option<Arc<[S]>>,
+}
+
+impl<S> Default for Subscribers<S> {
+    fn default() -> Self {
+        Subscribers {
+            entries: Vec::new(),
+            recipients: None,
+        }
+    }
+}
+
 /// Channels, patterns and shard channels → their subscribers. `S` identifies a subscriber.
 pub struct Registry<S> {
-    table: HashMap<(Kind, Bytes), Vec<Entry<S>>>,
+    table: HashMap<(Kind, Bytes), Subscribers<S>>,
 }
 
 impl<S> Default for Registry<S> {
@@ -41,10 +58,11 @@ impl<S: Clone + PartialEq> Registry<S> {
     }
 
     fn add(&mut self, kind: Kind, name: Bytes, subscriber: S, confirmed: bool) {
-        let entries = self.table.entry((kind, name)).or_default();
-        match entries.iter_mut().find(|e| e.subscriber == subscriber) {
+        let subs = self.table.entry((kind, name)).or_default();
+        subs.recipients = None;
+        match subs.entries.iter_mut().find(|e| e.subscriber == subscriber) {
             Some(entry) => entry.confirmed |= confirmed,
-            None => entries.push(Entry {
+            None => subs.entries.push(Entry {
                 subscriber,
                 confirmed,
             }),
@@ -53,10 +71,11 @@ impl<S: Clone + PartialEq> Registry<S> {
 
     /// Redis confirmed `name`: returns the subscribers that were waiting for it, now confirmed.
     pub fn confirm(&mut self, kind: Kind, name: &Bytes) -> Vec<S> {
-        let Some(entries) = self.table.get_mut(&(kind, name.clone())) else {
+        let Some(subs) = self.table.get_mut(&(kind, name.clone())) else {
             return Vec::new();
         };
-        entries
+        subs.recipients = None;
+        subs.entries
             .iter_mut()
             .filter(|e| !e.confirmed)
             .map(|e| {
@@ -70,19 +89,20 @@ impl<S: Clone + PartialEq> Registry<S> {
     pub fn is_confirmed(&self, kind: Kind, name: &Bytes) -> bool {
         self.table
             .get(&(kind, name.clone()))
-            .is_some_and(|entries| entries.iter().any(|e| e.confirmed))
+            .is_some_and(|subs| subs.entries.iter().any(|e| e.confirmed))
     }
 
     /// Removes `subscriber` from `name`; returns whether it was there.
     pub fn remove(&mut self, kind: Kind, name: &Bytes, subscriber: &S) -> bool {
         let key = (kind, name.clone());
-        let Some(entries) = self.table.get_mut(&key) else {
+        let Some(subs) = self.table.get_mut(&key) else {
             return false;
         };
-        let before = entries.len();
-        entries.retain(|e| &e.subscriber != subscriber);
-        let removed = entries.len() != before;
-        if entries.is_empty() {
+        let before = subs.entries.len();
+        subs.entries.retain(|e| &e.subscriber != subscriber);
+        let removed = subs.entries.len() != before;
+        subs.recipients = None;
+        if subs.entries.is_empty() {
             self.table.remove(&key);
         }
         removed
@@ -93,9 +113,25 @@ impl<S: Clone + PartialEq> Registry<S> {
         self.table
             .get(&(kind, name.clone()))
             .into_iter()
-            .flatten()
+            .flat_map(|subs| subs.entries.iter())
             .filter(|e| e.confirmed)
             .map(|e| &e.subscriber)
+    }
+
+    /// The confirmed subscribers of `name` as one shared list (`None` when there are none): the same
+    /// list, at the cost of a reference count, until the subscriptions of `name` change.
+    pub fn shared_recipients(&mut self, kind: Kind, name: &Bytes) -> Option<Arc<[S]>> {
+        let subs = self.table.get_mut(&(kind, name.clone()))?;
+        if subs.recipients.is_none() {
+            let confirmed: Vec<S> = subs
+                .entries
+                .iter()
+                .filter(|e| e.confirmed)
+                .map(|e| e.subscriber.clone())
+                .collect();
+            subs.recipients = Some(confirmed.into());
+        }
+        subs.recipients.clone().filter(|list| !list.is_empty())
     }
 }
 
@@ -105,7 +141,7 @@ impl<S: Clone + Eq + Hash> Registry<S> {
         let mut seen = HashSet::new();
         self.table
             .values()
-            .flatten()
+            .flat_map(|subs| subs.entries.iter())
             .filter(|e| seen.insert(e.subscriber.clone()))
             .map(|e| e.subscriber.clone())
             .collect()
@@ -157,6 +193,33 @@ mod tests {
         assert!(reg.remove(Kind::Channel, &name("a"), &7));
         assert!(!reg.remove(Kind::Channel, &name("a"), &7));
         assert!(reg.subscribers().is_empty());
+    }
+
+    #[test]
+    fn shared_recipients_follow_every_change() {
+        let mut reg = Registry::default();
+        let a = name("a");
+        assert!(reg.shared_recipients(Kind::Channel, &a).is_none());
+        reg.add_pending(Kind::Channel, a.clone(), 1);
+        assert!(
+            reg.shared_recipients(Kind::Channel, &a).is_none(),
+            "pending only"
+        );
+        reg.confirm(Kind::Channel, &a);
+        let first = reg.shared_recipients(Kind::Channel, &a).unwrap();
+        assert_eq!(&first[..], &[1]);
+        let again = reg.shared_recipients(Kind::Channel, &a).unwrap();
+        assert!(Arc::ptr_eq(&first, &again), "the same list until a change");
+        reg.add_confirmed(Kind::Channel, a.clone(), 2);
+        assert_eq!(
+            &reg.shared_recipients(Kind::Channel, &a).unwrap()[..],
+            &[1, 2]
+        );
+        assert_eq!(&first[..], &[1], "a list handed out earlier is unchanged");
+        reg.remove(Kind::Channel, &a, &1);
+        assert_eq!(&reg.shared_recipients(Kind::Channel, &a).unwrap()[..], &[2]);
+        reg.remove(Kind::Channel, &a, &2);
+        assert!(reg.shared_recipients(Kind::Channel, &a).is_none());
     }
 
     #[test]

@@ -15,7 +15,7 @@ use bytes::{Bytes, BytesMut};
 use redix_rs_core::conn::{
     Confirmations, Multiplexer, OutOfBand, OutOfBandSink, Reason, Taken, Waiter,
 };
-use redix_rs_core::pubsub::{take_batch, Event, Grouped, Kind, Registry, INVALIDATE_CHANNEL};
+use redix_rs_core::pubsub::{take_batch, Deliveries, Event, Kind, Registry, INVALIDATE_CHANNEL};
 use redix_rs_core::resp::{encode_array_header, encode_bulk, Frame};
 use rustler::{Atom, Encoder, Env, LocalPid, OwnedEnv, Term};
 
@@ -93,6 +93,8 @@ struct Inner {
     outbox: VecDeque<Delivery>,
     /// Bytes held by the events in `outbox` (each event once, however many subscribers share it).
     outbox_bytes: usize,
+    /// Messages owed to subscribers in `outbox` (an entry for many subscribers counts each).
+    outbox_deliveries: usize,
     env: OwnedEnv,
     /// Set when the connection has ended (with subscribers to tell): a subscription made after that
     /// moment, before the PubSub process has heard of it, is answered `:disconnected`, as those of
@@ -100,15 +102,35 @@ struct Inner {
     ended: Option<(Reason, HashSet<Subscriber>)>,
 }
 
-/// One message owed to a subscriber: `{:redix_pubsub, owner, ref, type, props}`.
+/// Messages owed to one subscriber or to many: `{:redix_pubsub, owner, ref, type, props}` each.
 struct Delivery {
-    to: Subscriber,
+    to: Recipients,
     type_: Atom,
     /// Shared by every delivery of one event, so its term is built once per drain.
     props: Arc<Props>,
-    /// Bytes given back to the backlog's bound when this delivery leaves the outbox: the event's size
-    /// on its last delivery, 0 on the others.
+    /// Bytes given back to the backlog's bound when the last of these deliveries leaves the outbox:
+    /// the event's size on its last item, 0 on the others.
     releases: usize,
+}
+
+/// Who a delivery is for. A message to the subscribers of a channel is one entry whatever their
+/// number: the registry's shared list of them and the range still owed, so that queueing it under the
+/// lock costs the same for one subscriber or ten thousand.
+enum Recipients {
+    One(Subscriber),
+    Many {
+        all: Arc<[Subscriber]>,
+        range: std::ops::Range<usize>,
+    },
+}
+
+impl Recipients {
+    fn as_slice(&self) -> &[Subscriber] {
+        match self {
+            Recipients::One(sub) => std::slice::from_ref(sub),
+            Recipients::Many { all, range } => &all[range.clone()],
+        }
+    }
 }
 
 /// Deliveries sent per `drain` call, so that one call stays short.
@@ -133,6 +155,7 @@ impl PubSubFanout {
             registry: Registry::default(),
             outbox: VecDeque::new(),
             outbox_bytes: 0,
+            outbox_deliveries: 0,
             env: OwnedEnv::new(),
             ended: None,
         };
@@ -156,7 +179,7 @@ impl PubSubFanout {
         let to_redis: HashSet<&Bytes> = op.redis_names.iter().collect();
         let mut inner = self.lock();
         if op.action == Action::Subscribe && self.told_ended(&mut inner, &op.subscriber) {
-            return inner.outbox.len();
+            return inner.outbox_deliveries;
         }
         for name in &op.names {
             let sub = op.subscriber.clone();
@@ -193,7 +216,7 @@ impl PubSubFanout {
                 }
             }
         }
-        let queued = inner.outbox.len();
+        let queued = inner.outbox_deliveries;
         drop(inner);
         if !op.redis_names.is_empty() {
             let command = redis_command(op.action, op.kind, &op.redis_names);
@@ -224,13 +247,13 @@ impl PubSubFanout {
     /// Queues a message; wakes the owner when the queue was empty (one wake-up per batch). On a
     /// scheduler thread (`pubsub_op`) there is no wake-up: the owner drains right after that call.
     fn push(&self, inner: &mut Inner, to: Subscriber, type_: Atom, props: Arc<Props>) {
-        self.push_releasing(inner, to, type_, props, 0);
+        self.push_releasing(inner, Recipients::One(to), type_, props, 0);
     }
 
     fn push_releasing(
         &self,
         inner: &mut Inner,
-        to: Subscriber,
+        to: Recipients,
         type_: Atom,
         props: Arc<Props>,
         releases: usize,
@@ -241,6 +264,7 @@ impl PubSubFanout {
                 (atoms::redix_rs_pubsub_drain(), id).encode(env)
             });
         }
+        inner.outbox_deliveries += to.as_slice().len();
         inner.outbox.push_back(Delivery {
             to,
             type_,
@@ -256,22 +280,17 @@ impl PubSubFanout {
             let mut inner = self.lock();
             let batch = take_batch(&mut inner.outbox, DRAIN_BATCH, DRAIN_BYTES);
             let released: usize = batch.iter().map(|d| d.releases).sum();
+            let delivered: usize = batch.iter().map(|d| d.to.as_slice().len()).sum();
             inner.outbox_bytes = inner.outbox_bytes.saturating_sub(released);
+            inner.outbox_deliveries = inner.outbox_deliveries.saturating_sub(delivered);
             (batch, !inner.outbox.is_empty())
         };
         // The props of one event are built once for all its subscribers. Each subscriber's reference
         // is the one in the owner's map of subscribers, already a term; it is decoded from its stored
         // form only for a subscriber the owner has already let go.
         let mut props_cache: Option<(*const Props, Term)> = None;
+        let mut sent = 0;
         for delivery in &batch {
-            let reference = held
-                .map_get(delivery.to.pid.encode(env))
-                .ok()
-                .or_else(|| {
-                    let decoded = env.binary_to_term(&delivery.to.reference);
-                    decoded.map(|(term, _)| term)
-                })
-                .unwrap_or_else(|| atoms::nil().encode(env));
             let props = match props_cache {
                 Some((ptr, term)) if ptr == Arc::as_ptr(&delivery.props) => term,
                 _ => {
@@ -280,21 +299,32 @@ impl PubSubFanout {
                     term
                 }
             };
-            let message = (
-                atoms::redix_pubsub(),
-                self.owner,
-                reference,
-                delivery.type_,
-                props,
-            );
-            // A subscriber that died meanwhile is the PubSub process's to clean up, on its DOWN.
-            let _ = env.send(&delivery.to.pid, message);
+            for to in delivery.to.as_slice() {
+                let reference = held
+                    .map_get(to.pid.encode(env))
+                    .ok()
+                    .or_else(|| {
+                        let decoded = env.binary_to_term(&to.reference);
+                        decoded.map(|(term, _)| term)
+                    })
+                    .unwrap_or_else(|| atoms::nil().encode(env));
+                let message = (
+                    atoms::redix_pubsub(),
+                    self.owner,
+                    reference,
+                    delivery.type_,
+                    props,
+                );
+                // A subscriber that died meanwhile is the PubSub process's to clean up, on its DOWN.
+                let _ = env.send(&to.pid, message);
+                sent += 1;
+            }
         }
-        (more, batch.len())
+        (more, sent)
     }
 
-    /// Queues a prepared message for every subscriber of its channel (or pattern); its bytes count
-    /// once against the backlog's bound.
+    /// Queues a prepared message for every subscriber of its channel (or pattern), as one entry; its
+    /// bytes count once against the backlog's bound.
     fn deliver(&self, inner: &mut Inner, message: Prepared) {
         let Prepared {
             kind,
@@ -302,21 +332,18 @@ impl PubSubFanout {
             type_,
             props,
         } = message;
-        let recipients: Vec<Subscriber> = inner.registry.recipients(kind, &name).cloned().collect();
-        let Some((last, rest)) = recipients.split_last() else {
+        let Some(all) = inner.registry.shared_recipients(kind, &name) else {
             return;
         };
         let bytes = props.memory();
         inner.outbox_bytes += bytes;
-        let props = Arc::new(props);
-        for to in rest {
-            self.push(inner, to.clone(), type_, props.clone());
-        }
-        self.push_releasing(inner, last.clone(), type_, props, bytes);
+        let range = 0..all.len();
+        let to = Recipients::Many { all, range };
+        self.push_releasing(inner, to, type_, Arc::new(props), bytes);
     }
 
     fn overloaded(&self, inner: &Inner) -> bool {
-        inner.outbox.len() > MAX_OUTBOX || inner.outbox_bytes > self.max_backlog_bytes
+        inner.outbox_deliveries > MAX_OUTBOX || inner.outbox_bytes > self.max_backlog_bytes
     }
 }
 
@@ -428,7 +455,32 @@ impl OutOfBandSink for PubSubFanout {
     }
 }
 
-impl Grouped for Delivery {
+impl Deliveries for Delivery {
+    fn count(&self) -> usize {
+        self.to.as_slice().len()
+    }
+
+    /// The first `n` recipients of a message to many (the bytes are released with the rest).
+    fn split_front(&mut self, n: usize) -> Delivery {
+        let to = match &mut self.to {
+            Recipients::Many { all, range } => {
+                let front = range.start..range.start + n;
+                range.start += n;
+                Recipients::Many {
+                    all: all.clone(),
+                    range: front,
+                }
+            }
+            Recipients::One(sub) => Recipients::One(sub.clone()),
+        };
+        Delivery {
+            to,
+            type_: self.type_,
+            props: self.props.clone(),
+            releases: 0,
+        }
+    }
+
     fn group(&self) -> usize {
         Arc::as_ptr(&self.props) as usize
     }
