@@ -117,22 +117,31 @@ impl ReplyWaiter {
     /// answer always goes out (there is no path from a claim to a dropped message). On a scheduler
     /// thread (never reached: the multiplexer completes and fails waiters on tokio threads) nothing is
     /// claimed, so the caller's own timeout answers it.
+    /// Answers the caller, once. The thread is checked before the call's slot is claimed
+    /// (`CallState::answer`): a claimed answer always goes out. On a scheduler thread (never reached:
+    /// the multiplexer completes and fails waiters on tokio threads) nothing is claimed, so the
+    /// caller's own timeout answers it.
     fn send(&mut self, body: impl for<'a> FnOnce(Env<'a>, Term<'a>) -> (Term<'a>, Term<'a>)) {
         let Some(env) = self.env.take() else { return };
-        let Some(off_vm) = OffVmThread::here() else {
-            debug_assert!(false, "a reply waiter answered on a scheduler thread");
-            env.recycle();
-            return;
-        };
-        if !self.state.claim_sent() {
-            env.recycle(); // the caller timed out and is gone from this call
-            return;
-        }
+        let off_vm = OffVmThread::here();
+        debug_assert!(
+            off_vm.is_some(),
+            "a reply waiter answered on a scheduler thread"
+        );
         let (reference, replies) = (self.reference, self.replies);
-        env.send(&off_vm, &self.pid, |e, env| {
-            let (tag, payload) = body(e, env.load(e, replies));
-            (env.load(e, reference), tag, payload).encode(e)
+        let mut env = Some(env);
+        self.state.answer(off_vm, |off_vm| {
+            if let Some(env) = env.take() {
+                env.send(&off_vm, &self.pid, |e, env| {
+                    let (tag, payload) = body(e, env.load(e, replies));
+                    (env.load(e, reference), tag, payload).encode(e)
+                });
+            }
         });
+        // Not sent (the caller timed out, or no proof): the environment goes back to the pool.
+        if let Some(env) = env {
+            env.recycle();
+        }
     }
 }
 

@@ -118,6 +118,21 @@ impl CallState {
             .is_ok()
     }
 
+    /// Sends the answer through `send` if the caller still waits for it, and only if `sender` can send
+    /// it (the proof that this thread may): the proof is taken before the slot is claimed, so an answer
+    /// is never claimed and then dropped. Without a proof nothing is claimed, and the caller's own
+    /// timeout answers it. Returns whether `send` ran.
+    pub fn answer<P>(&self, sender: Option<P>, send: impl FnOnce(P)) -> bool {
+        let Some(proof) = sender else {
+            return false;
+        };
+        if !self.claim_sent() {
+            return false;
+        }
+        send(proof);
+        true
+    }
+
     /// True once the caller gave up (its replies need not be built).
     pub fn cancelled(&self) -> bool {
         self.slot.load(Ordering::Relaxed) == self.word(CANCELLED)
@@ -154,6 +169,38 @@ pub fn cancel(token: Token) -> Option<bool> {
 mod tests {
     use super::*;
     use std::sync::Arc;
+
+    #[test]
+    fn an_answer_is_never_claimed_and_then_dropped() {
+        // No proof that this thread may send: nothing is claimed, so the caller's cancel wins and
+        // it answers itself (`:timeout`), rather than waiting for a claimed answer that never comes.
+        let state = CallState::new().expect("a slot");
+        let mut sent = false;
+        assert!(!state.answer(None::<()>, |_| sent = true));
+        assert!(!sent);
+        assert_eq!(
+            cancel(state.token()),
+            Some(true),
+            "still pending, so cancellable"
+        );
+
+        // With a proof, a pending call is claimed and sent.
+        let state = CallState::new().expect("a slot");
+        assert!(state.answer(Some(()), |()| sent = true));
+        assert!(sent);
+        assert_eq!(
+            cancel(state.token()),
+            Some(false),
+            "sent: the caller takes it"
+        );
+
+        // A cancelled call is not sent.
+        let state = CallState::new().expect("a slot");
+        assert_eq!(cancel(state.token()), Some(true));
+        let mut sent_late = false;
+        assert!(!state.answer(Some(()), |()| sent_late = true));
+        assert!(!sent_late);
+    }
 
     #[test]
     fn a_sent_answer_cannot_be_cancelled_even_after_its_slot_is_reused() {
