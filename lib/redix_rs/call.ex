@@ -177,6 +177,9 @@ defmodule RedixRs.Call do
           exit({:redix_exited_during_call, :noproc})
 
         local when is_pid(local) and node(local) == node() ->
+          # Checked first, as `timeout: 0` would otherwise win the race with the call's monitor.
+          unless Process.alive?(local), do: exit({:redix_exited_during_call, :noproc})
+
           asked_at = System.monotonic_time(:millisecond)
 
           with {:ok, handle, owner} <- call(local, :handle, timeout) do
