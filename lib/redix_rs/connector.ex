@@ -147,7 +147,7 @@ defmodule RedixRs.Connector do
   @doc "Emits `prefix ++ [event]` with the connection's metadata plus `extra`."
   def emit(event, opts, extra) do
     metadata = %{connection: self(), connection_name: opts[:name], address: address(opts)}
-    Telemetry.execute([event], %{}, Map.merge(metadata, extra))
+    Telemetry.execute([:redix_rs, event], %{}, Map.merge(metadata, extra))
   end
 
   defp native_config(opts, mode) do
@@ -220,7 +220,7 @@ defmodule RedixRs.Connector do
       reason: %RedixRs.ConnectionError{reason: sentinel_reason(reason)}
     }
 
-    Telemetry.execute([:failed_connection], %{}, metadata)
+    Telemetry.execute([:redix_rs, :failed_connection], %{}, metadata)
     opts
   end
 

@@ -166,9 +166,10 @@ defmodule RedixRs.Telemetry do
   end
 
   @doc false
-  # Emits `prefix ++ event` (the event given without the prefix, e.g. `[:connection]`).
-  def execute(event, measurements, metadata) do
-    if enabled?(), do: :telemetry.execute(prefix() ++ event, measurements, metadata)
+  # Emits an event named with the default prefix (`[:redix_rs, :connection]`) under the configured
+  # one.
+  def execute([:redix_rs | name], measurements, metadata) do
+    if enabled?(), do: :telemetry.execute(prefix() ++ name, measurements, metadata)
     :ok
   end
 
