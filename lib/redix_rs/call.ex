@@ -8,6 +8,9 @@ defmodule RedixRs.Call do
 
   @default_timeout 5_000
 
+  # The hot path's helpers, compiled into it.
+  @compile {:inline, enqueue: 4, await: 4, native_submit: 4}
+
   @type kind() :: :pipeline | :noreply | :transaction
 
   @doc """
@@ -18,7 +21,8 @@ defmodule RedixRs.Call do
           {:ok, [term()]} | {:error, ConnectionError.t()}
   def run(conn, commands, kind, opts) do
     {timeout, metadata} = call_options!(opts)
-    trace = Telemetry.begin_pipeline(metadata)
+    # `nil`: no events.
+    trace = if Telemetry.enabled?(), do: Telemetry.begin_pipeline(metadata)
 
     case lookup(conn) do
       {:ok, handle, owner} -> run_fast(conn, handle, owner, commands, kind, timeout, trace)
@@ -34,41 +38,34 @@ defmodule RedixRs.Call do
   defp run_fast(conn, handle, owner, commands, kind, timeout, trace) do
     ref = make_ref()
     queued = enqueue(handle, ref, commands, kind)
-    span = start_event(trace, conn, owner, commands, kind)
+    span = trace && start_event(trace, conn, owner, commands, kind)
 
     result =
       case queued do
         {:ok, token} -> await(ref, token, owner, timeout)
-        {:error, _} = refused -> refused
+        {:error, reason} -> {:error, %ConnectionError{reason: refusal(reason)}}
       end
 
-    Telemetry.pipeline_stop(span, result)
+    if span, do: Telemetry.pipeline_stop(span, result), else: result
   end
-
-  defp start_event(nil, _conn, _pid, _commands, _kind), do: nil
 
   defp start_event(trace, conn, pid, commands, kind),
     do: Telemetry.pipeline_start(trace, conn, pid, telemetry_commands(commands, kind))
 
-  # `{:ok, token}` or `{:error, %ConnectionError{}}`; raises `ArgumentError` on invalid commands.
+  # `{:ok, token}` or `{:error, reason}` (the NIF's refusal); raises `ArgumentError` on invalid
+  # commands.
   defp enqueue(handle, ref, commands, kind) do
-    result =
-      case native_submit(handle, ref, commands, kind) do
-        :normalize ->
-          commands = Command.normalize_pipeline!(commands)
+    case native_submit(handle, ref, commands, kind) do
+      :normalize ->
+        commands = Command.normalize_pipeline!(commands)
 
-          case native_submit(handle, ref, commands, kind) do
-            :normalize -> raise ArgumentError, "invalid Redis commands: #{inspect(commands)}"
-            result -> result
-          end
+        case native_submit(handle, ref, commands, kind) do
+          :normalize -> raise ArgumentError, "invalid Redis commands: #{inspect(commands)}"
+          result -> result
+        end
 
-        result ->
-          result
-      end
-
-    case result do
-      {:ok, token} -> {:ok, token}
-      {:error, reason} -> {:error, %ConnectionError{reason: refusal(reason)}}
+      result ->
+        result
     end
   end
 
@@ -169,7 +166,7 @@ defmodule RedixRs.Call do
   defp ask_connection(conn, commands, kind, timeout, trace) do
     normalized = Command.normalize_pipeline!(commands)
     pid = whereis(conn)
-    span = start_event(trace, conn, pid, commands, kind)
+    span = trace && start_event(trace, conn, pid, commands, kind)
 
     result =
       case pid do
@@ -186,15 +183,17 @@ defmodule RedixRs.Call do
             # One deadline for the whole call: the wait for the connection counts.
             ref = make_ref()
 
-            with {:ok, token} <- enqueue(handle, ref, normalized, kind),
-                 do: await(ref, token, owner, remaining(timeout, asked_at))
+            case enqueue(handle, ref, normalized, kind) do
+              {:ok, token} -> await(ref, token, owner, remaining(timeout, asked_at))
+              {:error, reason} -> {:error, %ConnectionError{reason: refusal(reason)}}
+            end
           end
 
         remote ->
           call(remote, {:run, normalized, kind, timeout}, timeout)
       end
 
-    Telemetry.pipeline_stop(span, result)
+    if span, do: Telemetry.pipeline_stop(span, result), else: result
   end
 
   defp remaining(:infinity, _asked_at), do: :infinity

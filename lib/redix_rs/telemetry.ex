@@ -134,8 +134,14 @@ defmodule RedixRs.Telemetry do
               "atoms, such as [:redix], got: #{inspect(prefix)}"
     end
 
-    if :persistent_term.get(@prefix_key, nil) != prefix do
-      :persistent_term.put(@prefix_key, prefix)
+    case :persistent_term.get(@prefix_key, nil) do
+      {^prefix, _start, _stop} ->
+        :ok
+
+      _ ->
+        # With the names of the pipeline events, made once rather than at each call.
+        names = {prefix, prefix ++ [:pipeline, :start], prefix ++ [:pipeline, :stop]}
+        :persistent_term.put(@prefix_key, names)
     end
 
     prefix
@@ -144,10 +150,16 @@ defmodule RedixRs.Telemetry do
   @doc false
   # The prefix of every event: as read when the last connection started.
   @spec prefix() :: [atom(), ...]
-  def prefix do
+  def prefix, do: elem(names(), 0)
+
+  defp names do
     case :persistent_term.get(@prefix_key, nil) do
-      nil -> load_prefix!()
-      prefix -> prefix
+      nil ->
+        load_prefix!()
+        :persistent_term.get(@prefix_key)
+
+      names ->
+        names
     end
   end
 
@@ -178,15 +190,16 @@ defmodule RedixRs.Telemetry do
 
   @typedoc false
   # What a call's events need from its start: `nil` when no event is emitted.
-  @type trace() :: {started_at :: integer(), system_time :: integer(), extra :: term()} | nil
+  @type trace() ::
+          {started_at :: integer(), system_time :: integer(), extra :: term(), names :: tuple()}
+          | nil
 
   @doc false
-  # Taken when a call begins: the clocks for its `:start` and `:stop` events, and its
-  # `:telemetry_metadata`; `nil` when `:telemetry` is not loaded.
+  # Taken when a call begins, if `enabled?/0`: the clocks for its `:start` and `:stop` events, its
+  # `:telemetry_metadata` and the events' names.
   @spec begin_pipeline(term()) :: trace()
-  def begin_pipeline(extra_metadata) do
-    if enabled?(), do: {System.monotonic_time(), System.system_time(), extra_metadata}
-  end
+  def begin_pipeline(extra_metadata),
+    do: {System.monotonic_time(), System.system_time(), extra_metadata, names()}
 
   @doc false
   # The metadata of a call's events, as Redix makes it: `conn` is what the caller passed (a pid or a
@@ -204,17 +217,15 @@ defmodule RedixRs.Telemetry do
   @doc false
   # Emits `prefix ++ [:pipeline, :start]` for the call begun with `trace` (not `nil`), once its
   # commands are known to be valid. Returns what `pipeline_stop/2` needs.
-  def pipeline_start({started_at, system_time, extra}, conn, pid, commands) do
+  def pipeline_start({started_at, system_time, extra, {_, start, stop}}, conn, pid, commands) do
     metadata = pipeline_metadata(conn, pid, commands, extra)
-    :telemetry.execute(prefix() ++ [:pipeline, :start], %{system_time: system_time}, metadata)
-    {started_at, metadata}
+    :telemetry.execute(start, %{system_time: system_time}, metadata)
+    {started_at, metadata, stop}
   end
 
   @doc false
   # Emits `prefix ++ [:pipeline, :stop]` for a call that returned `result`; returns `result`.
-  def pipeline_stop(nil, result), do: result
-
-  def pipeline_stop({started_at, metadata}, result) do
+  def pipeline_stop({started_at, metadata, stop}, result) do
     metadata =
       case result do
         {:error, reason} -> Map.merge(metadata, %{kind: :error, reason: reason})
@@ -222,7 +233,7 @@ defmodule RedixRs.Telemetry do
       end
 
     duration = max(System.monotonic_time() - started_at, 1)
-    :telemetry.execute(prefix() ++ [:pipeline, :stop], %{duration: duration}, metadata)
+    :telemetry.execute(stop, %{duration: duration}, metadata)
     result
   end
 end
