@@ -125,9 +125,9 @@ defmodule RedixRs.Connector do
   end
 
   @doc """
-  `host:port` as the user gave it, or the socket path. Through Sentinel: the server the sentinels
-  named last (the one connected to, or used before), or `"sentinel"` (Redix's word) when they never
-  named one.
+  `host:port` as the user gave it, or the socket path. Through Sentinel: the server this connection
+  last used (the one the sentinels named at its last successful attempt), or `"sentinel"` (Redix's
+  word) when it never got one from them.
   """
   def address(opts) do
     case opts[:sentinel] && Keyword.get(opts, :sentinel_server, :none) do
