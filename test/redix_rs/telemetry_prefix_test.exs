@@ -16,6 +16,8 @@ defmodule RedixRs.TelemetryPrefixTest do
 
   @default_handler "redix_rs-default-telemetry-handler"
 
+  doctest RedixRs.Telemetry
+
   @events (for prefix <- [[:redix], [:redix_rs]],
                event <- [
                  [:connection],
