@@ -41,7 +41,10 @@ defmodule RedixRs do
 
   alias RedixRs.{ConnectionError, Native}
 
-  @typedoc "A connection: a pid or a name (atom, `{:global, term}` or `{:via, module, term}`)."
+  @typedoc """
+  A connection: a pid or a name (an atom, `{:global, term}`, `{:via, module, term}`, or
+  `{atom, node}` for a connection registered on another node).
+  """
   @type connection() :: GenServer.server()
 
   @typedoc "A Redis command: a list of binaries or terms that implement `String.Chars`."
@@ -170,7 +173,13 @@ defmodule RedixRs do
 
   Redis error replies stay in the list as `%RedixRs.Error{}`; only connection problems give
   `{:error, %RedixRs.ConnectionError{}}`. The commands are written together, so no other caller's
-  command lands between them. Options: `:timeout` (milliseconds, default `5000`).
+  command lands between them. Options: `:timeout` (milliseconds, default `5000`) and
+  `:telemetry_metadata` (a map, the `:extra_metadata` of the call's telemetry events).
+
+  As with Redix, a caller whose connection process exits during the call exits with
+  `{:redix_exited_during_call, reason}`, and so does a caller whose connection is not running:
+  `{:redix_exited_during_call, :noproc}` (`:noconnection` when the connection's node cannot be
+  reached).
 
   ## Examples
 

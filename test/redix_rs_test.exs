@@ -212,7 +212,7 @@ defmodule RedixRsTest do
         RedixRs.start_link(port: -1)
       end
 
-      assert_raise ArgumentError, ~r/invalid value for :name option/, fn ->
+      assert_raise ArgumentError, ~r/expected :name option to be one of the following/, fn ->
         RedixRs.start_link(name: "conn")
       end
 

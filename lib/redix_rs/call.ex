@@ -8,6 +8,9 @@ defmodule RedixRs.Call do
 
   @default_timeout 5_000
 
+  # The hot path's helpers, compiled into it.
+  @compile {:inline, enqueue: 4, await: 4, native_submit: 4}
+
   @type kind() :: :pipeline | :noreply | :transaction
 
   @doc """
@@ -18,26 +21,75 @@ defmodule RedixRs.Call do
           {:ok, [term()]} | {:error, ConnectionError.t()}
   def run(conn, commands, kind, opts) do
     {timeout, metadata} = call_options!(opts)
+    # `nil`: no events.
+    trace = if Telemetry.enabled?(), do: Telemetry.begin_pipeline(metadata)
 
-    if Telemetry.enabled?() do
-      # `:start` is emitted once the commands are known to be valid (as Redix validates before it
-      # emits anything): invalid input raises with no event at all. AUTH passwords are redacted.
-      traced = RedixRs.Redact.commands(wrapped(commands, kind))
-
-      Telemetry.span_pipeline(conn, traced, metadata, fn started ->
-        run_untraced(conn, commands, kind, timeout, started)
-      end)
-    else
-      run_untraced(conn, commands, kind, timeout, &no_event/0)
+    case lookup(conn) do
+      {:ok, handle, owner} -> run_fast(conn, handle, owner, commands, kind, timeout, trace)
+      :error -> ask_connection(conn, commands, kind, timeout, trace)
     end
   end
 
-  defp no_event, do: :ok
+  # The hot path: one NIF call to encode and queue (a second, on a dirty scheduler, for large input;
+  # a third after normalizing commands the NIF did not take as they are), then a receive on a
+  # reference made in this same function, so the receive skips older messages. `:start` is emitted
+  # once the commands are known to be valid (as Redix validates before it emits anything): invalid
+  # input raises with no event at all.
+  defp run_fast(conn, handle, owner, commands, kind, timeout, trace) do
+    ref = make_ref()
+    queued = enqueue(handle, ref, commands, kind)
+    span = trace && start_event(trace, conn, owner, commands, kind)
 
-  defp run_untraced(conn, commands, kind, timeout, started) do
-    case lookup(conn) do
-      {:ok, handle, owner} -> submit(handle, owner, commands, kind, timeout, :fast, started)
-      :error -> ask_connection(conn, commands, kind, timeout, started)
+    result =
+      case queued do
+        {:ok, token} -> await(ref, token, owner, timeout)
+        {:error, reason} -> {:error, %ConnectionError{reason: refusal(reason)}}
+      end
+
+    if span, do: Telemetry.pipeline_stop(span, result), else: result
+  end
+
+  defp start_event(trace, conn, pid, commands, kind),
+    do: Telemetry.pipeline_start(trace, conn, pid, telemetry_commands(commands, kind))
+
+  # `{:ok, token}` or `{:error, reason}` (the NIF's refusal); raises `ArgumentError` on invalid
+  # commands.
+  defp enqueue(handle, ref, commands, kind) do
+    case native_submit(handle, ref, commands, kind) do
+      :normalize ->
+        commands = Command.normalize_pipeline!(commands)
+
+        case native_submit(handle, ref, commands, kind) do
+          :normalize -> raise ArgumentError, "invalid Redis commands: #{inspect(commands)}"
+          result -> result
+        end
+
+      result ->
+        result
+    end
+  end
+
+  defp await(ref, token, owner, timeout) do
+    # `timeout: 0` always times out, as in Redix, even if the reply is already in the mailbox.
+    if timeout == 0 do
+      timed_out(ref, token)
+    else
+      receive do
+        {^ref, :ok, replies} ->
+          {:ok, replies}
+
+        {^ref, :error, :owner_down} ->
+          exit({:redix_exited_during_call, Handles.exit_reason(owner)})
+
+        # This caller's own reply went past a `:reply_limits` limit.
+        {^ref, :error, {:protocol_error, limit}} when is_atom(limit) ->
+          {:error, %ConnectionError{reason: {:protocol_error, limit}}}
+
+        {^ref, :error, _reason} ->
+          {:error, %ConnectionError{reason: :disconnected}}
+      after
+        timeout -> timed_out(ref, token)
+      end
     end
   end
 
@@ -51,48 +103,6 @@ defmodule RedixRs.Call do
       {:ok, token} -> {:ok, token}
       {:error, reason} -> {:error, %ConnectionError{reason: refusal(reason)}}
       :normalize -> raise ArgumentError, "invalid Redis commands: #{inspect(commands)}"
-    end
-  end
-
-  # The hot path: one NIF call to encode and queue (a second, on a dirty scheduler, for large input),
-  # then a receive on a reference made in this same function, so the receive skips older messages.
-  defp submit(handle, owner, commands, kind, timeout, attempt, started) do
-    ref = make_ref()
-    result = native_submit(handle, ref, commands, kind)
-    if result != :normalize, do: started.()
-
-    case result do
-      # `timeout: 0` always times out, as in Redix, even if the reply is already in the mailbox.
-      {:ok, token} when timeout == 0 ->
-        timed_out(ref, token)
-
-      {:ok, token} ->
-        receive do
-          {^ref, :ok, replies} ->
-            {:ok, replies}
-
-          {^ref, :error, :owner_down} ->
-            exit({:redix_exited_during_call, Handles.exit_reason(owner)})
-
-          # This caller's own reply went past a `:reply_limits` limit.
-          {^ref, :error, {:protocol_error, limit}} when is_atom(limit) ->
-            {:error, %ConnectionError{reason: {:protocol_error, limit}}}
-
-          {^ref, :error, _reason} ->
-            {:error, %ConnectionError{reason: :disconnected}}
-        after
-          timeout -> timed_out(ref, token)
-        end
-
-      :normalize when attempt == :fast ->
-        commands = Command.normalize_pipeline!(commands)
-        submit(handle, owner, commands, kind, timeout, :normalized, started)
-
-      :normalize ->
-        raise ArgumentError, "invalid Redis commands: #{inspect(commands)}"
-
-      {:error, reason} ->
-        {:error, %ConnectionError{reason: refusal(reason)}}
     end
   end
 
@@ -126,41 +136,68 @@ defmodule RedixRs.Call do
   defp lookup(conn) when is_pid(conn) or is_atom(conn), do: Handles.lookup(conn)
 
   defp lookup(conn) do
-    case GenServer.whereis(conn) do
+    case whereis(conn) do
       pid when is_pid(pid) -> Handles.lookup(pid)
       _ -> :error
     end
   end
 
+  # What a connection argument stands for, as `GenServer.whereis/1` says: a pid, `{name, node}` for a
+  # name on another node, or `nil` when nothing is registered under the name.
+  defp whereis(conn) when is_pid(conn), do: conn
+
+  defp whereis(conn)
+       when is_atom(conn) or
+              (is_tuple(conn) and tuple_size(conn) == 2 and elem(conn, 0) == :global) or
+              (is_tuple(conn) and tuple_size(conn) == 3 and elem(conn, 0) == :via and
+                 is_atom(elem(conn, 1))) or
+              (is_tuple(conn) and tuple_size(conn) == 2 and is_atom(elem(conn, 0)) and
+                 is_atom(elem(conn, 1))),
+       do: GenServer.whereis(conn)
+
+  defp whereis(conn) do
+    raise ArgumentError,
+          "expected a connection: a pid, an atom, {:global, term}, {:via, module, term} or " <>
+            "{atom, node}, got: #{inspect(conn)}"
+  end
+
   # The handle is not published: the connection process answers once its connection attempt ends
   # (bounded by this call's timeout), or at once with :closed while it waits to reconnect. A process on
-  # another node runs the call itself, since a native handle cannot cross nodes.
+  # another node (a pid, or `{name, node}`) runs the call itself, since a native handle cannot cross
+  # nodes. Nothing running under that name: the caller exits as a Redix caller does.
   # This path is slow anyway: the commands are checked here first, so that invalid ones raise (with
   # no telemetry event) whatever state the connection is in.
-  defp ask_connection(conn, commands, kind, timeout, started) do
-    commands = Command.normalize_pipeline!(commands)
-    started.()
+  defp ask_connection(conn, commands, kind, timeout, trace) do
+    normalized = Command.normalize_pipeline!(commands)
+    pid = whereis(conn)
+    span = trace && start_event(trace, conn, pid, commands, kind)
 
-    case GenServer.whereis(conn) do
-      pid when is_pid(pid) and node(pid) != node() ->
-        call(conn, {:run, commands, kind, timeout}, timeout)
+    result =
+      case pid do
+        nil ->
+          exit({:redix_exited_during_call, :noproc})
 
-      _ ->
-        asked_at = System.monotonic_time(:millisecond)
+        local when is_pid(local) and node(local) == node() ->
+          # Checked first, as `timeout: 0` would otherwise win the race with the call's monitor.
+          unless Process.alive?(local), do: exit({:redix_exited_during_call, :noproc})
 
-        with {:ok, handle, owner} <- call(conn, :handle, timeout) do
-          # One deadline for the whole call: the wait for the connection counts.
-          submit(
-            handle,
-            owner,
-            commands,
-            kind,
-            remaining(timeout, asked_at),
-            :normalized,
-            started
-          )
-        end
-    end
+          asked_at = System.monotonic_time(:millisecond)
+
+          with {:ok, handle, owner} <- call(local, :handle, timeout) do
+            # One deadline for the whole call: the wait for the connection counts.
+            ref = make_ref()
+
+            case enqueue(handle, ref, normalized, kind) do
+              {:ok, token} -> await(ref, token, owner, remaining(timeout, asked_at))
+              {:error, reason} -> {:error, %ConnectionError{reason: refusal(reason)}}
+            end
+          end
+
+        remote ->
+          call(remote, {:run, normalized, kind, timeout}, timeout)
+      end
+
+    if span, do: Telemetry.pipeline_stop(span, result), else: result
   end
 
   defp remaining(:infinity, _asked_at), do: :infinity
@@ -169,10 +206,20 @@ defmodule RedixRs.Call do
     max(timeout - (System.monotonic_time(:millisecond) - asked_at), 0)
   end
 
-  defp call(conn, request, timeout) do
-    GenServer.call(conn, request, timeout)
+  # A call to the connection process. If it is not running, or exits before it answers, the caller
+  # exits with `{:redix_exited_during_call, reason}`, as a Redix caller does (whose monitor says
+  # `:noconnection` when the connection's node cannot be reached).
+  defp call(server, request, timeout) do
+    GenServer.call(server, request, timeout)
   catch
-    :exit, {:timeout, _} -> {:error, %ConnectionError{reason: :timeout}}
+    :exit, {:timeout, {GenServer, :call, _}} ->
+      {:error, %ConnectionError{reason: :timeout}}
+
+    :exit, {{:nodedown, _node}, {GenServer, :call, _}} ->
+      exit({:redix_exited_during_call, :noconnection})
+
+    :exit, {reason, {GenServer, :call, _}} ->
+      exit({:redix_exited_during_call, reason})
   end
 
   defp call_options!([]), do: {@default_timeout, %{}}
@@ -203,12 +250,17 @@ defmodule RedixRs.Call do
     end)
   end
 
-  # The commands as Redis sees them, for telemetry (Redix reports the wrapped list).
-  defp wrapped(commands, :noreply) when is_list(commands),
-    do: [~w(CLIENT REPLY OFF)] ++ commands ++ [~w(CLIENT REPLY ON)]
+  # The one place where the commands reported by telemetry are made: as Redis sees them (Redix
+  # reports the wrapped list).
+  # AUTH passwords are redacted (see "Secrets" in the README).
+  defp telemetry_commands(commands, kind) do
+    wrapped =
+      case kind do
+        :noreply -> [~w(CLIENT REPLY OFF)] ++ commands ++ [~w(CLIENT REPLY ON)]
+        :transaction -> [["MULTI"]] ++ commands ++ [["EXEC"]]
+        :pipeline -> commands
+      end
 
-  defp wrapped(commands, :transaction) when is_list(commands),
-    do: [["MULTI"]] ++ commands ++ [["EXEC"]]
-
-  defp wrapped(commands, _kind), do: commands
+    RedixRs.Redact.commands(wrapped)
+  end
 end

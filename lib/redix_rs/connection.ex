@@ -146,7 +146,7 @@ defmodule RedixRs.Connection do
     state = start_attempt(state)
 
     case Connector.await_connection(state.id, state.opts) do
-      :connected -> {:ok, connected(state)}
+      {:connected, opts} -> {:ok, connected(%{state | opts: opts})}
       {:error, error} -> {:stop, error}
     end
   end

@@ -2,16 +2,32 @@ defmodule RedixRs.ConnectionError do
   @moduledoc """
   An error in the connection to Redis, rather than an error reply.
 
-  `reason` is what users match on:
+  `reason` is what users match on. The reasons Redix also has, with the same meaning:
 
     * `:closed` - the connection is not established (it is connecting after a failure, or waiting to
       reconnect); the command was not sent
     * `:disconnected` - the connection was lost while the command was in flight: it may or may not have
       been executed
-    * `:timeout` - no reply within the call's `:timeout`
+    * `:timeout` - no reply within the call's `:timeout` (or, when connecting, within the connection's
+      `:timeout`)
+    * `:health_check_timeout` - a health check (`:health_check_interval`) found the server
+      unresponsive, and the connection was closed to be re-established
+    * `:tcp_closed` (`:ssl_closed` over TLS) - the server closed the connection
+    * a POSIX reason such as `:econnrefused`, `:econnreset` or `:nxdomain`, when connecting or when
+      the socket fails
+    * `:no_viable_sentinel_connection`, `:sentinel_no_primary_found`,
+      `:sentinel_no_replicas_found_for_given_primary`, `{:wrong_role, role}` - through Sentinel, no
+      sentinel could be used, none knew the group's primary (or a replica), or the server a sentinel
+      named does not have the role asked for (`role` is what its `ROLE` said)
+    * `:client_id_not_stored` - `RedixRs.PubSub.get_client_id/1` without `fetch_client_id_on_connect`
+    * `%RedixRs.Error{}` - with `sync_connect: true`, the server refused the handshake (`AUTH`,
+      `SELECT`, `READONLY`, ...)
+
+  And the reasons only redix_rs has:
+
     * `:write_queue_full` - more than `:write_queue_limit` bytes are waiting to be written
-    * a POSIX reason such as `:econnrefused`, or `:tcp_closed` (`:ssl_closed` over TLS), when
-      connecting or the socket fails
+    * `:pubsub_backlog` - a `RedixRs.PubSub` connection had too many messages waiting to be
+      delivered, and was closed (then re-established) rather than grow memory without bound
     * `{:tls_alert, {alert, message}}` - TLS failed, with the alert names of Erlang's `:ssl`
       (`message` is a string): `:unknown_ca` (the server's certificate is not signed by a trusted
       CA), `:certificate_expired`, `:handshake_failure` (among others, a certificate that does not
@@ -19,6 +35,19 @@ defmodule RedixRs.ConnectionError do
       requires a client certificate), `:bad_certificate`, ...
     * `{:tls_config, message}` - the TLS settings cannot be used, e.g. a `:certfile` that cannot be
       read or holds no certificate
+    * `{:protocol_error, message}` - the server sent something that is not valid RESP (or a reply
+      larger than the limits allow); the connection was closed
+    * `:unexpected_reply` - the server sent a reply no command was waiting for; the connection was
+      closed
+    * `:partial_submission` - a submission failed after part of it was written, so the replies could
+      no longer be matched to their commands; the connection was closed
+    * `{:io_error, message}` - a socket error with no POSIX name
+    * `{:panic, message}` - a bug in redix_rs's native code ended the connection (it reconnects)
+
+  `Exception.message/1` gives Redix's text for the reasons Redix has, computed as Redix 1.6 computes
+  it: its own sentences for a few reasons, `:inet.format_error/1` for the other atoms (so it follows
+  the OTP release: up to OTP 25, an atom that is not a POSIX error reads
+  `"unknown POSIX error: timeout"`), `inspect/1` for the other terms.
 
   ## Examples
 
@@ -26,41 +55,90 @@ defmodule RedixRs.ConnectionError do
       "the connection to Redis is closed"
       iex> Exception.message(%RedixRs.ConnectionError{reason: :econnrefused})
       "connection refused"
+      iex> Exception.message(%RedixRs.ConnectionError{reason: {:wrong_role, "slave"}})
+      "wrong role: slave"
       iex> Exception.message(%RedixRs.ConnectionError{reason: {:tls_alert, {:unknown_ca, "not trusted"}}})
       "TLS alert unknown_ca: not trusted"
   """
 
   defexception [:reason]
 
-  @type t() :: %__MODULE__{reason: term()}
+  @typedoc "Why a connection failed or a call could not be answered (see the module docs)."
+  @type reason() ::
+          :closed
+          | :disconnected
+          | :timeout
+          | :health_check_timeout
+          | :tcp_closed
+          | :ssl_closed
+          | :inet.posix()
+          | :nxdomain
+          | :no_viable_sentinel_connection
+          | :sentinel_no_primary_found
+          | :sentinel_no_replicas_found_for_given_primary
+          | {:wrong_role, String.t()}
+          | :client_id_not_stored
+          | RedixRs.Error.t()
+          | :write_queue_full
+          | :pubsub_backlog
+          | {:tls_alert, {atom(), String.t()}}
+          | {:tls_config, String.t()}
+          | {:protocol_error, String.t()}
+          | :unexpected_reply
+          | :partial_submission
+          | {:io_error, String.t()}
+          | {:panic, String.t()}
+
+  @type t() :: %__MODULE__{reason: reason()}
 
   @impl true
   def message(%__MODULE__{reason: reason}), do: format_reason(reason)
 
   @doc false
+  # Redix's own sentences (Redix 1.6).
   def format_reason(:tcp_closed), do: "TCP connection closed"
   def format_reason(:ssl_closed), do: "SSL connection closed"
   def format_reason(:closed), do: "the connection to Redis is closed"
-  def format_reason(:disconnected), do: "the connection to Redis was lost during the call"
-  def format_reason(:timeout), do: "timeout"
 
-  def format_reason(:pubsub_backlog),
-    do: "the pub/sub connection had more than 1,000,000 messages waiting for delivery"
-
-  def format_reason(:write_queue_full), do: "the write queue of the connection is full"
-
-  def format_reason(reason) when is_atom(reason) do
-    case :inet.format_error(reason) do
-      ~c"unknown POSIX error" ++ _ -> "unknown POSIX error: #{reason}"
-      message -> List.to_string(message)
-    end
+  def format_reason(:no_replica_connection) do
+    "no replica connection available for the slot (was the cluster started with " <>
+      "read_from_replicas: true?)"
   end
 
-  def format_reason({:protocol_error, message}), do: "protocol error: #{message}"
+  def format_reason({:wrong_role, role}), do: "wrong role: #{role}"
+
+  def format_reason(:health_check_timeout),
+    do: "a command went unanswered for longer than the configured :health_check_interval"
+
+  # Reasons Redix does not have: sentences of our own.
+  def format_reason(:write_queue_full), do: "the write queue of the connection is full"
+
+  def format_reason(:pubsub_backlog),
+    do: "too many pub/sub messages were waiting to be delivered to subscribers"
+
+  def format_reason(:unexpected_reply),
+    do: "the server sent a reply that no command was waiting for"
+
+  def format_reason(:partial_submission),
+    do: "a submission failed after part of it was written, so replies could no longer be matched"
 
   def format_reason({:tls_alert, {alert, message}}) when is_atom(alert),
     do: "TLS alert #{alert}: #{message}"
 
   def format_reason({:tls_config, message}), do: "TLS configuration error: #{message}"
+  def format_reason({:protocol_error, message}), do: "protocol error: #{message}"
+  def format_reason({:io_error, message}), do: "I/O error: #{message}"
+  def format_reason({:panic, message}), do: "internal error in redix_rs's native code: #{message}"
+
+  # Any other atom, as Redix formats it: `:inet.format_error/1`, whose text for atoms that are not
+  # POSIX errors is a bare "unknown POSIX error" up to OTP 25 (Redix then adds the atom) and names
+  # the atom itself from OTP 26.
+  def format_reason(reason) when is_atom(reason) do
+    case :inet.format_error(reason) do
+      ~c"unknown POSIX error" -> "unknown POSIX error: #{reason}"
+      message -> List.to_string(message)
+    end
+  end
+
   def format_reason(reason), do: inspect(reason)
 end

@@ -15,6 +15,8 @@ defmodule RedixRs.Connector do
 
   @doc "Starts `module` (a connection GenServer) with the GenServer options among `opts`."
   def start_link(module, opts) do
+    # The telemetry prefix is read (and checked) when a connection starts, here in the caller.
+    Telemetry.load_prefix!()
     warn_if_unverified(opts)
     gen_opts = for {key, value} <- Keyword.take(opts, @gen_opts), value != nil, do: {key, value}
     GenServer.start_link(module, opts, gen_opts)
@@ -32,8 +34,10 @@ defmodule RedixRs.Connector do
   end
 
   @doc """
-  For `sync_connect`: waits, in `init/1`, for the attempt `id` to end. Returns `:connected` or
-  `{:error, %RedixRs.ConnectionError{}}` (after emitting `[:redix_rs, :failed_connection]`).
+  For `sync_connect`: waits, in `init/1`, for the attempt `id` to end. Returns `{:connected, opts}`
+  or `{:error, %RedixRs.ConnectionError{}}` (after emitting `prefix ++ [:failed_connection]`).
+  Sentinel events of the attempt are handled on the way, as `native_event/3` does, so `opts` say
+  which server the sentinels named.
   """
   def await_connection(id, opts) do
     # The native side bounds the attempt by :timeout; the margin only guards against a lost event.
@@ -41,12 +45,18 @@ defmodule RedixRs.Connector do
 
     receive do
       {:redix_rs_native, ^id, :connected} ->
-        :connected
+        {:connected, opts}
 
       {:redix_rs_native, ^id, {:connect_failed, reason}} ->
         error = %ConnectionError{reason: reason}
         emit(:failed_connection, opts, %{reason: error})
         {:error, error}
+
+      {:redix_rs_native, ^id, {:sentinel_failed, _, _} = event} ->
+        await_connection(id, sentinel_failed(event, opts))
+
+      {:redix_rs_native, ^id, {:sentinel_answered, _, _, _} = event} ->
+        await_connection(id, sentinel_answered(event, opts))
     after
       timeout -> {:error, %ConnectionError{reason: :timeout}}
     end
@@ -114,16 +124,27 @@ defmodule RedixRs.Connector do
     end
   end
 
-  @doc "`host:port` as the user gave it, or the socket path."
+  @doc """
+  `host:port` as the user gave it, or the socket path. Through Sentinel: the server this connection
+  last used (the one the sentinels named at its last successful attempt), or `"sentinel"` (Redix's
+  word) when it never got one from them.
+  """
   def address(opts) do
-    case (opts[:sentinel] && :sentinel) || opts[:host] do
-      :sentinel -> "sentinel"
+    case opts[:sentinel] && Keyword.get(opts, :sentinel_server, :none) do
+      {host, port} -> "#{host}:#{port}"
+      :none -> "sentinel"
+      nil -> direct_address(opts)
+    end
+  end
+
+  defp direct_address(opts) do
+    case opts[:host] do
       {:local, path} -> path
       host -> "#{host}:#{opts[:port]}"
     end
   end
 
-  @doc "Emits `[:redix_rs, event]` with the connection's metadata plus `extra`."
+  @doc "Emits `prefix ++ [event]` with the connection's metadata plus `extra`."
   def emit(event, opts, extra) do
     metadata = %{connection: self(), connection_name: opts[:name], address: address(opts)}
     Telemetry.execute([:redix_rs, event], %{}, Map.merge(metadata, extra))
@@ -145,6 +166,7 @@ defmodule RedixRs.Connector do
       database: opts[:database] && Integer.to_string(opts[:database]),
       client_name: opts[:client_name],
       protocol: opts[:protocol],
+      readonly: opts[:readonly],
       timeout: if(opts[:timeout] == :infinity, do: @forever_ms, else: opts[:timeout]),
       max_queued_bytes: opts[:write_queue_limit],
       reply_limits: RedixRs.Options.reply_limits(opts[:reply_limits]),
@@ -174,7 +196,7 @@ defmodule RedixRs.Connector do
   @doc """
   Handles an event from the native side for a connection process whose state is `state` (with
   `:opts`), returning its `handle_info/2` result. Sentinel events are handled here: a failed sentinel
-  is reported as `[:redix_rs, :failed_connection]` with its `:sentinel_address`; the one that answered
+  is reported as `prefix ++ [:failed_connection]` with its `:sentinel_address`; the one that answered
   moves to the front of the list, to be asked first next time (as Redis's guidelines for clients say).
   Every other event (`:connected`, `{:disconnected, _}`, `{:connect_failed, _}`) goes to
   `handle_event`, the connection process's own.
@@ -197,12 +219,17 @@ defmodule RedixRs.Connector do
       connection: self(),
       connection_name: opts[:name],
       sentinel_address: address,
-      reason: %RedixRs.ConnectionError{reason: reason}
+      reason: %RedixRs.ConnectionError{reason: sentinel_reason(reason)}
     }
 
     Telemetry.execute([:redix_rs, :failed_connection], %{}, metadata)
     opts
   end
+
+  # An error reply of a sentinel (to AUTH, say) or of the server it named is a `%RedixRs.Error{}`, as
+  # in Redix.
+  defp sentinel_reason({:redis_error, message}), do: %RedixRs.Error{message: message}
+  defp sentinel_reason(reason), do: reason
 
   defp sentinel_answered({:sentinel_answered, index, host, port}, opts) do
     opts

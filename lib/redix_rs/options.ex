@@ -52,6 +52,14 @@ defmodule RedixRs.Options do
       default: 5_000,
       doc: "milliseconds allowed to connect and complete the handshake (not a command timeout)"
     ],
+    readonly: [
+      type: :boolean,
+      default: false,
+      doc:
+        "send `READONLY` after connecting (and after every reconnection), so that a Redis Cluster " <>
+          "replica serves read commands instead of redirecting them; an error reply (a server " <>
+          "without cluster support) is fatal, as an `AUTH` error is"
+    ],
     sync_connect: [
       type: :boolean,
       default: false,
@@ -291,7 +299,19 @@ defmodule RedixRs.Options do
   defp valid(:name, name) when is_atom(name), do: {:ok, name}
   defp valid(:name, {:global, _} = name), do: {:ok, name}
   defp valid(:name, {:via, mod, _} = name) when is_atom(mod), do: {:ok, name}
-  defp valid(:name, _), do: {:error, "an atom, {:global, term} or {:via, module, term}"}
+  # Redix's words.
+  defp valid(:name, other) do
+    raise ArgumentError, """
+    expected :name option to be one of the following:
+
+      * nil
+      * atom
+      * {:global, term}
+      * {:via, module, term}
+
+    Got: #{inspect(other)}
+    """
+  end
 
   defp valid(:socket_opts, opts) when is_list(opts) do
     RedixRs.Options.TLS.reject_unsupported!(opts)

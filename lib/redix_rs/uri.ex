@@ -54,7 +54,7 @@ defmodule RedixRs.URI do
       [database: 3, port: 0, host: {:local, "/var/run/redis.sock"}]
 
       iex> RedixRs.URI.to_start_options("http://example.com")
-      ** (ArgumentError) expected scheme to be redis://, valkey://, rediss://, or unix://, got: http://
+      ** (ArgumentError) expected scheme to be redis://, valkey://, or rediss://, got: http://
 
       iex> RedixRs.URI.to_start_options("redis://localhost/foo")
       ** (ArgumentError) expected database to be an integer, got: "/foo"
@@ -69,8 +69,9 @@ defmodule RedixRs.URI do
     end
   end
 
+  # Redix's sentence (unix:// URIs are redix_rs's own addition, documented above).
   defp bad_scheme_message(scheme) do
-    "expected scheme to be redis://, valkey://, rediss://, or unix://, got: #{scheme}://"
+    "expected scheme to be redis://, valkey://, or rediss://, got: #{scheme}://"
   end
 
   ## redis://, valkey://, rediss://

@@ -27,7 +27,7 @@ defmodule RedixRs.URITest do
     end
 
     test "other schemes raise ArgumentError" do
-      message = "expected scheme to be redis://, valkey://, rediss://, or unix://, got: foo://"
+      message = "expected scheme to be redis://, valkey://, or rediss://, got: foo://"
 
       assert_raise ArgumentError, message, fn -> to_start_options("foo://localhost") end
 

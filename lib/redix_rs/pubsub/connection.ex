@@ -166,8 +166,11 @@ defmodule RedixRs.PubSub.Connection do
     state = start_attempt(state)
 
     case Connector.await_connection(state.id, state.opts) do
-      :connected -> {:ok, state |> connected() |> await_client_id(state.opts[:timeout])}
-      {:error, error} -> {:stop, error}
+      {:connected, opts} ->
+        {:ok, %{state | opts: opts} |> connected() |> await_client_id(opts[:timeout])}
+
+      {:error, error} ->
+        {:stop, error}
     end
   end
 

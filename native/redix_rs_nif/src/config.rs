@@ -47,6 +47,7 @@ pub fn decode(map: Term<'_>) -> NifResult<NativeConfig> {
             "resp3" => Protocol::Resp3,
             _ => Protocol::Resp2,
         },
+        readonly: get("readonly")?.decode()?,
         sentinel: decode_sentinel(get("sentinel")?)?,
         timeout: Duration::from_millis(get("timeout")?.decode()?),
     };

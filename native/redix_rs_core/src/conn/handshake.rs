@@ -1,5 +1,5 @@
 //! The commands sent before a connection is shared: AUTH, SELECT, CLIENT SETNAME, or, for RESP3,
-//! HELLO 3 with AUTH and SETNAME folded in, then SELECT.
+//! HELLO 3 with AUTH and SETNAME folded in, then SELECT; then READONLY when asked for.
 //!
 //! They run one at a time (as in Redix) so that the first error is the one reported and so that the
 //! Redis < 6 fallback (AUTH with a username is a wrong-arity error there) can retry without it.
@@ -32,6 +32,11 @@ where
     if let (Some(name), Protocol::Resp2) = (&opts.client_name, opts.protocol) {
         io.expect_ok(&[b"CLIENT".as_slice(), b"SETNAME", name])
             .await?;
+    }
+    // Last, as in Redix: an error (a server without cluster support says "ERR This instance has
+    // cluster support disabled") is fatal like one to AUTH or SELECT.
+    if opts.readonly {
+        io.expect_ok(&[b"READONLY".as_slice()]).await?;
     }
     Ok(io.into_leftover())
 }

@@ -109,6 +109,9 @@ pub struct ConnectOptions {
     pub database: Option<Vec<u8>>,
     pub client_name: Option<Vec<u8>>,
     pub protocol: Protocol,
+    /// Send `READONLY` after the handshake (Redix's `:readonly`): a Redis Cluster replica then serves
+    /// reads instead of redirecting them to its primary.
+    pub readonly: bool,
     /// Find the server through these sentinels (`address` is then ignored).
     pub sentinel: Option<super::SentinelOptions>,
     /// Bounds the TCP connect and the handshake together, like Redix's `:timeout` option.
@@ -133,6 +136,7 @@ impl ConnectOptions {
             database: None,
             client_name: None,
             protocol: Protocol::Resp2,
+            readonly: false,
             sentinel: None,
             timeout: Duration::from_secs(5),
         }

@@ -58,12 +58,14 @@ pub(crate) async fn establish_direct(
         .map_err(|_| ConnectError::Timeout)?
 }
 
-/// Whether `handshake` exchanges anything with the server (AUTH, HELLO, SELECT or CLIENT SETNAME).
+/// Whether `handshake` exchanges anything with the server (AUTH, HELLO, SELECT, CLIENT SETNAME or
+/// READONLY).
 fn handshake_sends_commands(opts: &ConnectOptions) -> bool {
     opts.protocol == Protocol::Resp3
         || opts.password.is_some()
         || opts.database.is_some()
         || opts.client_name.is_some()
+        || opts.readonly
 }
 
 /// Opens the socket (and runs the TLS handshake, with `opts.tls`) only.
