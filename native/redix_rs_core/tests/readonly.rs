@@ -22,7 +22,7 @@ async fn readonly_on_a_server_without_cluster_support_is_a_redis_error() {
         panic!("expected ConnectError::Redis, got {err:?}");
     };
     assert_eq!(msg, "ERR This instance has cluster support disabled");
-    assert_eq!(err.reason(), Reason::Tagged("redis_error", msg.clone()));
+    assert_eq!(err.reason(), Reason::Redis(msg.clone()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
