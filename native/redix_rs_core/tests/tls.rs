@@ -426,10 +426,10 @@ async fn client_certificates() {
     let server = TlsServer::start(&pki, "server", true);
 
     let with_cert = TlsOptions {
-        client_cert: Some(ClientCert {
-            cert_file: pki.path("client.crt"),
-            key_file: pki.path("client.key"),
-        }),
+        client_certs: vec![ClientCert::files(
+            pki.path("client.crt"),
+            pki.path("client.key"),
+        )],
         ..pki.trusting("ca")
     };
     let conn = Conn::open(&server.opts("localhost", with_cert)).await;
@@ -462,10 +462,10 @@ async fn unusable_settings_are_tls_config_errors() {
     assert!(message.starts_with("cannot read cacertfile"), "{message}");
 
     let key_is_not_a_cert = TlsOptions {
-        client_cert: Some(ClientCert {
-            cert_file: pki.path("client.key"),
-            key_file: pki.path("client.key"),
-        }),
+        client_certs: vec![ClientCert::files(
+            pki.path("client.key"),
+            pki.path("client.key"),
+        )],
         ..pki.trusting("ca")
     };
     let reason = failure(&server.opts("localhost", key_is_not_a_cert)).await;
@@ -475,10 +475,10 @@ async fn unusable_settings_are_tls_config_errors() {
     );
 
     let cert_is_not_a_key = TlsOptions {
-        client_cert: Some(ClientCert {
-            cert_file: pki.path("client.crt"),
-            key_file: pki.path("client.crt"),
-        }),
+        client_certs: vec![ClientCert::files(
+            pki.path("client.crt"),
+            pki.path("client.crt"),
+        )],
         ..pki.trusting("ca")
     };
     let reason = failure(&server.opts("localhost", cert_is_not_a_key)).await;
