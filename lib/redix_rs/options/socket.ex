@@ -102,7 +102,8 @@ defmodule RedixRs.Options.Socket do
     {:verify, :ssl, :mapped,
      "`:verify_peer` (the default) checks the chain and the name; `:verify_none` accepts any " <>
        "certificate (encrypted, not authenticated; a warning is logged)"},
-    {:reuse_session, :ssl, :no_effect, "`:ssl`'s sessions cannot be resumed by rustls: " <> @full_handshake},
+    {:reuse_session, :ssl, :no_effect,
+     "`:ssl`'s sessions cannot be resumed by rustls: " <> @full_handshake},
     {:reuse_sessions, :ssl, :no_effect, @full_handshake},
     {:cacerts, :ssl, :mapped,
      "DER certificates of the CAs to trust instead of the system's (`:public_key.cacerts_get()` " <>
@@ -199,7 +200,8 @@ defmodule RedixRs.Options.Socket do
     {:cb_info, :ssl, :refused,
      "TLS runs in Rust over redix_rs's own socket, which no callback module can carry: remove it"},
     # The other options `:ssl` (OTP 25) knows
-    {:ocsp_stapling, :ssl, :refused, "no OCSP response is requested: remove it (`false` is accepted)"},
+    {:ocsp_stapling, :ssl, :refused,
+     "no OCSP response is requested: remove it (`false` is accepted)"},
     {:ocsp_responder_certs, :ssl, :refused, @no_ocsp},
     {:ocsp_nonce, :ssl, :refused, @no_ocsp},
     {:renegotiate_at, :ssl, :no_effect, @no_renegotiation},
@@ -315,8 +317,10 @@ defmodule RedixRs.Options.Socket do
   end
 
   defp key(opt) when is_atom(opt) and opt in @bare, do: opt
-  defp key({key, _value}) when is_atom(key), do: key
-  defp key({:raw, _, _, _}), do: :raw
+
+  defp key(opt) when is_tuple(opt) and tuple_size(opt) >= 2 and is_atom(elem(opt, 0)),
+    do: elem(opt, 0)
+
   defp key(_opt), do: nil
 
   # The "off" values of refused options change nothing.
@@ -334,7 +338,11 @@ defmodule RedixRs.Options.Socket do
   defp check_value!({:protocol, :tls}), do: :ok
 
   defp check_value!({:protocol, other}),
-    do: refuse!(:protocol, "#{inspect(other)}: Redis serves TLS over TCP (use :tls or leave it out)")
+    do:
+      refuse!(
+        :protocol,
+        "#{inspect(other)}: Redis serves TLS over TCP (use :tls or leave it out)"
+      )
 
   defp check_value!({:handshake, :full}), do: :ok
 
@@ -375,15 +383,19 @@ defmodule RedixRs.Options.Socket do
   defp put(:inet6, acc), do: %{acc | inet6: true}
   defp put(:inet, acc), do: %{acc | inet6: false}
   defp put({:keepalive, b}, acc) when is_boolean(b), do: %{acc | keepalive: b}
-  defp put({:nodelay, b}, acc) when is_boolean(b), do: Map.merge(acc, %{nodelay: b, nodelay_given: true})
+
+  defp put({:nodelay, b}, acc) when is_boolean(b),
+    do: Map.merge(acc, %{nodelay: b, nodelay_given: true})
+
   defp put({:delay_send, b}, acc) when is_boolean(b), do: %{acc | delay_send: b}
   defp put({:dontroute, b}, acc) when is_boolean(b), do: %{acc | dontroute: b}
   defp put({:sndbuf, n}, acc) when is_integer(n) and n > 0, do: %{acc | sndbuf: n}
   defp put({:recbuf, n}, acc) when is_integer(n) and n > 0, do: %{acc | recbuf: n}
   defp put({:buffer, n}, acc) when is_integer(n) and n > 0, do: %{acc | recbuf: n}
 
-  defp put({key, n}, acc) when key in [:tos, :tclass, :priority] and is_integer(n) and n in 0..255,
-    do: Map.put(acc, key, n)
+  defp put({key, n}, acc)
+       when key in [:tos, :tclass, :priority] and is_integer(n) and n in 0..255,
+       do: Map.put(acc, key, n)
 
   defp put({:ttl, n}, acc) when is_integer(n) and n in 1..255, do: %{acc | ttl: n}
 
@@ -438,8 +450,11 @@ defmodule RedixRs.Options.Socket do
   defp put_local(_key, :loopback, acc), do: %{acc | local_address: :loopback}
 
   defp put_local(key, {:local, _} = address, _acc) do
-    refuse!(key, "#{inspect(address)}: a Unix socket is chosen by the address: use " <>
-      "`host: {:local, path}`")
+    refuse!(
+      key,
+      "#{inspect(address)}: a Unix socket is chosen by the address: use " <>
+        "`host: {:local, path}`"
+    )
   end
 
   defp put_local(key, address, acc) when is_tuple(address) do

@@ -288,7 +288,9 @@ defmodule RedixRs.Options.TLS do
 
   defp ciphers!(nil), do: nil
   defp ciphers!([]), do: nil
-  defp ciphers!(string) when is_binary(string), do: overlap!(String.split(string, ":", trim: true))
+
+  defp ciphers!(string) when is_binary(string),
+    do: overlap!(String.split(string, ":", trim: true))
 
   defp ciphers!(list) when is_list(list) do
     if List.ascii_printable?(list),
@@ -403,7 +405,8 @@ defmodule RedixRs.Options.TLS do
   defp alpn!(protocols) when is_list(protocols) do
     if Enum.all?(protocols, &(is_binary(&1) and byte_size(&1) in 1..255)),
       do: protocols,
-      else: bad_value!(:alpn_advertised_protocols, "a list of protocol names (binaries)", protocols)
+      else:
+        bad_value!(:alpn_advertised_protocols, "a list of protocol names (binaries)", protocols)
   end
 
   defp alpn!(other),
