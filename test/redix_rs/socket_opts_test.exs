@@ -69,7 +69,7 @@ defmodule RedixRs.SocketOptsTest do
 
       for {key, layer, treatment, text} <- Socket.table() do
         name = %{mapped: "mapped", no_effect: "no effect", refused: "refused"}[treatment]
-        row = "| `#{inspect(key)}` | `#{inspect(layer)}` | #{name} | #{text} |"
+        row = "| `#{inspect(key)}` | `#{inspect(layer)}` | #{name} | #{Socket.cell(text)} |"
         assert String.contains?(moduledoc, row), "no row for #{inspect(key)}"
       end
 

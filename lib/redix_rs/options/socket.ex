@@ -240,7 +240,7 @@ defmodule RedixRs.Options.Socket do
   def docs do
     rows =
       Enum.map_join(@table, "\n", fn {key, layer, treatment, text} ->
-        "| `#{inspect(key)}` | `#{inspect(layer)}` | #{treatment_name(treatment)} | #{text} |"
+        "| `#{inspect(key)}` | `#{inspect(layer)}` | #{treatment_name(treatment)} | #{cell(text)} |"
       end)
 
     """
@@ -251,6 +251,9 @@ defmodule RedixRs.Options.Socket do
     #{RedixRs.Options.TLS.docs()}
     """
   end
+
+  @doc "`text` in a Markdown table's cell (its `|` escaped)."
+  def cell(text), do: String.replace(text, "|", "\\|")
 
   defp treatment_name(:mapped), do: "mapped"
   defp treatment_name(:no_effect), do: "no effect"
