@@ -29,7 +29,7 @@ defmodule RedixRs.Test.SocketOptsSamples do
       high_msgq_watermark: {:high_msgq_watermark, 8192},
       high_watermark: {:high_watermark, 8192},
       keepalive: {:keepalive, true},
-      linger: {:linger, {true, 5}},
+      linger: {:linger, {true, 0}},
       low_msgq_watermark: {:low_msgq_watermark, 4096},
       low_watermark: {:low_watermark, 4096},
       mode: {:mode, :binary},

@@ -63,7 +63,10 @@ defmodule RedixRs.Options.Socket do
     {:high_watermark, :gen_tcp, :no_effect,
      @no_port <> "; `:write_queue_limit` bounds what waits to be written"},
     {:keepalive, :gen_tcp, :mapped, "SO_KEEPALIVE"},
-    {:linger, :gen_tcp, :mapped, "SO_LINGER: `{true, seconds}` turns it on, `{false, _}` off"},
+    {:linger, :gen_tcp, :mapped,
+     "SO_LINGER: `{true, 0}` closes with a reset (no TIME_WAIT), `{false, _}` is the default; " <>
+       "`{true, n}` with n > 0 raises, as such a close blocks the closing thread, here the I/O " <>
+       "thread of every connection, for up to n seconds"},
     {:low_msgq_watermark, :gen_tcp, :no_effect, @no_port},
     {:low_watermark, :gen_tcp, :no_effect,
      @no_port <> "; `:write_queue_limit` bounds what waits to be written"},
@@ -80,7 +83,10 @@ defmodule RedixRs.Options.Socket do
        "keepalive timing, Linux's numbers); other raw options raise, as their meaning cannot " <>
        "be checked: use the named option"},
     {:recbuf, :gen_tcp, :mapped, "SO_RCVBUF"},
-    {:reuseaddr, :gen_tcp, :no_effect, "not set: it matters to listening sockets"},
+    {:reuseaddr, :gen_tcp, :no_effect,
+     "SO_REUSEADDR is set whenever a local `port` is bound, and only then, so that the port " <>
+       "can be bound again while an earlier connection from it is in TIME_WAIT (the kernel " <>
+       "still refuses the same server from it until that ends)"},
     {:send_timeout, :gen_tcp, :mapped,
      "TCP_USER_TIMEOUT: when written data stays unacknowledged, or cannot be sent because " <>
        "the server reads nothing, for this many milliseconds, the kernel closes the " <>
@@ -402,9 +408,19 @@ defmodule RedixRs.Options.Socket do
 
   defp put({:ttl, n}, acc) when is_integer(n) and n in 1..255, do: %{acc | ttl: n}
 
-  defp put({:linger, {on?, seconds}}, acc)
-       when is_boolean(on?) and is_integer(seconds) and seconds >= 0,
-       do: %{acc | linger: if(on?, do: seconds)}
+  defp put({:linger, {false, seconds}}, acc) when is_integer(seconds) and seconds >= 0,
+    do: %{acc | linger: nil}
+
+  defp put({:linger, {true, 0}}, acc), do: %{acc | linger: 0}
+
+  defp put({:linger, {true, seconds}} = opt, _acc) when is_integer(seconds) and seconds > 0 do
+    refuse!(
+      :linger,
+      "#{inspect(opt)}: a lingering close blocks the thread that closes the socket for up to " <>
+        "#{seconds} s, and redix_rs closes sockets on the I/O thread every connection shares: " <>
+        "use {true, 0} (close with a reset) or leave it out"
+    )
+  end
 
   defp put({:send_timeout, :infinity}, acc), do: %{acc | send_timeout: nil}
 

@@ -61,7 +61,7 @@ async fn every_mapped_tcp_option_reaches_the_socket() {
                 nodelay: false,
                 local_address: Some(local),
                 local_port: Some(local_port),
-                linger: Some(Duration::from_secs(7)),
+                linger: Some(Duration::ZERO),
                 tos: Some(0x10),
                 tclass: None,
                 ttl: Some(42),
@@ -96,7 +96,7 @@ async fn every_mapped_tcp_option_reaches_the_socket() {
     assert!(sock.keepalive().unwrap());
     assert!(sock.send_buffer_size().unwrap() >= 96 * 1024);
     assert!(sock.recv_buffer_size().unwrap() >= 96 * 1024);
-    assert_eq!(sock.linger().unwrap(), Some(Duration::from_secs(7)));
+    assert_eq!(sock.linger().unwrap(), Some(Duration::ZERO));
     assert_eq!(sock.tos_v4().unwrap(), 0x10);
     assert_eq!(sock.ttl_v4().unwrap(), 42);
     assert_eq!(sock.priority().unwrap(), 5);
@@ -123,6 +123,26 @@ async fn every_mapped_tcp_option_reaches_the_socket() {
         "{info}"
     );
     task.abort();
+}
+
+/// A local port can be bound again while a connection from it that this side closed is in
+/// TIME_WAIT (SO_REUSEADDR), as a connection to another server (a new primary) needs. The kernel
+/// still refuses the same server from the same port until the TIME_WAIT ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_port_is_bound_again_while_in_time_wait() {
+    let first = RedisServer::start();
+    let second = RedisServer::start();
+    let port = free_port();
+    for server in [&first, &second] {
+        let mut opts = server.tcp_opts();
+        opts.tcp.local_port = Some(port);
+        let conn = Conn::open(&opts).await;
+        let info = text(&cmd(&conn.mux, &["CLIENT", "INFO"]).await);
+        assert!(info.contains(&format!(" addr=127.0.0.1:{port} ")), "{info}");
+        // Closed by this side first: the port's connection to `server` stays in TIME_WAIT.
+        conn.mux.close(Reason::Atom("closed"));
+        conn.ended().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

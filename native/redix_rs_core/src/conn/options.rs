@@ -41,7 +41,9 @@ pub struct TcpOptions {
     pub local_address: Option<std::net::IpAddr>,
     /// The local port to bind before connecting (`port`).
     pub local_port: Option<u16>,
-    /// SO_LINGER on, with this timeout (`linger: {true, seconds}`).
+    /// SO_LINGER on, with this timeout (`linger: {true, 0}`: close with a reset). A non-zero
+    /// timeout makes closing the socket block the closing thread (a tokio worker) for up to that
+    /// long when the server does not acknowledge: the Elixir side takes only zero.
     pub linger: Option<Duration>,
     /// IP_TOS, for IPv4 (`tos`).
     pub tos: Option<u32>,

@@ -121,6 +121,11 @@ async fn connect_addr(addr: SocketAddr, tcp: &TcpOptions) -> io::Result<TcpStrea
             SocketAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             SocketAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
         });
+        if tcp.local_port.is_some() {
+            // The previous connection from this port may still be in TIME_WAIT (we closed it
+            // first): a reconnection must be able to bind the port again.
+            socket.set_reuseaddr(true)?;
+        }
         socket.bind(SocketAddr::new(ip, tcp.local_port.unwrap_or(0)))?;
     }
     let stream = socket.connect(addr).await?;
