@@ -781,9 +781,10 @@ async fn client_certificates_in_der_and_pem_in_every_key_encoding() {
     );
 }
 
-/// ALPN, with a rustls server that negotiates it (Redis negotiates none).
+/// ALPN and SNI as a server sees them: a rustls server that negotiates ALPN (Redis negotiates
+/// none) and reports the name the client sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn alpn_protocols_are_offered() {
+async fn alpn_protocols_and_sni_as_the_server_sees_them() {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -805,27 +806,55 @@ async fn alpn_protocols_are_offered() {
     config.alpn_protocols = vec![b"resp3".to_vec(), b"redis".to_vec()];
     let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
     let (listener, port) = fake_listener().await;
+    // Answers the PING of each connection; reports the ALPN protocol chosen and the SNI received.
+    let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
     let server = tokio::spawn(async move {
-        let (tcp, _) = listener.accept().await.unwrap();
-        let mut tls = acceptor.accept(tcp).await.unwrap();
-        let chosen = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
-        let mut ping = [0u8; 14];
-        tls.read_exact(&mut ping).await.unwrap();
-        tls.write_all(b"+PONG\r\n").await.unwrap();
-        tls.flush().await.unwrap();
-        (chosen, tls)
+        let mut kept = Vec::new();
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut tls = acceptor.accept(tcp).await.unwrap();
+            let (_, session) = tls.get_ref();
+            let alpn = session.alpn_protocol().map(<[u8]>::to_vec);
+            let sni = session.server_name().map(str::to_string);
+            let mut ping = [0u8; 14];
+            tls.read_exact(&mut ping).await.unwrap();
+            tls.write_all(b"+PONG\r\n").await.unwrap();
+            tls.flush().await.unwrap();
+            seen_tx.send((alpn, sni)).unwrap();
+            kept.push(tls);
+        }
     });
-    let opts = ConnectOptions {
-        tls: Some(TlsOptions {
-            alpn: vec![b"redis".to_vec()],
-            ..pki.trusting("ca")
-        }),
+    let opts = |tls: TlsOptions| ConnectOptions {
+        tls: Some(tls),
         ..ConnectOptions::tcp("localhost", port)
     };
-    let (stream, _) = establish(&opts).await.expect("establish");
+
+    let with_alpn = TlsOptions {
+        alpn: vec![b"redis".to_vec()],
+        ..pki.trusting("ca")
+    };
+    let (stream, _) = establish(&opts(with_alpn)).await.expect("establish");
     assert_eq!(tls(&stream).alpn_protocol().as_deref(), Some(&b"redis"[..]));
-    let (chosen, _tls) = server.await.unwrap();
-    assert_eq!(chosen.as_deref(), Some(&b"redis"[..]));
+    let (alpn, sni) = seen.recv().await.unwrap();
+    assert_eq!(alpn.as_deref(), Some(&b"redis"[..]));
+    assert_eq!(sni.as_deref(), Some("localhost"));
+
+    // By default: no ALPN, SNI sent. With `server_name_indication: :disable`: no SNI, and the
+    // certificate is still checked against the host.
+    let (stream, _) = establish(&opts(pki.trusting("ca")))
+        .await
+        .expect("establish");
+    assert_eq!(tls(&stream).alpn_protocol(), None);
+    assert_eq!(seen.recv().await.unwrap(), (None, Some("localhost".into())));
+    let no_sni = TlsOptions {
+        sni: false,
+        ..pki.trusting("ca")
+    };
+    establish(&opts(no_sni))
+        .await
+        .expect("establish without SNI");
+    assert_eq!(seen.recv().await.unwrap(), (None, None));
+    server.abort();
 }
 
 /// Certificate files are read at each connection, on a thread of the blocking pool: a read that
