@@ -797,6 +797,10 @@ defmodule RedixRs.TLSTest do
             {[cert: "der"], ":cert socket option needs :key or :keyfile"},
             {[cert: [:no]], "expected a DER certificate or a list of them"},
             {[key: {:PrivateKeyInfo, :no}, cert: "der"], "expected {:RSAPrivateKey"},
+            # A key is not shown, its shape is.
+            {[key: {:PKCS8, "secret key"}, cert: "der"], "got: {:PKCS8, <<10 bytes>>}"},
+            {[certs_keys: [%{key: {:PrivateKeyInfo, "secret"}, x: 1}]],
+             "got: %{:key => {:PrivateKeyInfo, <<6 bytes>>}, :x => 1}"},
             {[certs_keys: [%{key: {:PrivateKeyInfo, "der"}}]], "in :certs_keys needs :certfile"},
             {[certs_keys: [%{cert: "der", password: ~c"pw"}]], "decrypt it"},
             {[versions: [:"tlsv1.1"]], "rustls speaks TLS 1.2 and 1.3"},

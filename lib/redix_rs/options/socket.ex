@@ -314,7 +314,7 @@ defmodule RedixRs.Options.Socket do
     case @rows[key] do
       nil ->
         raise ArgumentError,
-              "unknown socket option #{inspect(opt)}: :socket_opts takes the options of " <>
+              "unknown socket option #{inspect(key || opt)}: :socket_opts takes the options of " <>
                 ":gen_tcp and (with ssl: true) of :ssl listed in the RedixRs docs"
 
       {_layer, :refused, text} ->

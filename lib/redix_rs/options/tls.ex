@@ -145,12 +145,12 @@ defmodule RedixRs.Options.TLS do
   defp client_certs!(%{certs_keys: list}, check_files) when is_list(list) do
     Enum.map(list, fn
       entry when is_map(entry) ->
-        unknown = Map.keys(entry) -- [:cert, :key, :certfile, :keyfile, :password]
+        if Map.has_key?(entry, :password), do: refuse_password!()
+        unknown = Map.keys(entry) -- [:cert, :key, :certfile, :keyfile]
 
         if unknown != [],
           do: bad_value!(:certs_keys, "maps with :cert or :certfile, and :key or :keyfile", entry)
 
-        if Map.has_key?(entry, :password), do: refuse_password!()
         client_cert!(entry, "in :certs_keys", check_files)
 
       other ->
@@ -480,6 +480,24 @@ defmodule RedixRs.Options.TLS do
   defp bad_value!(key, expected, value) do
     raise ArgumentError,
           "invalid value for the #{inspect(key)} socket option: expected #{expected}, " <>
-            "got: #{inspect(value)}"
+            "got: #{shown(key, value)}"
+  end
+
+  # Private keys are not shown in error messages: their shape is.
+  defp shown(key, value) when key in [:key, :certs_keys], do: shape(value)
+  defp shown(_key, value), do: inspect(value)
+
+  defp shape(binary) when is_binary(binary), do: "<<#{byte_size(binary)} bytes>>"
+  defp shape(tuple) when is_tuple(tuple), do: "{#{tuple |> Tuple.to_list() |> shapes()}}"
+  defp shape(list) when is_list(list), do: "[#{shapes(list)}]"
+
+  defp shape(map) when is_map(map),
+    do: "%{#{Enum.map_join(map, ", ", fn {k, v} -> "#{inspect(k)} => #{shape(v)}" end)}}"
+
+  defp shape(atom) when is_atom(atom) or is_number(atom), do: inspect(atom)
+  defp shape(_other), do: "_"
+
+  defp shapes(list) when is_list(list) do
+    if List.improper?(list), do: "_", else: Enum.map_join(list, ", ", &shape/1)
   end
 end

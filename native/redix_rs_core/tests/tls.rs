@@ -684,10 +684,12 @@ async fn versions_cipher_suites_and_groups_are_offered_as_asked() {
     assert_eq!(tls(&stream).cipher_suite(), Some(0x1303));
     // Numbers rustls does not know are ignored; none known is a configuration error.
     let unknown = with(&|o| o.cipher_suites = Some(vec![0x0033]));
-    let reason = failure(&any.opts("localhost", unknown)).await;
+    let err = establish(&any.opts("localhost", unknown))
+        .await
+        .unwrap_err();
     assert!(
-        matches!(&reason, Reason::Tagged("tls_config", m) if m.contains("none of the cipher suites")),
-        "{reason:?}"
+        matches!(&err, ConnectError::TlsConfig(m) if m.contains("none of the cipher suites")),
+        "{err:?}"
     );
 
     // Groups.
@@ -773,11 +775,13 @@ async fn client_certificates_in_der_and_pem_in_every_key_encoding() {
         }],
         ..pki.trusting("ca")
     };
-    let reason = failure(&server.opts("localhost", mismatch)).await;
+    let err = establish(&server.opts("localhost", mismatch))
+        .await
+        .unwrap_err();
     assert!(
-        matches!(&reason, Reason::Tagged("tls_config", m)
+        matches!(&err, ConnectError::TlsConfig(m)
             if m.contains("cannot use the client certificate of the :cert socket option")),
-        "{reason:?}"
+        "{err:?}"
     );
 }
 

@@ -9,10 +9,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use redix_rs_core::conn::{
-    Address, CertChain, ClientCert, ConnectOptions, KeyFormat, PrivateKey, Protocol, Role, Roots,
-    Sentinel, SentinelOptions, TcpOptions, TlsOptions, TlsVersion,
+    Address, ClientCert, ConnectOptions, Protocol, Role, Roots, Sentinel, SentinelOptions,
+    TcpOptions, TlsOptions,
 };
 use rustler::{Binary, Error, NifResult, Term};
+
+use redix_rs_core::conn::{CertChain, KeyFormat, PrivateKey, TlsVersion};
 
 /// What `connect/2` needs: how to connect, and how much may be queued unwritten.
 pub struct NativeConfig {
@@ -56,10 +58,10 @@ pub fn decode(map: Term<'_>) -> NifResult<NativeConfig> {
     })
 }
 
-/// The TCP socket options of `map`: `inet6`, `keepalive`, `sndbuf`, `recbuf`, `nodelay`, `dontroute`
-/// (booleans or sizes), and `local_address` (a string), `local_port`, `linger` (seconds), `tos`,
-/// `tclass`, `ttl`, `priority`, `bind_to_device` (a binary), `keepalive_idle`, `keepalive_interval`,
-/// `keepalive_count` and `send_timeout` (milliseconds), each `nil` when not set.
+/// The plain-TCP socket options of `map`: `inet6`, `keepalive`, `sndbuf`, `recbuf`, `nodelay`.
+/// Also `dontroute` (a boolean), and `local_address` (a string), `local_port`, `linger` (seconds),
+/// `tos`, `tclass`, `ttl`, `priority`, `bind_to_device` (a binary), `keepalive_idle`,
+/// `keepalive_interval`, `keepalive_count` and `send_timeout` (milliseconds), each `nil` when not set.
 fn decode_tcp(map: Term<'_>) -> NifResult<TcpOptions> {
     let get = |key: &str| -> NifResult<Term<'_>> {
         let atom = rustler::Atom::from_str(map.get_env(), key)?;

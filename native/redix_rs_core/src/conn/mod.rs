@@ -18,10 +18,11 @@ pub use direct::Outgoing;
 pub use error::{ConnectError, Reason, TLS_CONFIG};
 pub use handshake::handshake;
 pub use multiplexer::{Multiplexer, Routed, Router, SubmitError, Waiter};
-pub use options::{
-    Address, CertChain, ClientCert, ConnectOptions, KeyFormat, PrivateKey, Protocol, Roots,
-    TcpOptions, TlsOptions, TlsVersion,
-};
+pub use options::{Address, ClientCert, ConnectOptions, Protocol, Roots, TcpOptions, TlsOptions};
 pub use sentinel::{Role, Sentinel, SentinelEvent, SentinelOptions};
-pub use tls::{supported_cipher_suites, supported_groups, TlsStream};
+pub use tls::TlsStream;
 pub use transport::{connect, establish, establish_with, Stream};
+
+// The parts of `TlsOptions` (client certificates, versions), and what rustls offers.
+pub use options::{CertChain, KeyFormat, PrivateKey, TlsVersion};
+pub use tls::{supported_cipher_suites, supported_groups};
