@@ -121,7 +121,9 @@ defmodule RedixRs.SocketOptsTest do
             {[{:raw, 6, 7, <<1::native-32>>}], "use the named option"},
             {[{:raw, 6, 4, <<0::native-32>>}], "with n > 0"},
             {[{:raw, 6, 4}], "the socket option :raw is not supported"},
-            {:nope, "invalid value for :socket_opts option"}
+            {:nope, "invalid value for :socket_opts option"},
+            {[:inet | :improper], "invalid value for :socket_opts option"},
+            {["keepalive"], "invalid value for :socket_opts option"}
           ] do
         assert_raise ArgumentError, ~r/#{Regex.escape(message)}/, fn ->
           RedixRs.Options.validate!(socket_opts: socket_opts)

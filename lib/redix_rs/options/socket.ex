@@ -270,7 +270,8 @@ defmodule RedixRs.Options.Socket do
   refused one (saying why and what to do instead) or a TCP option with a bad value. Returns `opts`.
   """
   def validate!(opts) do
-    unless is_list(opts) and Enum.all?(opts, &(is_atom(&1) or is_tuple(&1))) do
+    unless is_list(opts) and not List.improper?(opts) and
+             Enum.all?(opts, &(is_atom(&1) or is_tuple(&1))) do
       raise ArgumentError,
             "invalid value for :socket_opts option: expected a list of socket options " <>
               "(atoms and tuples, as :gen_tcp and :ssl take them), got: #{inspect(opts)}"
