@@ -37,6 +37,15 @@ defmodule RedixRs do
   ## Start options
 
   #{RedixRs.Options.docs()}
+
+  ## Socket options
+
+  Every `:gen_tcp` connect option and every `:ssl` client option of OTP 25 (and the `:ssl` server
+  options that find their way into client configurations) may be given in `:socket_opts`; `:ssl`
+  options need `ssl: true`. Each is mapped onto the socket (in Rust) or onto rustls, accepted with no
+  effect, or refused with an `ArgumentError` that says why and what to do instead:
+
+  #{RedixRs.Options.Socket.docs()}
   """
 
   alias RedixRs.{ConnectionError, Native}

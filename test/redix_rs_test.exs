@@ -217,7 +217,7 @@ defmodule RedixRsTest do
       end
 
       assert_raise ArgumentError, ~r/invalid value for :socket_opts option/, fn ->
-        RedixRs.start_link(socket_opts: [active: true])
+        RedixRs.start_link(socket_opts: :active)
       end
 
       assert_raise ArgumentError, ~r/the port must be 0/, fn ->

@@ -85,10 +85,9 @@ defmodule RedixRs.Options do
       type: :socket_opts,
       default: [],
       doc:
-        "TCP socket options: `:inet6`, `:inet`, `keepalive: boolean`, `nodelay: boolean`, " <>
-          "`sndbuf:`, `recbuf:` and `buffer:` (bytes); with `ssl: true`, also the TLS options " <>
-          "`cacertfile:`, `cacerts:`, `certfile:`, `keyfile:`, `verify:`, " <>
-          "`server_name_indication:` and `depth:` (as in `:ssl`); other options raise `ArgumentError`"
+        "socket options as `:gen_tcp` takes them and, with `ssl: true`, as `:ssl` takes them: " <>
+          "each one is mapped onto the socket or rustls, accepted with no effect, or refused " <>
+          "with an `ArgumentError` saying why, as the table \"Socket options\" below says"
     ],
     ssl: [
       type: :boolean,
@@ -313,12 +312,7 @@ defmodule RedixRs.Options do
     """
   end
 
-  defp valid(:socket_opts, opts) when is_list(opts) do
-    RedixRs.Options.TLS.reject_unsupported!(opts)
-    with {:ok, _} <- RedixRs.Options.Socket.parse(opts), do: {:ok, opts}
-  end
-
-  defp valid(:socket_opts, _), do: {:error, "a list of socket options"}
+  defp valid(:socket_opts, opts), do: {:ok, RedixRs.Options.Socket.validate!(opts)}
 
   defp invalid!(key, expected, value) do
     shown = if key == :password, do: RedixRs.Redact.describe(value), else: inspect(value)
@@ -330,7 +324,7 @@ defmodule RedixRs.Options do
   # TLS options need `ssl: true`, and `ssl: true` needs TCP; their values are checked here, with
   # the files they name, so that mistakes show at start rather than at each connection attempt.
   defp check_tls!(opts) do
-    tls_keys = opts[:socket_opts] |> RedixRs.Options.TLS.take() |> Keyword.keys() |> Enum.uniq()
+    tls_keys = RedixRs.Options.TLS.keys(opts[:socket_opts])
 
     cond do
       opts[:ssl] and match?({:local, _}, opts[:host]) ->
@@ -371,252 +365,5 @@ defmodule RedixRs.Options do
       _ ->
         opts
     end
-  end
-end
-
-defmodule RedixRs.Options.Socket do
-  # Redix's `:socket_opts` vocabulary for plain TCP, mapped onto what the Rust transport sets.
-  @moduledoc false
-
-  @doc "Parses `:gen_tcp`-style options into a map; `{:error, expected}` names what is unsupported."
-  def parse(opts) do
-    Enum.reduce_while(opts, {:ok, defaults()}, fn opt, {:ok, acc} ->
-      case put(opt, acc) do
-        {:ok, acc} -> {:cont, {:ok, acc}}
-        :error -> {:halt, {:error, "supported socket options (#{inspect(opt)} is not supported)"}}
-      end
-    end)
-  end
-
-  @doc "The settings used when no socket option is given."
-  def defaults, do: %{inet6: false, keepalive: false, nodelay: true, sndbuf: nil, recbuf: nil}
-
-  defp put(:inet6, acc), do: {:ok, %{acc | inet6: true}}
-  defp put(:inet, acc), do: {:ok, %{acc | inet6: false}}
-  defp put({:keepalive, b}, acc) when is_boolean(b), do: {:ok, %{acc | keepalive: b}}
-  defp put({:nodelay, b}, acc) when is_boolean(b), do: {:ok, %{acc | nodelay: b}}
-  defp put({:sndbuf, n}, acc) when is_integer(n) and n > 0, do: {:ok, %{acc | sndbuf: n}}
-  defp put({:recbuf, n}, acc) when is_integer(n) and n > 0, do: {:ok, %{acc | recbuf: n}}
-
-  # `:buffer` is the BEAM's user-space buffer; the nearest native knob is the kernel receive buffer.
-  defp put({:buffer, n}, acc) when is_integer(n) and n > 0, do: {:ok, %{acc | recbuf: n}}
-
-  # TLS options are `RedixRs.Options.TLS`'s business.
-  defp put({key, _value}, acc) when is_atom(key) do
-    if RedixRs.Options.TLS.key?(key), do: {:ok, acc}, else: :error
-  end
-
-  defp put(_, _), do: :error
-end
-
-defmodule RedixRs.Options.TLS do
-  # Redix's `:ssl` socket options, mapped onto what the Rust side (rustls) does. Options of `:ssl`
-  # with no rustls equivalent raise rather than being ignored.
-  @moduledoc false
-
-  @keys [:cacertfile, :cacerts, :certfile, :keyfile, :verify, :server_name_indication, :depth]
-
-  # Client options of `:ssl` that have no equivalent here.
-  @unsupported [
-    :verify_fun,
-    :customize_hostname_check,
-    :versions,
-    :ciphers,
-    :password,
-    :cert,
-    :key,
-    :certs_keys,
-    :partial_chain,
-    :crl_check,
-    :crl_cache,
-    :reuse_sessions,
-    :reuse_session,
-    :session_tickets,
-    :use_ticket,
-    :early_data,
-    :alpn_advertised_protocols,
-    :next_protocols_advertised,
-    :client_preferred_next_protocols,
-    :signature_algs,
-    :signature_algs_cert,
-    :supported_groups,
-    :eccs,
-    :secure_renegotiate,
-    :client_renegotiation,
-    :renegotiate_at,
-    :fail_if_no_peer_cert,
-    :log_level,
-    :log_alert,
-    :padding_check,
-    :beast_mitigation,
-    :middlebox_comp_mode,
-    :max_handshake_size,
-    :handshake,
-    :keep_secrets,
-    :max_fragment_length,
-    :ocsp_stapling,
-    :ocsp_responder_certs,
-    :ocsp_nonce,
-    :stapling,
-    :key_update_at,
-    :protocol,
-    :psk_identity,
-    :srp_identity,
-    :user_lookup_fun,
-    :dh,
-    :dhfile,
-    :honor_cipher_order,
-    :honor_ecc_order,
-    :sni_fun,
-    :sni_hosts,
-    :certificate_authorities,
-    :cb_info,
-    :sender_spawn_opts,
-    :receiver_spawn_opts
-  ]
-
-  @doc "Whether `key` is a TLS option redix_rs supports."
-  def key?(key), do: key in @keys
-
-  @doc "The TLS options among socket options."
-  def take(socket_opts) do
-    for {key, _} = opt <- socket_opts, key?(key), do: opt
-  end
-
-  # What to do instead, for the options Redix users are most likely to have.
-  @hints %{
-    customize_hostname_check:
-      "; wildcard certificates are matched as RFC 6125 says without it, and " <>
-        ":server_name_indication sets the name checked",
-    verify_fun: "; :verify_none turns verification off, :cacertfile/:cacerts choose the CAs",
-    versions: "; rustls negotiates TLS 1.3, or TLS 1.2 with servers that lack 1.3",
-    ciphers: "; rustls offers only modern cipher suites",
-    password: "; decrypt the key file first",
-    cert: "; use :certfile (PEM)",
-    key: "; use :keyfile (PEM)"
-  }
-
-  @doc "Raises `ArgumentError` naming the first `:ssl` option that redix_rs cannot honour."
-  def reject_unsupported!(socket_opts) do
-    Enum.each(socket_opts, fn
-      {key, _} when key in @unsupported ->
-        raise ArgumentError,
-              "the :ssl socket option #{inspect(key)} is not supported by redix_rs, whose TLS " <>
-                "is rustls#{Map.get(@hints, key, "")}; the TLS options it takes are " <>
-                "#{inspect(@keys)}"
-
-      _ ->
-        :ok
-    end)
-  end
-
-  @doc "Whether these socket options turn verification off (`verify: :verify_none`)."
-  def verify_none?(socket_opts), do: settings(socket_opts)[:verify] == :verify_none
-
-  @doc """
-  The map the native side decodes into its `TlsOptions`, from socket options; raises
-  `ArgumentError` on a bad value, and with `check_files: true` on a file that does not exist.
-
-  Connection attempts call it without `check_files`: a file that went away since the start is
-  reported by the native side as a `{:tls_config, message}` reason, not as a crash.
-  """
-  def native(socket_opts, check \\ [check_files: false]) do
-    settings = settings(socket_opts)
-    check_files = Keyword.fetch!(check, :check_files)
-    certfile = path(settings, :certfile, check_files)
-    keyfile = path(settings, :keyfile, check_files)
-
-    if keyfile && !certfile do
-      raise ArgumentError, "the :keyfile socket option needs :certfile (the client certificate)"
-    end
-
-    {server_name, sni} = server_name(Map.get(settings, :server_name_indication))
-    depth!(Map.get(settings, :depth))
-
-    %{
-      server_name: server_name,
-      sni: sni,
-      verify: verify(Map.get(settings, :verify, :verify_peer)),
-      cacerts: cacerts(Map.get(settings, :cacerts)),
-      cacertfile: path(settings, :cacertfile, check_files),
-      certfile: certfile,
-      # As in `:ssl`, the key may be in the certificate's file.
-      keyfile: keyfile || certfile
-    }
-  end
-
-  # The last occurrence of an option wins, as for the TCP options.
-  defp settings(socket_opts), do: socket_opts |> take() |> Map.new()
-
-  # Relative paths are relative to the current directory.
-  defp path(settings, key, check_file) do
-    case Map.get(settings, key) do
-      nil ->
-        nil
-
-      value ->
-        path = chardata(value) || bad_value!(key, "a file path (a string or a charlist)", value)
-        path = Path.expand(path)
-
-        if check_file and not File.regular?(path) do
-          raise ArgumentError,
-                "the #{inspect(key)} socket option names a file that does not exist: #{path}"
-        end
-
-        path
-    end
-  end
-
-  defp verify(:verify_peer), do: true
-  defp verify(:verify_none), do: false
-  defp verify(other), do: bad_value!(:verify, ":verify_peer or :verify_none", other)
-
-  # `:public_key.cacerts_get/0` returns `{:cert, der, decoded}` records: their DER is what counts.
-  defp cacerts(nil), do: nil
-
-  defp cacerts(certs) when is_list(certs) do
-    Enum.map(certs, fn
-      der when is_binary(der) -> der
-      {:cert, der, _decoded} when is_binary(der) -> der
-      _ -> bad_value!(:cacerts, "a list of DER-encoded certificates (binaries)", certs)
-    end)
-  end
-
-  defp cacerts(other),
-    do: bad_value!(:cacerts, "a list of DER-encoded certificates (binaries)", other)
-
-  defp server_name(nil), do: {nil, true}
-  defp server_name(:disable), do: {nil, false}
-
-  defp server_name(name) do
-    case chardata(name) do
-      nil ->
-        bad_value!(:server_name_indication, "a host name (string or charlist) or :disable", name)
-
-      "" ->
-        bad_value!(:server_name_indication, "a host name (string or charlist) or :disable", name)
-
-      name ->
-        {name, true}
-    end
-  end
-
-  defp chardata(value) when is_binary(value) or is_list(value) do
-    IO.chardata_to_string(value)
-  rescue
-    _ in [ArgumentError, UnicodeConversionError] -> nil
-  end
-
-  defp chardata(_value), do: nil
-
-  # Accepted because Redix passes `depth: 3` by default; webpki bounds chains itself.
-  defp depth!(nil), do: :ok
-  defp depth!(depth) when is_integer(depth) and depth >= 0, do: :ok
-  defp depth!(other), do: bad_value!(:depth, "a non-negative integer", other)
-
-  defp bad_value!(key, expected, value) do
-    raise ArgumentError,
-          "invalid value for the #{inspect(key)} socket option: expected #{expected}, " <>
-            "got: #{inspect(value)}"
   end
 end

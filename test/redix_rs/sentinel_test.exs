@@ -575,7 +575,7 @@ defmodule RedixRs.SentinelTest do
       base = [sentinels: ["redis://127.0.0.1:26390"], group: "mymaster"]
 
       assert_raise ArgumentError, ~r/socket_opts/, fn ->
-        RedixRs.start_link(sentinel: base ++ [socket_opts: [:binary]])
+        RedixRs.start_link(sentinel: base ++ [socket_opts: :binary])
       end
 
       assert_raise ArgumentError, ~r/verify_fun/, fn ->

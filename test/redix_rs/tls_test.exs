@@ -14,6 +14,7 @@ defmodule RedixRs.TLSTest.Certs do
     server = sign!(dir, ca, "server", "localhost", "DNS:localhost,IP:127.0.0.1", "serverAuth")
     wildcard = sign!(dir, ca, "wildcard", "*.redix.test", "DNS:*.redix.test", "serverAuth")
     client = sign!(dir, ca, "client", "redix_rs client", nil, "clientAuth")
+    rsa_client = sign!(dir, ca, "rsa_client", "redix_rs RSA client", nil, "clientAuth", :rsa)
     rogue = sign!(dir, other_ca, "rogue_client", "rogue client", nil, "clientAuth")
     expired = expired!(dir, ca)
 
@@ -33,6 +34,7 @@ defmodule RedixRs.TLSTest.Certs do
       wildcard: wildcard,
       client: client,
       client_combined: combined,
+      rsa_client: rsa_client,
       rogue_client: rogue,
       expired: expired,
       not_pem: not_pem
@@ -53,10 +55,15 @@ defmodule RedixRs.TLSTest.Certs do
     paths
   end
 
-  defp sign!(dir, ca, name, cn, san, usage) do
+  defp sign!(dir, ca, name, cn, san, usage, key_type \\ :ec) do
     paths = paths(dir, name)
     csr = Path.join(dir, "#{name}.csr")
-    openssl!(["req", "-new"] ++ @ec ++ ["-keyout", paths.key, "-out", csr, "-subj", "/CN=#{cn}"])
+    key_args = if key_type == :rsa, do: ["-newkey", "rsa:2048", "-nodes"], else: @ec
+
+    openssl!(
+      ["req", "-new"] ++ key_args ++ ["-keyout", paths.key, "-out", csr, "-subj", "/CN=#{cn}"]
+    )
+
     ext = extensions!(dir, name, san, usage)
 
     openssl!(
@@ -127,6 +134,23 @@ defmodule RedixRs.TLSTest.Certs do
   defp paths(dir, name),
     do: %{cert: Path.join(dir, "#{name}.crt"), key: Path.join(dir, "#{name}.key")}
 
+  @doc "The DER of the first PEM block of `file`."
+  def der(file), do: file |> File.read!() |> :public_key.pem_decode() |> hd() |> elem(1)
+
+  @doc "A private key in the DER encoding `:ssl` names `type` (`:ECPrivateKey`, ...), via openssl."
+  def key_der(key_file, type) do
+    out = key_file <> ".#{type}.pem"
+
+    case type do
+      :PrivateKeyInfo -> File.cp!(key_file, out)
+      :ECPrivateKey -> openssl!(["ec", "-in", key_file, "-out", out])
+      :RSAPrivateKey -> openssl!(["rsa", "-in", key_file, "-traditional", "-out", out])
+    end
+
+    [{^type, der, :not_encrypted}] = out |> File.read!() |> :public_key.pem_decode()
+    {type, der}
+  end
+
   defp openssl!(args) do
     case System.cmd("openssl", args, stderr_to_stdout: true) do
       {_output, 0} -> :ok
@@ -156,12 +180,21 @@ defmodule RedixRs.TLSTest do
       [tls: [cert_file: cert.cert, key_file: cert.key, ca_cert_file: certs.ca] ++ extra]
     end
 
+    tls12 = ["--tls-protocols", "TLSv1.2"]
+
     %{
       certs: certs,
       server: RedisServer.start(tls.(certs.server, [])),
       mtls: RedisServer.start(tls.(certs.server, auth_clients: :yes)),
       wildcard: RedisServer.start(tls.(certs.wildcard, [])),
-      expired: RedisServer.start(tls.(certs.expired, []))
+      expired: RedisServer.start(tls.(certs.expired, [])),
+      tls12: RedisServer.start(tls.(certs.server, []) ++ [args: tls12]),
+      # TLS 1.2 with one cipher suite.
+      one_suite:
+        RedisServer.start(
+          tls.(certs.server, []) ++
+            [args: tls12 ++ ["--tls-ciphers", "ECDHE-ECDSA-AES256-GCM-SHA384"]]
+        )
     }
   end
 
@@ -520,6 +553,165 @@ defmodule RedixRs.TLSTest do
     end
   end
 
+  describe "socket options mapped onto rustls" do
+    test "versions: a TLS 1.2-only server takes [:\"tlsv1.1\", :\"tlsv1.2\"] and refuses 1.3", %{
+      tls12: server,
+      certs: certs
+    } do
+      for versions <- [[:"tlsv1.1", :"tlsv1.2"], [:"tlsv1.2", :"tlsv1.3"]] do
+        {:ok, conn} = start(server, socket_opts: [cacertfile: certs.ca, versions: versions])
+        assert RedixRs.command(conn, ["PING"]) == {:ok, "PONG"}
+      end
+
+      assert {:tls_alert, {:protocol_version, _}} =
+               failure(server, socket_opts: [cacertfile: certs.ca, versions: [:"tlsv1.3"]])
+    end
+
+    test "ciphers, in every form :ssl takes, by overlap with rustls's", %{
+      one_suite: server,
+      certs: certs
+    } do
+      for ciphers <- [
+            ["ECDHE-ECDSA-AES256-GCM-SHA384"],
+            [~c"TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384"],
+            ~c"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384",
+            "DHE-RSA-AES256-SHA:ECDHE-ECDSA-AES256-GCM-SHA384",
+            [%{key_exchange: :ecdhe_ecdsa, cipher: :aes_256_gcm, mac: :aead, prf: :sha384}],
+            [{:ecdhe_ecdsa, :aes_256_gcm, :null, :sha384}],
+            [<<0xC0, 0x2C>>],
+            :ssl.cipher_suites(:all, :"tlsv1.2"),
+            :ssl.cipher_suites(:default, :"tlsv1.2")
+          ] do
+        {:ok, conn} = start(server, socket_opts: [cacertfile: certs.ca, ciphers: ciphers])
+        assert RedixRs.command(conn, ["PING"]) == {:ok, "PONG"}, inspect(ciphers)
+      end
+
+      # Only suites the server lacks: it says no.
+      assert {:tls_alert, {:handshake_failure, _}} =
+               failure(server,
+                 socket_opts: [cacertfile: certs.ca, ciphers: ["ECDHE-ECDSA-AES128-GCM-SHA256"]]
+               )
+    end
+
+    test "the cipher suites of the table are named and numbered as :ssl does" do
+      for {code, rfc, openssl, _version, map} <- RedixRs.Options.TLS.suites() do
+        assert :ssl.str_to_suite(String.to_charlist(rfc)) == map
+        assert :ssl.str_to_suite(String.to_charlist(openssl)) == map
+        assert to_string(:ssl.suite_to_str(map)) == rfc
+        assert :ssl_cipher_format.suite_map_to_bin(map) == <<code::16>>
+      end
+    end
+
+    test "eccs and supported_groups", %{server: server, certs: certs} do
+      for groups <- [
+            [eccs: [:secp384r1]],
+            [supported_groups: [:x448, :x25519]],
+            [eccs: [:secp256r1, :sect571r1]]
+          ] do
+        {:ok, conn} = start(server, socket_opts: [cacertfile: certs.ca] ++ groups)
+        assert RedixRs.command(conn, ["PING"]) == {:ok, "PONG"}
+      end
+    end
+
+    test "alpn_advertised_protocols (Redis negotiates none, and does not mind)", %{
+      server: server,
+      certs: certs
+    } do
+      {:ok, conn} =
+        start(server, socket_opts: [cacertfile: certs.ca, alpn_advertised_protocols: ["redis"]])
+
+      assert RedixRs.command(conn, ["PING"]) == {:ok, "PONG"}
+    end
+
+    test "a client certificate and key given as DER, in each encoding :ssl names", %{
+      mtls: server,
+      certs: certs
+    } do
+      for {client, type} <- [
+            {certs.client, :PrivateKeyInfo},
+            {certs.client, :ECPrivateKey},
+            {certs.rsa_client, :RSAPrivateKey},
+            {certs.rsa_client, :PrivateKeyInfo}
+          ],
+          cert <- [Certs.der(client.cert), [Certs.der(client.cert)]] do
+        key = Certs.key_der(client.key, type)
+        {:ok, conn} = start(server, socket_opts: [cacertfile: certs.ca, cert: cert, key: key])
+        assert RedixRs.command(conn, ["PING"]) == {:ok, "PONG"}, inspect(type)
+      end
+
+      # DER certificate with a PEM key file, and the other way round.
+      for socket_opts <- [
+            [cert: Certs.der(certs.client.cert), keyfile: certs.client.key],
+            [certfile: certs.client.cert, key: Certs.key_der(certs.client.key, :ECPrivateKey)]
+          ] do
+        {:ok, conn} = start(server, socket_opts: [cacertfile: certs.ca] ++ socket_opts)
+        assert RedixRs.command(conn, ["PING"]) == {:ok, "PONG"}
+      end
+    end
+
+    test "certs_keys: the first certificate whose key the server can use; others ignored", %{
+      mtls: server,
+      certs: certs
+    } do
+      good = %{
+        cert: Certs.der(certs.client.cert),
+        key: Certs.key_der(certs.client.key, :ECPrivateKey)
+      }
+
+      rogue = %{certfile: certs.rogue_client.cert, keyfile: certs.rogue_client.key}
+      base = [cacertfile: certs.ca]
+
+      for certs_keys <- [
+            [good],
+            [good, rogue],
+            [%{certfile: certs.client.cert, keyfile: certs.client.key}]
+          ] do
+        # The top-level certificate is ignored when certs_keys is given, as in :ssl.
+        socket_opts = base ++ [certs_keys: certs_keys, certfile: certs.rogue_client.cert]
+        {:ok, conn} = start(server, socket_opts: socket_opts)
+        assert RedixRs.command(conn, ["PING"]) == {:ok, "PONG"}
+      end
+
+      assert {:tls_alert, {:unknown_ca, _}} =
+               failure(server, socket_opts: base ++ [certs_keys: [rogue, good]])
+    end
+
+    test "customize_hostname_check: Redix's recipe for wildcard certificates", %{
+      wildcard: server,
+      certs: certs
+    } do
+      check = [match_fun: :public_key.pkix_verify_hostname_match_fun(:https)]
+
+      socket_opts = fn name ->
+        [cacertfile: certs.ca, server_name_indication: name, customize_hostname_check: check]
+      end
+
+      {:ok, conn} = start(server, host: "127.0.0.1", socket_opts: socket_opts.(~c"db.redix.test"))
+      assert RedixRs.command(conn, ["PING"]) == {:ok, "PONG"}
+
+      # It widens nothing: a wildcard still covers one label.
+      assert {:tls_alert, {:handshake_failure, _}} =
+               failure(server, host: "127.0.0.1", socket_opts: socket_opts.("a.b.redix.test"))
+    end
+
+    test "every option of the table with no effect, at once, on a working connection", %{
+      server: server,
+      certs: certs
+    } do
+      samples =
+        RedixRs.Test.SocketOptsSamples.samples(%{
+          ca: certs.ca,
+          cert: certs.client.cert,
+          key: certs.client.key
+        })
+
+      no_effect = for {key, _, :no_effect, _} <- RedixRs.Options.Socket.table(), do: samples[key]
+      assert length(no_effect) > 40
+      {:ok, conn} = start(server, socket_opts: [{:cacertfile, certs.ca} | no_effect])
+      assert RedixRs.command(conn, ["PING"]) == {:ok, "PONG"}
+    end
+  end
+
   describe "pub/sub over TLS" do
     test "subscribes, and receives what another connection publishes", %{
       server: server,
@@ -561,22 +753,30 @@ defmodule RedixRs.TLSTest do
   end
 
   describe "options that are refused" do
-    test ":ssl options with no rustls equivalent raise, naming the option", %{certs: certs} do
-      for opt <- [
-            verify_fun: {fn _, _, s -> {:valid, s} end, nil},
-            customize_hostname_check: [match_fun: fn _, _ -> true end],
-            versions: [:"tlsv1.3"],
-            ciphers: [],
-            password: "key password"
+    test ":ssl options rustls cannot honour raise, saying why and what to do instead", %{
+      certs: certs
+    } do
+      for {opt, why} <- [
+            {[verify_fun: {fn _, _, s -> {:valid, s} end, nil}], "choose the trusted CAs with"},
+            {[customize_hostname_check: [match_fun: fn _, _ -> true end]],
+             "use :server_name_indication to choose the name checked"},
+            {[customize_hostname_check: [fqdn_fun: fn _ -> ~c"x" end]],
+             "use :server_name_indication"},
+            {[password: "key password"], "decrypt it"},
+            {[partial_chain: fn _ -> :unknown_ca end], "put the intermediate CA you trust"},
+            {[crl_check: :peer], "revocation lists are not checked"},
+            {[ocsp_stapling: true], "no OCSP"},
+            {[key: {:DSAPrivateKey, "der"}, certfile: certs.client.cert], "use an RSA or EC key"}
           ] do
-        {key, _} = opt
+        [{key, _} | _] = opt
 
         error =
           assert_raise ArgumentError, fn ->
-            RedixRs.start_link(ssl: true, socket_opts: [opt, cacertfile: certs.ca])
+            RedixRs.start_link(ssl: true, socket_opts: opt ++ [cacertfile: certs.ca])
           end
 
-        assert error.message =~ "the :ssl socket option #{inspect(key)} is not supported"
+        assert error.message =~ "the socket option #{inspect(key)} is not supported by redix_rs: "
+        assert error.message =~ why
       end
     end
 
@@ -593,6 +793,25 @@ defmodule RedixRs.TLSTest do
             {[cacertfile: missing], "the :cacertfile socket option names a file that does not"},
             {[certfile: missing], "the :certfile socket option names a file that does not"},
             {[keyfile: certs.client.key], ":keyfile socket option needs :certfile"},
+            {[key: {:PrivateKeyInfo, "der"}], ":key socket option needs :certfile or :cert"},
+            {[cert: "der"], ":cert socket option needs :key or :keyfile"},
+            {[cert: [:no]], "expected a DER certificate or a list of them"},
+            {[key: {:PrivateKeyInfo, :no}, cert: "der"], "expected {:RSAPrivateKey"},
+            # A key is not shown, its shape is.
+            {[key: {:PKCS8, "secret key"}, cert: "der"], "got: {:PKCS8, <<10 bytes>>}"},
+            {[certs_keys: [%{key: {:PrivateKeyInfo, "secret"}, x: 1}]],
+             "got: %{:key => {:PrivateKeyInfo, <<6 bytes>>}, :x => 1}"},
+            {[certs_keys: [%{key: {:PrivateKeyInfo, "der"}}]], "in :certs_keys needs :certfile"},
+            {[certs_keys: [%{cert: "der", password: ~c"pw"}]], "decrypt it"},
+            {[versions: [:"tlsv1.1"]], "rustls speaks TLS 1.2 and 1.3"},
+            {[versions: [:tls13]], "expected a list of"},
+            {[ciphers: ["DHE-RSA-AES256-SHA"]], "it has: TLS_AES_256_GCM_SHA384"},
+            {[ciphers: ["ECDHE-RSA-AES999-GCM"]], "is not the OpenSSL or RFC name of a cipher"},
+            {[versions: [:"tlsv1.2"], ciphers: ["TLS_AES_128_GCM_SHA256"]],
+             "is one of the TLS versions of :versions"},
+            {[eccs: [:sect571r1]], "it has: [:x25519, :secp256r1, :secp384r1]"},
+            {[supported_groups: [:x448]], "it has: [:x25519"},
+            {[alpn_advertised_protocols: ["", "x"]], "expected a list of protocol names"},
             {[verify: :verify_host], "expected :verify_peer or :verify_none"},
             {[cacerts: [:not_der]], "expected a list of DER-encoded certificates"},
             {[server_name_indication: 42], "expected a host name"},

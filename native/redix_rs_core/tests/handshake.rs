@@ -298,6 +298,7 @@ async fn tcp_socket_options_are_applied() {
             send_buffer: Some(64 * 1024),
             recv_buffer: Some(64 * 1024),
             nodelay: false,
+            ..TcpOptions::default()
         },
         ..ConnectOptions::tcp("localhost", server.port)
     };

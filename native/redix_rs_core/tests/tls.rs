@@ -9,8 +9,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use redix_rs_core::conn::{
-    establish, Address, ClientCert, ConnectError, ConnectOptions, Multiplexer, Reason, Roots,
-    Stream, TlsOptions,
+    establish, supported_cipher_suites, supported_groups, Address, CertChain, ClientCert,
+    ConnectError, ConnectOptions, KeyFormat, Multiplexer, PrivateKey, Reason, Roots, Stream,
+    TlsOptions, TlsStream, TlsVersion,
 };
 use support::*;
 
@@ -36,6 +37,24 @@ impl Pki {
             "serverAuth",
         );
         pki.sign("ca", "client", "client", None, "clientAuth");
+        pki.sign("other_ca", "rogue_client", "rogue", None, "clientAuth");
+        pki.sign_rsa("ca", "rsa_client", "rsa client", "clientAuth");
+        // The same keys in the other DER encodings `:ssl` names: SEC1 (EC) and PKCS#1 (RSA).
+        openssl(&[
+            "ec",
+            "-in",
+            &pki.file("client", "key"),
+            "-out",
+            &pki.file("client", "sec1"),
+        ]);
+        openssl(&[
+            "rsa",
+            "-in",
+            &pki.file("rsa_client", "key"),
+            "-traditional",
+            "-out",
+            &pki.file("rsa_client", "pkcs1"),
+        ]);
         pki.expired("ca", "expired", server_san);
         pki
     }
@@ -69,21 +88,23 @@ impl Pki {
     }
 
     fn csr(&self, name: &str, cn: &str) {
-        openssl(&[
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            &self.file(name, "key"),
-            "-out",
-            &self.file(name, "csr"),
-            "-subj",
-            &format!("/CN={cn}"),
-        ]);
+        self.csr_with(
+            name,
+            cn,
+            &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"],
+        );
+    }
+
+    fn csr_with(&self, name: &str, cn: &str, key: &[&str]) {
+        let (keyout, out, subj) = (
+            self.file(name, "key"),
+            self.file(name, "csr"),
+            format!("/CN={cn}"),
+        );
+        let mut args = vec!["req", "-new", "-nodes"];
+        args.extend_from_slice(key);
+        args.extend_from_slice(&["-keyout", &keyout, "-out", &out, "-subj", &subj]);
+        openssl(&args);
     }
 
     fn extensions(&self, name: &str, san: Option<&str>, usage: &str) -> String {
@@ -100,6 +121,16 @@ impl Pki {
 
     fn sign(&self, ca: &str, name: &str, cn: &str, san: Option<&str>, usage: &str) {
         self.csr(name, cn);
+        self.sign_csr(ca, name, san, usage);
+    }
+
+    /// A certificate with an RSA key (2048 bits).
+    fn sign_rsa(&self, ca: &str, name: &str, cn: &str, usage: &str) {
+        self.csr_with(name, cn, &["-newkey", "rsa:2048"]);
+        self.sign_csr(ca, name, None, usage);
+    }
+
+    fn sign_csr(&self, ca: &str, name: &str, san: Option<&str>, usage: &str) {
         let ext = self.extensions(name, san, usage);
         openssl(&[
             "x509",
@@ -198,6 +229,11 @@ struct TlsServer {
 
 impl TlsServer {
     fn start(pki: &Pki, cert: &str, auth_clients: bool) -> TlsServer {
+        TlsServer::start_with(pki, cert, auth_clients, &[])
+    }
+
+    /// A server with more arguments, such as `["--tls-protocols", "TLSv1.2"]`.
+    fn start_with(pki: &Pki, cert: &str, auth_clients: bool, extra: &[&str]) -> TlsServer {
         for _attempt in 0..5 {
             let dir = TempDir::new("tls_redis");
             let port = free_port();
@@ -213,6 +249,7 @@ impl TlsServer {
                     "--tls-auth-clients",
                     if auth_clients { "yes" } else { "no" },
                 ])
+                .args(extra)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -426,10 +463,10 @@ async fn client_certificates() {
     let server = TlsServer::start(&pki, "server", true);
 
     let with_cert = TlsOptions {
-        client_cert: Some(ClientCert {
-            cert_file: pki.path("client.crt"),
-            key_file: pki.path("client.key"),
-        }),
+        client_certs: vec![ClientCert::files(
+            pki.path("client.crt"),
+            pki.path("client.key"),
+        )],
         ..pki.trusting("ca")
     };
     let conn = Conn::open(&server.opts("localhost", with_cert)).await;
@@ -462,10 +499,10 @@ async fn unusable_settings_are_tls_config_errors() {
     assert!(message.starts_with("cannot read cacertfile"), "{message}");
 
     let key_is_not_a_cert = TlsOptions {
-        client_cert: Some(ClientCert {
-            cert_file: pki.path("client.key"),
-            key_file: pki.path("client.key"),
-        }),
+        client_certs: vec![ClientCert::files(
+            pki.path("client.key"),
+            pki.path("client.key"),
+        )],
         ..pki.trusting("ca")
     };
     let reason = failure(&server.opts("localhost", key_is_not_a_cert)).await;
@@ -475,10 +512,10 @@ async fn unusable_settings_are_tls_config_errors() {
     );
 
     let cert_is_not_a_key = TlsOptions {
-        client_cert: Some(ClientCert {
-            cert_file: pki.path("client.crt"),
-            key_file: pki.path("client.crt"),
-        }),
+        client_certs: vec![ClientCert::files(
+            pki.path("client.crt"),
+            pki.path("client.crt"),
+        )],
         ..pki.trusting("ca")
     };
     let reason = failure(&server.opts("localhost", cert_is_not_a_key)).await;
@@ -572,4 +609,305 @@ async fn a_slow_reader_gets_the_end_of_a_large_write() {
     .expect("the server got the whole command and answered");
     assert_eq!(reply, ok());
     let _server_side = server.await.unwrap();
+}
+
+fn tls(stream: &Stream) -> &TlsStream {
+    match stream {
+        Stream::Tls(tls) => tls,
+        other => panic!("not a TLS stream: {other:?}"),
+    }
+}
+
+/// The numbers `RedixRs.Options.TLS` (lib/redix_rs/options/tls.ex) lists as rustls's cipher suites
+/// and groups, in rustls's order: the Elixir side computes overlaps with these.
+#[test]
+fn the_elixir_side_lists_rustls_suites_and_groups() {
+    assert_eq!(
+        supported_cipher_suites(),
+        [0x1302, 0x1301, 0x1303, 0xC02C, 0xC02B, 0xCCA9, 0xC030, 0xC02F, 0xCCA8]
+    );
+    assert_eq!(supported_groups(), [0x001D, 0x0017, 0x0018]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versions_cipher_suites_and_groups_are_offered_as_asked() {
+    let pki = Pki::new();
+    let tls12_only = TlsServer::start_with(&pki, "server", false, &["--tls-protocols", "TLSv1.2"]);
+    let one_suite = TlsServer::start_with(
+        &pki,
+        "server",
+        false,
+        &[
+            "--tls-protocols",
+            "TLSv1.2",
+            "--tls-ciphers",
+            "ECDHE-ECDSA-AES256-GCM-SHA384",
+        ],
+    );
+    let any = TlsServer::start(&pki, "server", false);
+    let with = |f: &dyn Fn(&mut TlsOptions)| {
+        let mut opts = pki.trusting("ca");
+        f(&mut opts);
+        opts
+    };
+
+    // Versions: a TLS 1.2-only server takes TLS 1.2, and refuses a client that offers only 1.3.
+    let (stream, _) = establish(&tls12_only.opts("localhost", pki.trusting("ca")))
+        .await
+        .expect("TLS 1.2 by default");
+    assert_eq!(tls(&stream).protocol_version().as_deref(), Some("TLSv1_2"));
+    let only13 = with(&|o| o.versions = Some(vec![TlsVersion::Tls13]));
+    let (name, message) = alert(&failure(&tls12_only.opts("localhost", only13)).await);
+    assert_eq!(name, "protocol_version", "{message}");
+    let only12 = with(&|o| o.versions = Some(vec![TlsVersion::Tls12]));
+    let (stream, _) = establish(&any.opts("localhost", only12))
+        .await
+        .expect("TLS 1.2 with a server that has 1.3 too");
+    assert_eq!(tls(&stream).protocol_version().as_deref(), Some("TLSv1_2"));
+
+    // Cipher suites: offered as asked, in the order asked.
+    let aes128 = with(&|o| o.cipher_suites = Some(vec![0xC02B]));
+    let (name, message) = alert(&failure(&one_suite.opts("localhost", aes128)).await);
+    assert_eq!(name, "handshake_failure", "{message}");
+    let both = with(&|o| o.cipher_suites = Some(vec![0xC02B, 0xC02C]));
+    let (stream, _) = establish(&one_suite.opts("localhost", both))
+        .await
+        .expect("the suite the server has");
+    assert_eq!(tls(&stream).cipher_suite(), Some(0xC02C));
+    let chacha = with(&|o| o.cipher_suites = Some(vec![0x1303]));
+    let (stream, _) = establish(&any.opts("localhost", chacha))
+        .await
+        .expect("a TLS 1.3 suite");
+    assert_eq!(tls(&stream).cipher_suite(), Some(0x1303));
+    // Numbers rustls does not know are ignored; none known is a configuration error.
+    let unknown = with(&|o| o.cipher_suites = Some(vec![0x0033]));
+    let err = establish(&any.opts("localhost", unknown))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, ConnectError::TlsConfig(m) if m.contains("none of the cipher suites")),
+        "{err:?}"
+    );
+
+    // Groups.
+    for group in [0x0018, 0x0017, 0x001D] {
+        let opts = with(&|o| o.groups = Some(vec![group]));
+        let (stream, _) = establish(&any.opts("localhost", opts))
+            .await
+            .expect("a group OpenSSL has");
+        assert_eq!(tls(&stream).key_exchange_group(), Some(group));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_certificates_in_der_and_pem_in_every_key_encoding() {
+    let pki = Pki::new();
+    let server = TlsServer::start(&pki, "server", true);
+    let cert_der =
+        |name: &str| pem_to_der(&std::fs::read(pki.path(&format!("{name}.crt"))).unwrap());
+    let key_der = |file: &str| pem_to_der(&std::fs::read(pki.path(file)).unwrap());
+
+    let cases = [
+        ("client", KeyFormat::Pkcs8, "client.key"),
+        ("client", KeyFormat::Sec1, "client.sec1"),
+        ("rsa_client", KeyFormat::Pkcs8, "rsa_client.key"),
+        ("rsa_client", KeyFormat::Pkcs1, "rsa_client.pkcs1"),
+    ];
+    for (cert, format, key) in cases {
+        let client = ClientCert {
+            chain: CertChain::Der(vec![cert_der(cert)]),
+            key: PrivateKey::Der(format, key_der(key)),
+        };
+        let opts = TlsOptions {
+            client_certs: vec![client],
+            ..pki.trusting("ca")
+        };
+        let conn = Conn::open(&server.opts("localhost", opts)).await;
+        assert_eq!(
+            cmd(&conn.mux, &["PING"]).await,
+            simple("PONG"),
+            "{cert} {key}"
+        );
+        // PEM files, in the same encodings.
+        let files = TlsOptions {
+            client_certs: vec![ClientCert::files(
+                pki.path(&format!("{cert}.crt")),
+                pki.path(key),
+            )],
+            ..pki.trusting("ca")
+        };
+        let conn = Conn::open(&server.opts("localhost", files)).await;
+        assert_eq!(
+            cmd(&conn.mux, &["PING"]).await,
+            simple("PONG"),
+            "{cert} {key}"
+        );
+    }
+
+    // Several certificates: the first whose key can sign with a scheme the server accepts.
+    let several = TlsOptions {
+        client_certs: vec![
+            ClientCert::files(pki.path("client.crt"), pki.path("client.key")),
+            ClientCert::files(pki.path("rogue_client.crt"), pki.path("rogue_client.key")),
+        ],
+        ..pki.trusting("ca")
+    };
+    let conn = Conn::open(&server.opts("localhost", several)).await;
+    assert_eq!(cmd(&conn.mux, &["PING"]).await, simple("PONG"));
+    let rogue_first = TlsOptions {
+        client_certs: vec![
+            ClientCert::files(pki.path("rogue_client.crt"), pki.path("rogue_client.key")),
+            ClientCert::files(pki.path("client.crt"), pki.path("client.key")),
+        ],
+        ..pki.trusting("ca")
+    };
+    let (name, message) = alert(&failure(&server.opts("localhost", rogue_first)).await);
+    assert_eq!(name, "unknown_ca", "{message}");
+
+    // A key that is not the certificate's.
+    let mismatch = TlsOptions {
+        client_certs: vec![ClientCert {
+            chain: CertChain::Der(vec![cert_der("client")]),
+            key: PrivateKey::Der(KeyFormat::Pkcs8, key_der("rsa_client.key")),
+        }],
+        ..pki.trusting("ca")
+    };
+    let err = establish(&server.opts("localhost", mismatch))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, ConnectError::TlsConfig(m)
+            if m.contains("cannot use the client certificate of the :cert socket option")),
+        "{err:?}"
+    );
+}
+
+/// ALPN and SNI as a server sees them: a rustls server that negotiates ALPN (Redis negotiates
+/// none) and reports the name the client sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alpn_protocols_and_sni_as_the_server_sees_them() {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let pki = Pki::new();
+    let chain = CertificateDer::pem_file_iter(pki.path("server.crt"))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(pki.path("server.key")).unwrap();
+    let mut config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .unwrap();
+    config.alpn_protocols = vec![b"resp3".to_vec(), b"redis".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let (listener, port) = fake_listener().await;
+    // Answers the PING of each connection; reports the ALPN protocol chosen and the SNI received.
+    let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    let server = tokio::spawn(async move {
+        let mut kept = Vec::new();
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut tls = acceptor.accept(tcp).await.unwrap();
+            let (_, session) = tls.get_ref();
+            let alpn = session.alpn_protocol().map(<[u8]>::to_vec);
+            let sni = session.server_name().map(str::to_string);
+            let mut ping = [0u8; 14];
+            tls.read_exact(&mut ping).await.unwrap();
+            tls.write_all(b"+PONG\r\n").await.unwrap();
+            tls.flush().await.unwrap();
+            seen_tx.send((alpn, sni)).unwrap();
+            kept.push(tls);
+        }
+    });
+    let opts = |tls: TlsOptions| ConnectOptions {
+        tls: Some(tls),
+        ..ConnectOptions::tcp("localhost", port)
+    };
+
+    let with_alpn = TlsOptions {
+        alpn: vec![b"redis".to_vec()],
+        ..pki.trusting("ca")
+    };
+    let (stream, _) = establish(&opts(with_alpn)).await.expect("establish");
+    assert_eq!(tls(&stream).alpn_protocol().as_deref(), Some(&b"redis"[..]));
+    let (alpn, sni) = seen.recv().await.unwrap();
+    assert_eq!(alpn.as_deref(), Some(&b"redis"[..]));
+    assert_eq!(sni.as_deref(), Some("localhost"));
+
+    // By default: no ALPN, SNI sent. With `server_name_indication: :disable`: no SNI, and the
+    // certificate is still checked against the host.
+    let (stream, _) = establish(&opts(pki.trusting("ca")))
+        .await
+        .expect("establish");
+    assert_eq!(tls(&stream).alpn_protocol(), None);
+    assert_eq!(seen.recv().await.unwrap(), (None, Some("localhost".into())));
+    let no_sni = TlsOptions {
+        sni: false,
+        ..pki.trusting("ca")
+    };
+    establish(&opts(no_sni))
+        .await
+        .expect("establish without SNI");
+    assert_eq!(seen.recv().await.unwrap(), (None, None));
+    server.abort();
+}
+
+/// Certificate files are read at each connection, on a thread of the blocking pool: a read that
+/// blocks (a slow disk, a network file system; here a FIFO nobody writes to yet) must not stall
+/// the runtime thread that serves every other connection's I/O.
+#[test]
+fn certificate_files_are_read_off_the_runtime_thread() {
+    let pki = Pki::new();
+    let server = TlsServer::start(&pki, "server", false);
+    let fifo = pki.path("ca.fifo");
+    let c_path = std::ffi::CString::new(fifo.to_string_lossy().as_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+    let ca = std::fs::read(pki.path("ca.crt")).unwrap();
+
+    // The writer waits until the runtime has shown it is not blocked, then lets the read finish;
+    // without that sign, it gives up waiting after a while (so the test fails instead of hanging).
+    let (ran, ran_rx) = std::sync::mpsc::channel::<()>();
+    let writer_fifo = fifo.clone();
+    let writer = std::thread::spawn(move || {
+        let unblocked = ran_rx.recv_timeout(Duration::from_secs(5)).is_ok();
+        std::fs::write(&writer_fifo, ca).expect("write the CA into the FIFO");
+        unblocked
+    });
+
+    // One runtime thread, as in the NIF's default configuration.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut opts = server.opts(
+        "localhost",
+        TlsOptions {
+            roots: Roots::PemFile(fifo),
+            ..TlsOptions::default()
+        },
+    );
+    // Longer than the writer's patience, so that a blocked thread shows as the assertion below.
+    opts.timeout = WAIT;
+    runtime.block_on(async {
+        let connecting = tokio::spawn(async move { establish(&opts).await.map(|_| ()) });
+        // While the certificate file is being read, other work on this thread goes on.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let _ = ran.send(());
+        tokio::time::timeout(WAIT, connecting)
+            .await
+            .expect("connected in time")
+            .expect("no panic")
+            .expect("connected once the file could be read");
+    });
+    assert!(
+        writer.join().unwrap(),
+        "the runtime's only thread was blocked while the certificate file was read"
+    );
 }

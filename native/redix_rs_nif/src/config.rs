@@ -15,6 +15,8 @@ use redix_rs_core::conn::{
 use redix_rs_core::resp::Limits;
 use rustler::{Binary, Error, NifResult, Term};
 
+use redix_rs_core::conn::{CertChain, KeyFormat, PrivateKey, TlsVersion};
+
 /// What `connect/2` needs: how to connect, and how much may be queued unwritten.
 pub struct NativeConfig {
     pub connect: ConnectOptions,
@@ -81,17 +83,45 @@ fn decode_reply_limits(map: Term<'_>) -> NifResult<Limits> {
 }
 
 /// The plain-TCP socket options of `map`: `inet6`, `keepalive`, `sndbuf`, `recbuf`, `nodelay`.
+/// Also `dontroute` (a boolean), and `local_address` (a string), `local_port`, `linger` (seconds),
+/// `tos`, `tclass`, `ttl`, `priority`, `bind_to_device` (a binary), `keepalive_idle`,
+/// `keepalive_interval`, `keepalive_count` and `send_timeout` (milliseconds), each `nil` when not set.
 fn decode_tcp(map: Term<'_>) -> NifResult<TcpOptions> {
     let get = |key: &str| -> NifResult<Term<'_>> {
         let atom = rustler::Atom::from_str(map.get_env(), key)?;
         map.map_get(atom)
     };
+    let local_address = optional_bytes(get("local_address")?)?
+        .map(|bytes| {
+            std::str::from_utf8(&bytes)
+                .ok()
+                .and_then(|text| text.parse::<std::net::IpAddr>().ok())
+                .ok_or(Error::BadArg)
+        })
+        .transpose()?;
     Ok(TcpOptions {
         inet6: get("inet6")?.decode()?,
         keepalive: get("keepalive")?.decode()?,
         send_buffer: get("sndbuf")?.decode()?,
         recv_buffer: get("recbuf")?.decode()?,
         nodelay: get("nodelay")?.decode()?,
+        local_address,
+        local_port: get("local_port")?.decode()?,
+        linger: get("linger")?
+            .decode::<Option<u64>>()?
+            .map(Duration::from_secs),
+        tos: get("tos")?.decode()?,
+        tclass: get("tclass")?.decode()?,
+        ttl: get("ttl")?.decode()?,
+        priority: get("priority")?.decode()?,
+        dontroute: get("dontroute")?.decode()?,
+        bind_device: optional_bytes(get("bind_to_device")?)?,
+        keepalive_idle: get("keepalive_idle")?.decode()?,
+        keepalive_interval: get("keepalive_interval")?.decode()?,
+        keepalive_count: get("keepalive_count")?.decode()?,
+        send_timeout: get("send_timeout")?
+            .decode::<Option<u64>>()?
+            .map(Duration::from_millis),
     })
 }
 
@@ -130,9 +160,11 @@ fn decode_sentinel(term: Term<'_>) -> NifResult<Option<SentinelOptions>> {
     }))
 }
 
-/// `nil`, or `%{server_name:, sni:, verify:, cacerts:, cacertfile:, certfile:, keyfile:}` where
-/// `cacerts` is `nil` or a list of DER binaries (it wins over `cacertfile`, as in `:ssl`) and the
-/// files are `nil` or paths (`keyfile` is set whenever `certfile` is).
+/// `nil`, or `%{server_name:, sni:, verify:, cacerts:, cacertfile:, client_certs:, versions:,
+/// ciphers:, groups:, alpn:}` where `cacerts` is `nil` or a list of DER binaries (it wins over
+/// `cacertfile`, as in `:ssl`), `cacertfile` is `nil` or a path, `client_certs` a list of
+/// `{cert, key}` (see `decode_client_cert`), `versions` `nil` or a list of `:tls12`/`:tls13`,
+/// `ciphers` and `groups` `nil` or lists of IANA numbers, `alpn` a list of binaries.
 fn decode_tls(term: Term<'_>) -> NifResult<Option<TlsOptions>> {
     if term.is_atom() {
         return Ok(None); // nil
@@ -141,26 +173,39 @@ fn decode_tls(term: Term<'_>) -> NifResult<Option<TlsOptions>> {
         let atom = rustler::Atom::from_str(term.get_env(), key)?;
         term.map_get(atom)
     };
-    let optional_path = |key: &str| -> NifResult<Option<PathBuf>> {
-        Ok(optional_bytes(get(key)?)?.map(|bytes| PathBuf::from(OsString::from_vec(bytes))))
-    };
     let cacerts = get("cacerts")?;
     let roots = if !cacerts.is_atom() {
         let ders: Vec<Binary> = cacerts.decode()?;
         Roots::Der(ders.iter().map(|der| der.as_slice().to_vec()).collect())
-    } else if let Some(path) = optional_path("cacertfile")? {
+    } else if let Some(path) = optional_bytes(get("cacertfile")?)?.map(path) {
         Roots::PemFile(path)
     } else {
         Roots::System
     };
-    let client_cert = match (optional_path("certfile")?, optional_path("keyfile")?) {
-        (Some(cert_file), Some(key_file)) => Some(ClientCert {
-            cert_file,
-            key_file,
-        }),
-        (None, None) => None,
-        _ => return Err(Error::BadArg),
+    let client_certs = get("client_certs")?
+        .decode::<Vec<Term>>()?
+        .into_iter()
+        .map(decode_client_cert)
+        .collect::<NifResult<Vec<_>>>()?;
+    let versions = get("versions")?;
+    let versions = if versions.is_atom() {
+        None // nil
+    } else {
+        let atoms: Vec<rustler::Atom> = versions.decode()?;
+        Some(
+            atoms
+                .into_iter()
+                .map(
+                    |atom| match atom.to_term(term.get_env()).atom_to_string()?.as_str() {
+                        "tls12" => Ok(TlsVersion::Tls12),
+                        "tls13" => Ok(TlsVersion::Tls13),
+                        _ => Err(Error::BadArg),
+                    },
+                )
+                .collect::<NifResult<Vec<_>>>()?,
+        )
     };
+    let alpn: Vec<Binary> = get("alpn")?.decode()?;
     Ok(Some(TlsOptions {
         server_name: optional_bytes(get("server_name")?)?
             .map(|bytes| String::from_utf8(bytes).map_err(|_| Error::BadArg))
@@ -168,8 +213,49 @@ fn decode_tls(term: Term<'_>) -> NifResult<Option<TlsOptions>> {
         sni: get("sni")?.decode()?,
         verify: get("verify")?.decode()?,
         roots,
-        client_cert,
+        client_certs,
+        versions,
+        cipher_suites: get("ciphers")?.decode()?,
+        groups: get("groups")?.decode()?,
+        alpn: alpn.iter().map(|name| name.as_slice().to_vec()).collect(),
     }))
+}
+
+/// `{cert, key}`: `cert` is `{:file, path}` or `{:der, [der]}`, `key` is `{:file, path}` or
+/// `{:der, :pkcs1 | :sec1 | :pkcs8, der}`.
+fn decode_client_cert(term: Term<'_>) -> NifResult<ClientCert> {
+    let (cert, key): (Term, Term) = term.decode()?;
+    let chain = match rustler::types::tuple::get_tuple(cert)?.as_slice() {
+        [tag, file] if tag.atom_to_string()? == "file" => {
+            CertChain::PemFile(path(optional_bytes(*file)?.ok_or(Error::BadArg)?))
+        }
+        [tag, ders] if tag.atom_to_string()? == "der" => {
+            let ders: Vec<Binary> = ders.decode()?;
+            CertChain::Der(ders.iter().map(|der| der.as_slice().to_vec()).collect())
+        }
+        _ => return Err(Error::BadArg),
+    };
+    let key = match rustler::types::tuple::get_tuple(key)?.as_slice() {
+        [tag, file] if tag.atom_to_string()? == "file" => {
+            PrivateKey::PemFile(path(optional_bytes(*file)?.ok_or(Error::BadArg)?))
+        }
+        [tag, format, der] if tag.atom_to_string()? == "der" => {
+            let format = match format.atom_to_string()?.as_str() {
+                "pkcs1" => KeyFormat::Pkcs1,
+                "sec1" => KeyFormat::Sec1,
+                "pkcs8" => KeyFormat::Pkcs8,
+                _ => return Err(Error::BadArg),
+            };
+            let der: Binary = der.decode()?;
+            PrivateKey::Der(format, der.as_slice().to_vec())
+        }
+        _ => return Err(Error::BadArg),
+    };
+    Ok(ClientCert { chain, key })
+}
+
+fn path(bytes: Vec<u8>) -> PathBuf {
+    PathBuf::from(OsString::from_vec(bytes))
 }
 
 /// `{:tcp, host, port}` or `{:unix, path}`.

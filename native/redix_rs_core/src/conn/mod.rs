@@ -28,3 +28,7 @@ pub use out_of_band::{Mode, OutOfBand};
 pub use sentinel::{Role, Sentinel, SentinelEvent, SentinelOptions};
 pub use tls::TlsStream;
 pub use transport::{connect, establish, establish_with, Stream};
+
+// The parts of `TlsOptions` (client certificates, versions), and what rustls offers.
+pub use options::{CertChain, KeyFormat, PrivateKey, TlsVersion};
+pub use tls::{supported_cipher_suites, supported_groups};

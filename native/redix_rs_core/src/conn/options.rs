@@ -21,20 +21,56 @@ impl std::fmt::Display for Address {
     }
 }
 
-/// The plain-TCP socket options users set through Redix's `socket_opts`.
+/// The TCP socket options users set through Redix's `socket_opts` (`:gen_tcp`'s names in brackets).
+/// `None` leaves the kernel's default.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TcpOptions {
-    /// Prefer IPv6 addresses when the host resolves to both families.
+    /// Prefer IPv6 addresses when the host resolves to both families (`:inet6`).
     pub inet6: bool,
+    /// SO_KEEPALIVE (`keepalive`).
     pub keepalive: bool,
+    /// SO_SNDBUF (`sndbuf`).
     pub send_buffer: Option<usize>,
+    /// SO_RCVBUF (`recbuf`, `buffer`).
     pub recv_buffer: Option<usize>,
-    /// TCP_NODELAY; on by default because commands are already coalesced by the writer.
+    /// TCP_NODELAY; on by default because commands are already coalesced by the writer (`nodelay`;
+    /// `delay_send: true` turns it off).
     pub nodelay: bool,
+    /// The local address to bind before connecting (`ip`, `ifaddr`); the server's addresses of the other
+    /// family are then skipped.
+    pub local_address: Option<std::net::IpAddr>,
+    /// The local port to bind before connecting (`port`).
+    pub local_port: Option<u16>,
+    /// SO_LINGER on, with this timeout (`linger: {true, 0}`: close with a reset). A non-zero
+    /// timeout makes closing the socket block the closing thread (a tokio worker) for up to that
+    /// long when the server does not acknowledge: the Elixir side takes only zero.
+    pub linger: Option<Duration>,
+    /// IP_TOS, for IPv4 (`tos`).
+    pub tos: Option<u32>,
+    /// IPV6_TCLASS, for IPv6 (`tclass`).
+    pub tclass: Option<u32>,
+    /// IP_TTL, or IPV6_UNICAST_HOPS for IPv6 (`ttl`).
+    pub ttl: Option<u32>,
+    /// SO_PRIORITY (`priority`).
+    pub priority: Option<u32>,
+    /// SO_DONTROUTE (`dontroute`).
+    pub dontroute: bool,
+    /// SO_BINDTODEVICE: the interface name (`bind_to_device`).
+    pub bind_device: Option<Vec<u8>>,
+    /// TCP_KEEPIDLE, seconds (`{:raw, 6, 4, <<n::native-32>>}`).
+    pub keepalive_idle: Option<u32>,
+    /// TCP_KEEPINTVL, seconds (`{:raw, 6, 5, <<n::native-32>>}`).
+    pub keepalive_interval: Option<u32>,
+    /// TCP_KEEPCNT, probes (`{:raw, 6, 6, <<n::native-32>>}`).
+    pub keepalive_count: Option<u32>,
+    /// TCP_USER_TIMEOUT (`send_timeout`): when written data stays unacknowledged, or cannot be sent
+    /// because the server reads nothing, for this long, the kernel closes the connection (ETIMEDOUT).
+    pub send_timeout: Option<Duration>,
 }
 
 /// TLS settings, in the vocabulary of Redix's `:ssl` socket options (`verify`, `cacerts`,
-/// `cacertfile`, `certfile`, `keyfile`, `server_name_indication`).
+/// `cacertfile`, `cert`/`certfile`, `key`/`keyfile`, `certs_keys`, `server_name_indication`,
+/// `versions`, `ciphers`, `eccs`/`supported_groups`, `alpn_advertised_protocols`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsOptions {
     /// The name the server's certificate must be valid for, also sent as SNI; `None` means the host
@@ -48,21 +84,44 @@ pub struct TlsOptions {
     pub verify: bool,
     /// The certificates trusted to sign the server's certificate.
     pub roots: Roots,
-    /// A client certificate for mutual TLS.
-    pub client_cert: Option<ClientCert>,
+    /// Client certificates for mutual TLS, each with its key: the first one whose key can sign with
+    /// a scheme the server accepts is used (as `:ssl` picks among `certs_keys`).
+    pub client_certs: Vec<ClientCert>,
+    /// The protocol versions offered; `None` means TLS 1.2 and 1.3.
+    pub versions: Option<Vec<TlsVersion>>,
+    /// The cipher suites offered, by IANA number (`0x1301`, `0xC02F`, ...), in the order given;
+    /// `None` means every suite rustls has. Numbers rustls does not know are ignored.
+    pub cipher_suites: Option<Vec<u16>>,
+    /// The key-exchange groups offered, by IANA number (`0x001D` X25519, `0x0017` secp256r1, `0x0018`
+    /// secp384r1); `None` means rustls's defaults.
+    pub groups: Option<Vec<u16>>,
+    /// ALPN protocol names to offer (none by default).
+    pub alpn: Vec<Vec<u8>>,
 }
 
 impl Default for TlsOptions {
-    /// Verification against the system's trusted CAs, SNI on, no client certificate.
+    /// Verification against the system's trusted CAs, SNI on, no client certificate, rustls's
+    /// versions, cipher suites and groups, no ALPN.
     fn default() -> Self {
         TlsOptions {
             server_name: None,
             sni: true,
             verify: true,
             roots: Roots::System,
-            client_cert: None,
+            client_certs: Vec::new(),
+            versions: None,
+            cipher_suites: None,
+            groups: None,
+            alpn: Vec::new(),
         }
     }
+}
+
+/// A TLS protocol version rustls speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsVersion {
+    Tls12,
+    Tls13,
 }
 
 /// Where the trusted CA certificates come from.
@@ -78,13 +137,52 @@ pub enum Roots {
     PemFile(PathBuf),
 }
 
-/// A client certificate chain and its private key, PEM files read at each connection (so renewed
-/// certificates are picked up on reconnection). The key may be PKCS#8, PKCS#1 (RSA) or SEC1 (EC),
-/// unencrypted; it may sit in the certificate file itself.
+/// A client certificate chain and its private key. Files are read at each connection (so renewed
+/// certificates are picked up on reconnection).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientCert {
-    pub cert_file: PathBuf,
-    pub key_file: PathBuf,
+    pub chain: CertChain,
+    pub key: PrivateKey,
+}
+
+impl ClientCert {
+    /// A certificate (chain) file and its key file, both PEM.
+    pub fn files(cert_file: impl Into<PathBuf>, key_file: impl Into<PathBuf>) -> ClientCert {
+        ClientCert {
+            chain: CertChain::PemFile(cert_file.into()),
+            key: PrivateKey::PemFile(key_file.into()),
+        }
+    }
+}
+
+/// A client certificate, with the intermediate certificates that follow it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CertChain {
+    /// A PEM file (`certfile`): every certificate in it, the client's first.
+    PemFile(PathBuf),
+    /// DER certificates (`cert: der | [der]`), the client's first.
+    Der(Vec<Vec<u8>>),
+}
+
+/// A client certificate's private key, unencrypted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PrivateKey {
+    /// A PEM file (`keyfile`) holding a PKCS#8, RSA (PKCS#1) or EC (SEC1) key; it may be the
+    /// certificate's own file.
+    PemFile(PathBuf),
+    /// DER (`key: {:RSAPrivateKey | :ECPrivateKey | :PrivateKeyInfo, der}`).
+    Der(KeyFormat, Vec<u8>),
+}
+
+/// The DER encodings of a private key `:ssl` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyFormat {
+    /// PKCS#1 (`:RSAPrivateKey`).
+    Pkcs1,
+    /// SEC1 (`:ECPrivateKey`).
+    Sec1,
+    /// PKCS#8 (`:PrivateKeyInfo`).
+    Pkcs8,
 }
 
 /// The protocol spoken after the handshake.

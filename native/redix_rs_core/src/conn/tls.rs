@@ -12,17 +12,22 @@ use std::task::{ready, Context, Poll};
 
 use bytes::BytesMut;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::ResolvesClientCert;
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::sign::CertifiedKey;
 use rustls::{
     AlertDescription, CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore,
-    SignatureScheme,
+    SignatureScheme, SupportedProtocolVersion,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
-use super::{ClientCert, ConnectError, Reason, Roots, TlsOptions};
+use super::{
+    CertChain, ClientCert, ConnectError, KeyFormat, PrivateKey, Reason, Roots, TlsOptions,
+    TlsVersion,
+};
 use crate::resp::{Limits, Parsed, Parser};
 
 /// A TLS connection to a server.
@@ -48,6 +53,34 @@ impl TlsStream {
             .protocol_version()
             .map(|v| format!("{v:?}"))
     }
+
+    /// The negotiated cipher suite's IANA number.
+    pub fn cipher_suite(&self) -> Option<u16> {
+        self.inner
+            .get_ref()
+            .1
+            .negotiated_cipher_suite()
+            .map(|suite| u16::from(suite.suite()))
+    }
+
+    /// The negotiated key exchange group's IANA number.
+    pub fn key_exchange_group(&self) -> Option<u16> {
+        self.inner
+            .get_ref()
+            .1
+            .negotiated_key_exchange_group()
+            .map(|group| u16::from(group.name()))
+    }
+
+    /// The ALPN protocol the server chose, if any.
+    pub fn alpn_protocol(&self) -> Option<Vec<u8>> {
+        self.inner.get_ref().1.alpn_protocol().map(<[u8]>::to_vec)
+    }
+
+    /// The TCP socket under the TLS session (to read its options back).
+    pub fn tcp(&self) -> &TcpStream {
+        self.inner.get_ref().0
+    }
 }
 
 /// Runs the TLS handshake on `tcp`, connected to `host`.
@@ -56,7 +89,7 @@ pub(crate) async fn connect(
     host: &str,
     opts: &TlsOptions,
 ) -> Result<TlsStream, ConnectError> {
-    let config = client_config(opts)?;
+    let config = client_config_off_runtime(opts).await?;
     let name = opts.server_name.as_deref().unwrap_or(host);
     let server_name = ServerName::try_from(name.to_owned()).map_err(|_| {
         ConnectError::TlsConfig(format!(
@@ -70,6 +103,18 @@ pub(crate) async fn connect(
         inner,
         unflushed: None,
     })
+}
+
+/// [`client_config`] on a thread of tokio's blocking pool: it reads files (at each connection, so
+/// that rotated certificates are picked up), and a reconnect storm must not stall the I/O of every
+/// connection served by the runtime's worker threads meanwhile.
+async fn client_config_off_runtime(opts: &TlsOptions) -> Result<Arc<ClientConfig>, ConnectError> {
+    let opts = opts.clone();
+    tokio::task::spawn_blocking(move || client_config(&opts))
+        .await
+        .map_err(|e| {
+            ConnectError::TlsConfig(format!("preparing the TLS configuration failed: {e}"))
+        })?
 }
 
 /// One round trip (a `PING`; any reply will do, `-NOAUTH` included), for a handshake that sends no
@@ -93,32 +138,47 @@ where
     }
 }
 
-/// The rustls configuration for `opts`; certificate and key files are read now, at each connection.
+/// The rustls configuration for `opts`; certificate and key files are read now, at each connection
+/// (a blocking call: see [`client_config_off_runtime`]).
 pub(crate) fn client_config(opts: &TlsOptions) -> Result<Arc<ClientConfig>, ConnectError> {
-    let builder = ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ConnectError::TlsConfig(e.to_string()))?;
+    let provider = Arc::new(provider_for(opts)?);
+    let versions: Vec<&'static SupportedProtocolVersion> = match &opts.versions {
+        None => rustls::DEFAULT_VERSIONS.to_vec(),
+        Some(versions) => versions
+            .iter()
+            .map(|v| match v {
+                TlsVersion::Tls12 => &rustls::version::TLS12,
+                TlsVersion::Tls13 => &rustls::version::TLS13,
+            })
+            .collect(),
+    };
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&versions)
+        .map_err(|e| {
+            ConnectError::TlsConfig(format!(
+                "no cipher suite of the :ciphers socket option can be used with the TLS \
+                 versions of :versions ({e})"
+            ))
+        })?;
     let builder = if opts.verify {
         builder.with_root_certificates(roots(&opts.roots)?)
     } else {
         builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider())))
+            .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider.clone())))
     };
-    let mut config = match &opts.client_cert {
-        Some(client) => {
-            let (chain, key) = client_identity(client)?;
-            builder.with_client_auth_cert(chain, key).map_err(|e| {
-                ConnectError::TlsConfig(format!(
-                    "cannot use the client certificate of certfile {} with keyfile {}: {e}",
-                    client.cert_file.display(),
-                    client.key_file.display()
-                ))
-            })?
-        }
-        None => builder.with_no_client_auth(),
+    let mut config = if opts.client_certs.is_empty() {
+        builder.with_no_client_auth()
+    } else {
+        let certs = opts
+            .client_certs
+            .iter()
+            .map(|client| certified_key(client, &provider))
+            .collect::<Result<Vec<_>, _>>()?;
+        builder.with_client_cert_resolver(Arc::new(FirstUsableCert(certs)))
     };
     config.enable_sni = opts.sni;
+    config.alpn_protocols = opts.alpn.clone();
     Ok(Arc::new(config))
 }
 
@@ -127,6 +187,63 @@ fn provider() -> Arc<CryptoProvider> {
     PROVIDER
         .get_or_init(|| Arc::new(rustls::crypto::ring::default_provider()))
         .clone()
+}
+
+/// The ring provider, with only the cipher suites and groups `opts` allows, in its order.
+fn provider_for(opts: &TlsOptions) -> Result<CryptoProvider, ConnectError> {
+    let mut provider = rustls::crypto::ring::default_provider();
+    if let Some(codes) = &opts.cipher_suites {
+        let all = std::mem::take(&mut provider.cipher_suites);
+        provider.cipher_suites = pick(codes, &all, |suite| u16::from(suite.suite()));
+        if provider.cipher_suites.is_empty() {
+            return Err(ConnectError::TlsConfig(format!(
+                "none of the cipher suites {codes:04X?} is available (rustls has {:04X?})",
+                supported_cipher_suites()
+            )));
+        }
+    }
+    if let Some(codes) = &opts.groups {
+        let all = std::mem::take(&mut provider.kx_groups);
+        provider.kx_groups = pick(codes, &all, |group| u16::from(group.name()));
+        if provider.kx_groups.is_empty() {
+            return Err(ConnectError::TlsConfig(format!(
+                "none of the key exchange groups {codes:04X?} is available (rustls has {:04X?})",
+                supported_groups()
+            )));
+        }
+    }
+    Ok(provider)
+}
+
+/// The items of `all` whose number is in `codes`, in the order of `codes`, once each.
+fn pick<T: Copy>(codes: &[u16], all: &[T], code: impl Fn(&T) -> u16) -> Vec<T> {
+    let mut picked: Vec<T> = Vec::new();
+    for wanted in codes {
+        if let Some(item) = all.iter().find(|item| code(item) == *wanted) {
+            if !picked.iter().any(|p| code(p) == *wanted) {
+                picked.push(*item);
+            }
+        }
+    }
+    picked
+}
+
+/// The IANA numbers of the cipher suites rustls (ring provider) offers, in its order of preference.
+pub fn supported_cipher_suites() -> Vec<u16> {
+    provider()
+        .cipher_suites
+        .iter()
+        .map(|suite| u16::from(suite.suite()))
+        .collect()
+}
+
+/// The IANA numbers of the key exchange groups rustls (ring provider) offers.
+pub fn supported_groups() -> Vec<u16> {
+    provider()
+        .kx_groups
+        .iter()
+        .map(|group| u16::from(group.name()))
+        .collect()
 }
 
 fn roots(roots: &Roots) -> Result<Arc<RootCertStore>, ConnectError> {
@@ -179,18 +296,61 @@ fn system_roots() -> Result<Arc<RootCertStore>, ConnectError> {
     Ok(ROOTS.get_or_init(|| Arc::new(store)).clone())
 }
 
-fn client_identity(
+/// A client certificate chain with its key, checked to belong together.
+fn certified_key(
     client: &ClientCert,
-) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), ConnectError> {
-    let chain = read_certs(&client.cert_file, "certfile")?;
-    let pem = read_file(&client.key_file, "keyfile")?;
-    let key = PrivateKeyDer::from_pem_slice(&pem).map_err(|e| {
+    provider: &CryptoProvider,
+) -> Result<Arc<CertifiedKey>, ConnectError> {
+    let chain = match &client.chain {
+        CertChain::PemFile(path) => read_certs(path, "certfile")?,
+        CertChain::Der(ders) if !ders.is_empty() => ders
+            .iter()
+            .map(|der| CertificateDer::from(der.clone()))
+            .collect(),
+        CertChain::Der(_) => {
+            return Err(ConnectError::TlsConfig(
+                "the :cert socket option holds no certificate".to_string(),
+            ))
+        }
+    };
+    let key = match &client.key {
+        PrivateKey::PemFile(path) => {
+            let pem = read_file(path, "keyfile")?;
+            PrivateKeyDer::from_pem_slice(&pem).map_err(|e| {
+                ConnectError::TlsConfig(format!(
+                    "no usable private key (PEM: PKCS#8, RSA or EC, unencrypted) in keyfile {}: {e}",
+                    path.display()
+                ))
+            })?
+        }
+        PrivateKey::Der(format, der) => match format {
+            KeyFormat::Pkcs1 => PrivateKeyDer::Pkcs1(der.clone().into()),
+            KeyFormat::Sec1 => PrivateKeyDer::Sec1(der.clone().into()),
+            KeyFormat::Pkcs8 => PrivateKeyDer::Pkcs8(der.clone().into()),
+        },
+    };
+    let certified = CertifiedKey::from_der(chain, key, provider).map_err(|e| {
         ConnectError::TlsConfig(format!(
-            "no usable private key (PEM: PKCS#8, RSA or EC, unencrypted) in keyfile {}: {e}",
-            client.key_file.display()
+            "cannot use the client certificate of {} with the key of {}: {e}",
+            describe_chain(&client.chain),
+            describe_key(&client.key)
         ))
     })?;
-    Ok((chain, key))
+    Ok(Arc::new(certified))
+}
+
+fn describe_chain(chain: &CertChain) -> String {
+    match chain {
+        CertChain::PemFile(path) => format!("certfile {}", path.display()),
+        CertChain::Der(_) => "the :cert socket option".to_string(),
+    }
+}
+
+fn describe_key(key: &PrivateKey) -> String {
+    match key {
+        PrivateKey::PemFile(path) => format!("keyfile {}", path.display()),
+        PrivateKey::Der(..) => "the :key socket option".to_string(),
+    }
 }
 
 /// Every certificate of a PEM file (other sections, such as a key, are skipped).
@@ -214,6 +374,28 @@ fn read_file(path: &Path, option: &str) -> Result<Vec<u8>, ConnectError> {
     std::fs::read(path).map_err(|e| {
         ConnectError::TlsConfig(format!("cannot read {option} {}: {e}", path.display()))
     })
+}
+
+/// The client certificates to choose from: the first whose key can sign with a scheme the server
+/// accepts, as `:ssl` chooses among `certs_keys`.
+#[derive(Debug)]
+struct FirstUsableCert(Vec<Arc<CertifiedKey>>);
+
+impl ResolvesClientCert for FirstUsableCert {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        self.0
+            .iter()
+            .find(|certified| certified.key.choose_scheme(sigschemes).is_some())
+            .cloned()
+    }
+
+    fn has_certs(&self) -> bool {
+        !self.0.is_empty()
+    }
 }
 
 /// `verify: :verify_none`: any certificate is accepted. The handshake signatures are still checked,
@@ -298,7 +480,7 @@ pub(crate) fn reason(err: &rustls::Error) -> Reason {
             let hint = match alert {
                 A::CertificateRequired => {
                     " (the server requires a client certificate: pass the :certfile and :keyfile \
-                     socket options)"
+                     socket options, or :cert and :key)"
                 }
                 // A server only ever checks a client's certificate.
                 A::UnknownCA
