@@ -188,6 +188,10 @@ defmodule RedixRs.PubSubRemoteTest do
     assert_receive {:DOWN, ^relay_ref, :process, ^relay, _}, 5_000
     assert Helpers.eventually(fn -> numsub(conn, other) == 0 end)
 
+    # A pid of that node, now gone, subscribed again: taken, then dropped on its DOWN.
+    assert {:ok, _} = PubSub.subscribe(pubsub, other, second)
+    assert Helpers.eventually(fn -> :sys.get_state(pubsub).subscribers == %{} end)
+
     state = :sys.get_state(pubsub)
     assert state.subscribers == %{}
     assert state.relays == %{}
