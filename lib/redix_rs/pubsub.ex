@@ -43,6 +43,16 @@ defmodule RedixRs.PubSub do
   `:unsubscribed`. Subscribers are monitored: when one exits, it is unsubscribed, and Redis is told
   when it was the last subscriber of a channel.
 
+  ## Subscribers
+
+  A subscriber is a pid, of this node or of another one, as with Redix. A subscriber on another node
+  gets its messages, in the same order, through a small local process that forwards them (the native
+  side can send to local pids only); that process lives as long as the subscriber has a subscription
+  (and, like the subscriber's monitor, ends when the subscriber exits or its node disconnects).
+  Registered names and `{name, node}` tuples are refused with an `ArgumentError`, as is the pub/sub
+  process's own pid: everything a caller passes is checked in the caller, and nothing it passes can
+  make the `RedixRs.PubSub` process crash and cost other subscribers their subscriptions.
+
   Subscribing while the connection is down works: the subscription is made when it comes back.
 
   For supervised subscriber processes, see `RedixRs.PubSub.Subscriber`.
@@ -63,7 +73,7 @@ defmodule RedixRs.PubSub do
   @typedoc "A pub/sub connection: a pid or a name."
   @type connection() :: GenServer.server()
 
-  @typedoc "A subscriber process."
+  @typedoc "A subscriber process: a pid, local or on another node."
   @type subscriber() :: pid()
 
   @typedoc """
@@ -140,7 +150,7 @@ defmodule RedixRs.PubSub do
       :ok
   """
   @spec stop(connection(), timeout()) :: :ok
-  def stop(conn, timeout \\ :infinity), do: GenServer.stop(conn, :normal, timeout)
+  def stop(conn, timeout \\ :infinity), do: GenServer.stop(conn, :normal, timeout!(timeout))
 
   @doc """
   Subscribes `subscriber` to one channel or a list of channels.
@@ -260,24 +270,48 @@ defmodule RedixRs.PubSub do
   """
   @spec ping(connection(), timeout()) :: :ok | {:error, ConnectionError.t()}
   def ping(conn, timeout \\ 5_000) do
-    GenServer.call(conn, :ping, timeout)
+    GenServer.call(conn, :ping, timeout!(timeout))
   catch
     :exit, {:timeout, _} -> {:error, %ConnectionError{reason: :timeout}}
   end
 
+  # Everything is checked here, in the caller: the pub/sub process gets only what it can honour.
   defp change(conn, action, kind, names, subscriber) when is_pid(subscriber) do
-    names = names |> List.wrap() |> Enum.map(&to_name!/1)
-    GenServer.call(conn, {action, kind, names, subscriber})
+    names = to_names!(names)
+
+    case GenServer.call(conn, {action, kind, names, subscriber}) do
+      {:refused, message} -> raise ArgumentError, message
+      reply -> reply
+    end
   end
 
   defp change(_conn, _action, _kind, _names, subscriber) do
-    raise ArgumentError, "a subscriber must be a pid, got: #{inspect(subscriber)}"
+    raise ArgumentError,
+          "a subscriber must be a pid (of this node or another), got: #{inspect(subscriber)}"
   end
+
+  defp to_names!(names) when is_list(names), do: list_of_names!(names, names)
+  defp to_names!(nil), do: []
+  defp to_names!(name), do: [to_name!(name)]
+
+  defp list_of_names!([], _all), do: []
+  defp list_of_names!([name | rest], all), do: [to_name!(name) | list_of_names!(rest, all)]
+
+  defp list_of_names!(_improper, all),
+    do: raise(ArgumentError, "expected a proper list of names, got: #{inspect(all)}")
 
   defp to_name!(name) when is_binary(name), do: name
   defp to_name!(name) when is_atom(name) or is_number(name), do: to_string(name)
 
   defp to_name!(name) do
     raise ArgumentError, "expected a channel or pattern name (a string), got: #{inspect(name)}"
+  end
+
+  defp timeout!(timeout) when timeout == :infinity or (is_integer(timeout) and timeout >= 0),
+    do: timeout
+
+  defp timeout!(timeout) do
+    raise ArgumentError,
+          "expected a timeout (a non-negative integer or :infinity), got: #{inspect(timeout)}"
   end
 end

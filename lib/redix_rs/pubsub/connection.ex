@@ -2,12 +2,17 @@ defmodule RedixRs.PubSub.Connection do
   # The process behind a `RedixRs.PubSub` connection. It owns the truth of who subscribed to what,
   # monitors subscribers, tells the native side (which tells Redis, and sends subscribers their
   # messages) and replays every subscription after a reconnect. Messages never pass through it.
+  #
+  # A subscriber on another node is reached through a local relay process (`RedixRs.PubSub.Relay`):
+  # the native side knows the relay's pid in its place, and whatever this process sends that
+  # subscriber goes through the relay too, so each subscriber has one sender.
   @moduledoc false
   use GenServer
 
   require Logger
 
   alias RedixRs.{ConnectionError, Connector, Native}
+  alias RedixRs.PubSub.Relay
 
   defstruct [
     :opts,
@@ -21,6 +26,14 @@ defmodule RedixRs.PubSub.Connection do
     subscriptions: %{},
     # pid => monitor ref (the `ref` of Redix's messages)
     subscribers: %{},
+    # The pids the native side sends to (a local subscriber, or a remote one's relay) => the ref
+    # their messages carry: the map `Native.pubsub_drain/2` takes references from.
+    refs: %{},
+    # remote subscriber pid => its relay
+    relays: %{},
+    # remote pid => its last relay told to stop and not yet ended; relay monitor ref => remote pid
+    retiring: %{},
+    relay_monitors: %{},
     pings: %{},
     # {:ping | :client_id, from}: calls made while connecting, or before the client id arrived
     waiting: [],
@@ -43,7 +56,13 @@ defmodule RedixRs.PubSub.Connection do
   @impl true
   def handle_continue(:connect, state), do: {:noreply, start_attempt(state)}
 
+  # Messages sent to the connection itself would reach nobody.
   @impl true
+  def handle_call({action, _kind, _names, pid}, _from, state)
+      when action in [:subscribe, :unsubscribe] and pid == self() do
+    {:reply, {:refused, "a subscriber cannot be the pub/sub connection itself"}, state}
+  end
+
   def handle_call({:subscribe, kind, names, pid}, _from, state) do
     {ref, state} = monitor(state, pid)
     new = Enum.filter(names, &(not Map.has_key?(state.subscriptions, {kind, &1})))
@@ -54,21 +73,26 @@ defmodule RedixRs.PubSub.Connection do
       end)
 
     state = %{state | subscriptions: subscriptions}
-    if state.status == :connected, do: op(state, :subscribe, kind, names, pid, ref, new)
+
+    if state.status == :connected,
+      do: op(state, :subscribe, kind, names, target(state, pid), ref, new)
+
     {:reply, {:ok, ref}, state}
   end
 
   def handle_call({:unsubscribe, kind, names, pid}, _from, state) do
     ref = Map.get(state.subscribers, pid) || make_ref()
+    # A remote pid that subscribed to nothing gets a relay for this call's messages.
+    {sender, state} = sender(state, pid)
     {state, emptied} = remove(state, kind, names, pid)
 
     if state.status == :connected do
-      op(state, :unsubscribe, kind, names, pid, ref, emptied)
+      op(state, :unsubscribe, kind, names, sender, ref, emptied)
     else
       # No native connection to send through: nothing else can reach the subscriber meanwhile.
       Enum.each(
         names,
-        &send(pid, {:redix_pubsub, self(), ref, unsubscribed(kind), props(kind, &1)})
+        &send(sender, {:redix_pubsub, self(), ref, unsubscribed(kind), props(kind, &1)})
       )
     end
 
@@ -111,7 +135,7 @@ defmodule RedixRs.PubSub.Connection do
   # The native side queued messages for subscribers: send them, a bounded batch per NIF call.
   def handle_info({:redix_rs_pubsub_drain, id}, %{id: id, handle: handle} = state)
       when handle != nil do
-    case Native.pubsub_drain(handle, state.subscribers) do
+    case Native.pubsub_drain(handle, state.refs) do
       {:more, _sent} -> send(self(), {:redix_rs_pubsub_drain, id})
       {:done, _sent} -> :ok
     end
@@ -135,7 +159,7 @@ defmodule RedixRs.PubSub.Connection do
   def handle_info({:DOWN, ref, :process, pid, _reason}, state) do
     case state.subscribers do
       %{^pid => ^ref} -> {:noreply, drop_subscriber(state, pid, ref)}
-      _ -> {:noreply, state}
+      _ -> {:noreply, relay_ended(state, ref, pid)}
     end
   end
 
@@ -183,7 +207,7 @@ defmodule RedixRs.PubSub.Connection do
     Enum.each(state.pings, fn {_, from} -> GenServer.reply(from, {:error, error}) end)
     state = answer_waiting(state, :all, {:error, %ConnectionError{reason: :closed}})
     # What the connection owed subscribers (its last messages, then `:disconnected`) goes out now.
-    drain_all(state.handle, state.subscribers)
+    drain_all(state.handle, state.refs)
     state = %{state | handle: nil, client_id: nil, pings: %{}}
 
     if state.opts[:exit_on_disconnection] do
@@ -292,7 +316,8 @@ defmodule RedixRs.PubSub.Connection do
     |> Enum.group_by(fn {pid, kind, _} -> {pid, kind} end, fn {_, _, name} -> name end)
     |> Enum.reduce(MapSet.new(), fn {{pid, kind}, names}, told ->
       redis_names = Enum.reject(names, &MapSet.member?(told, {kind, &1}))
-      op(state, :subscribe, kind, names, pid, Map.fetch!(state.subscribers, pid), redis_names)
+      ref = Map.fetch!(state.subscribers, pid)
+      op(state, :subscribe, kind, names, target(state, pid), ref, redis_names)
       Enum.reduce(redis_names, told, &MapSet.put(&2, {kind, &1}))
     end)
   end
@@ -315,7 +340,67 @@ defmodule RedixRs.PubSub.Connection do
 
       _ ->
         ref = Process.monitor(pid)
-        {ref, %{state | subscribers: Map.put(state.subscribers, pid, ref)}}
+        {sender, state} = sender(state, pid)
+
+        {ref,
+         %{
+           state
+           | subscribers: Map.put(state.subscribers, pid, ref),
+             refs: Map.put(state.refs, sender, ref)
+         }}
+    end
+  end
+
+  # The pid the native side sends `pid`'s messages to: `pid` itself, or its relay.
+  defp target(state, pid), do: Map.get(state.relays, pid, pid)
+
+  # The process that sends `pid` its messages: itself when local, else its relay, started when it
+  # has none (after the previous one, if that one is still stopping).
+  defp sender(state, pid) when node(pid) == node(), do: {pid, state}
+
+  defp sender(state, pid) do
+    case state.relays do
+      %{^pid => relay} ->
+        {relay, state}
+
+      _ ->
+        relay = Relay.start_link(pid, Map.get(state.retiring, pid))
+        {relay, %{state | relays: Map.put(state.relays, pid, relay)}}
+    end
+  end
+
+  # `pid` has nothing left here: its relay (if any) stops once it has forwarded what it was handed.
+  defp release(state, pid) do
+    case Map.pop(state.relays, pid) do
+      {nil, _} ->
+        state
+
+      {relay, relays} ->
+        Relay.stop(relay)
+        ref = Process.monitor(relay)
+
+        %{
+          state
+          | relays: relays,
+            retiring: Map.put(state.retiring, pid, relay),
+            relay_monitors: Map.put(state.relay_monitors, ref, pid)
+        }
+    end
+  end
+
+  defp relay_ended(state, ref, relay) do
+    case Map.pop(state.relay_monitors, ref) do
+      {nil, _} ->
+        state
+
+      {pid, monitors} ->
+        retiring =
+          case state.retiring do
+            %{^pid => ^relay} -> Map.delete(state.retiring, pid)
+            retiring -> retiring
+          end
+
+        %{state | relay_monitors: monitors, retiring: retiring}
     end
   end
 
@@ -341,16 +426,26 @@ defmodule RedixRs.PubSub.Connection do
   end
 
   defp forget_if_idle(state, pid) do
-    subscribed? = Enum.any?(state.subscriptions, fn {_, pids} -> MapSet.member?(pids, pid) end)
+    if Enum.any?(state.subscriptions, fn {_, pids} -> MapSet.member?(pids, pid) end) do
+      state
+    else
+      case Map.pop(state.subscribers, pid) do
+        {nil, _} -> state
+        {ref, _} -> Process.demonitor(ref, [:flush])
+      end
 
-    case state.subscribers do
-      %{^pid => ref} when not subscribed? ->
-        Process.demonitor(ref, [:flush])
-        %{state | subscribers: Map.delete(state.subscribers, pid)}
-
-      _ ->
-        state
+      forget(state, pid)
     end
+  end
+
+  defp forget(state, pid) do
+    state = %{
+      state
+      | subscribers: Map.delete(state.subscribers, pid),
+        refs: Map.delete(state.refs, target(state, pid))
+    }
+
+    release(state, pid)
   end
 
   defp drop_subscriber(state, pid, ref) do
@@ -362,11 +457,14 @@ defmodule RedixRs.PubSub.Connection do
     state =
       Enum.reduce(by_kind, state, fn {kind, names}, state ->
         {state, emptied} = remove(state, kind, names, pid)
-        if state.status == :connected, do: op(state, :drop, kind, names, pid, ref, emptied)
+
+        if state.status == :connected,
+          do: op(state, :drop, kind, names, target(state, pid), ref, emptied)
+
         state
       end)
 
-    %{state | subscribers: Map.delete(state.subscribers, pid)}
+    forget(state, pid)
   end
 
   # Applies a change natively, then sends what it owes subscribers (`:subscribed` for a channel Redis
@@ -379,7 +477,7 @@ defmodule RedixRs.PubSub.Connection do
   # Sends at least `count` queued messages (those up to the op's own), however many keep arriving
   # after them; the rest go out on the next drain wake-up.
   defp drain(state, count) do
-    case Native.pubsub_drain(state.handle, state.subscribers) do
+    case Native.pubsub_drain(state.handle, state.refs) do
       {:more, sent} when sent < count -> drain(state, count - sent)
       {:more, _sent} -> send(self(), {:redix_rs_pubsub_drain, state.id})
       {:done, _sent} -> :ok
@@ -387,9 +485,9 @@ defmodule RedixRs.PubSub.Connection do
   end
 
   # An ended connection queues nothing more: send all it owed.
-  defp drain_all(handle, subscribers) do
-    case Native.pubsub_drain(handle, subscribers) do
-      {:more, _sent} -> drain_all(handle, subscribers)
+  defp drain_all(handle, refs) do
+    case Native.pubsub_drain(handle, refs) do
+      {:more, _sent} -> drain_all(handle, refs)
       {:done, _sent} -> :ok
     end
   end
