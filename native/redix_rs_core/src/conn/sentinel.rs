@@ -3,13 +3,15 @@
 //! it, and confirm with `ROLE` that it is what was asked for. Done again at every (re)connection, so
 //! after a failover the client follows the new primary.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::handshake::Exchange;
-use super::transport::{connect, establish_direct};
+use super::transport::connect;
 use super::{
     Address, ConnectError, ConnectOptions, Reason, SentinelFailure, Stream, TcpOptions, TlsOptions,
 };
@@ -55,11 +57,20 @@ pub enum SentinelEvent {
     Answered { index: usize, server: Address },
 }
 
+/// A connection attempt to one server (the handshake included), which whoever asks Sentinel gives it:
+/// Sentinel only resolves where the server is, and confirms its role.
+pub(crate) type Direct = fn(ConnectOptions) -> Attempt;
+
+/// A connection attempt in progress: the stream and the bytes read past the handshake.
+pub(crate) type Attempt =
+    Pin<Box<dyn Future<Output = Result<(Stream, BytesMut), ConnectError>> + Send>>;
+
 /// Connects to the server of `sentinel.group` that has `sentinel.role`, with the rest of `opts`.
 pub async fn establish_via_sentinels(
     opts: &ConnectOptions,
     sentinel: &SentinelOptions,
     on_event: &mut (dyn FnMut(SentinelEvent) + Send),
+    direct: Direct,
 ) -> Result<(Stream, BytesMut), ConnectError> {
     let mut no_server_known = false;
     for (index, one) in sentinel.sentinels.iter().enumerate() {
@@ -70,7 +81,7 @@ pub async fn establish_via_sentinels(
             let address = opts.address.clone();
             // The server must answer ROLE within the connection's own timeout, like a handshake.
             let connect = async {
-                let (mut stream, leftover) = establish_direct(&opts).await?;
+                let (mut stream, leftover) = direct(opts.clone()).await?;
                 let leftover = confirm_role(&mut stream, leftover, sentinel.role).await?;
                 Ok::<_, ConnectError>((stream, leftover, address))
             };

@@ -8,13 +8,11 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpSocket, TcpStream, UnixStream};
 
-use super::sentinel::{establish_via_sentinels, SentinelEvent};
 use super::tls::{self, TlsStream};
-use super::{handshake, Address, ConnectError, ConnectOptions, Protocol, TcpOptions};
+use super::{Address, ConnectError, ConnectOptions, TcpOptions};
 
 /// A connected byte stream to a server.
 #[derive(Debug)]
@@ -23,52 +21,6 @@ pub enum Stream {
     /// Boxed: a TLS session is large, and this enum is moved around.
     Tls(Box<TlsStream>),
     Unix(UnixStream),
-}
-
-/// Opens the socket and runs the handshake, all within `opts.timeout`; through the sentinels first
-/// when `opts.sentinel` is set (their events are dropped: see `establish_with`).
-///
-/// Returns the stream and any bytes read past the handshake replies (normally none).
-pub async fn establish(opts: &ConnectOptions) -> Result<(Stream, BytesMut), ConnectError> {
-    establish_with(opts, &mut |_| {}).await
-}
-
-/// `establish`, telling `on_sentinel` what happened with each sentinel tried.
-pub async fn establish_with(
-    opts: &ConnectOptions,
-    on_sentinel: &mut (dyn FnMut(SentinelEvent) + Send),
-) -> Result<(Stream, BytesMut), ConnectError> {
-    match &opts.sentinel {
-        Some(sentinel) => establish_via_sentinels(opts, sentinel, on_sentinel).await,
-        None => establish_direct(opts).await,
-    }
-}
-
-/// Connects to `opts.address` itself (no sentinel).
-pub(crate) async fn establish_direct(
-    opts: &ConnectOptions,
-) -> Result<(Stream, BytesMut), ConnectError> {
-    let attempt = async {
-        let mut stream = connect(opts).await?;
-        let mut leftover = handshake(&mut stream, opts).await?;
-        if matches!(stream, Stream::Tls(_)) && !handshake_sends_commands(opts) {
-            leftover = tls::confirm(&mut stream, leftover).await?;
-        }
-        Ok((stream, leftover))
-    };
-    tokio::time::timeout(opts.timeout, attempt)
-        .await
-        .map_err(|_| ConnectError::Timeout)?
-}
-
-/// Whether `handshake` exchanges anything with the server (AUTH, HELLO, SELECT, CLIENT SETNAME or
-/// READONLY).
-fn handshake_sends_commands(opts: &ConnectOptions) -> bool {
-    opts.protocol == Protocol::Resp3
-        || opts.password.is_some()
-        || opts.database.is_some()
-        || opts.client_name.is_some()
-        || opts.readonly
 }
 
 /// Opens the socket (and runs the TLS handshake, with `opts.tls`) only.
