@@ -42,7 +42,7 @@ defmodule RedixRs.Bench.LongSchedule do
       end
 
     writers =
-      for w <- 1..4 do
+      for w <- 1..String.to_integer(System.get_env("WRITERS", "4"))//1 do
         spawn_link(fn ->
           send(parent, {:writes, self(), loop_writes(conn, w, value, stop_at, 0)})
         end)
