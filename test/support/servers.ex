@@ -29,7 +29,9 @@ defmodule RedixRs.Test.Helpers do
     cond do
       fun.() -> true
       tries == 0 -> false
-      true -> Process.sleep(20) && eventually(fun, tries - 1)
+      true ->
+        Process.sleep(20)
+        eventually(fun, tries - 1)
     end
   end
 end
