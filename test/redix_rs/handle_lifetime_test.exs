@@ -26,7 +26,7 @@ defmodule RedixRs.HandleLifetimeTest do
     # answers at once that it is closed: never a hang, never a reply from a dead connection.
     result =
       try do
-        RedixRs.command(name, ["PING"], timeout: 1_000)
+        RedixRs.command(name, ["PING"], timeout: 5_000)
       catch
         :exit, reason -> {:exit, reason}
       end

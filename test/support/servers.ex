@@ -24,11 +24,15 @@ defmodule RedixRs.Test.Helpers do
     port
   end
 
-  @doc "Polls `fun` every 20 ms until it returns true; false after `tries` attempts."
-  def eventually(fun, tries \\ 100) do
+  @doc "Polls `fun` every 20 ms until it returns true; false after `tries` attempts (5 s by default)."
+  def eventually(fun, tries \\ 250) do
     cond do
-      fun.() -> true
-      tries == 0 -> false
+      fun.() ->
+        true
+
+      tries == 0 ->
+        false
+
       true ->
         Process.sleep(20)
         eventually(fun, tries - 1)
