@@ -27,7 +27,7 @@ lint: setup
 	bash scripts/dialyzer.sh
 
 # Dialyzer alone (also the last step of `make lint`). Its PLT lives in ~/.cache/redix_rs/plt: the first
-# run builds it (about 1.5 min on 2 cores), later runs take seconds.
+# run builds it (1.5-2.5 min on 2 cores), later runs take seconds.
 dialyzer: setup
 	$(MIX) compile
 	bash scripts/dialyzer.sh
