@@ -59,8 +59,24 @@ defmodule RedixRs do
   @typedoc "A Redis command: a list of binaries or terms that implement `String.Chars`."
   @type command() :: [String.Chars.t()]
 
-  @typedoc "A reply, in the shapes Redix returns for RESP2."
-  @type redis_value() :: binary() | integer() | nil | RedixRs.Error.t() | [redis_value()]
+  @typedoc """
+  A reply. Under RESP2 (the default), the shapes Redix returns: binaries, integers, `nil`, lists and
+  `RedixRs.Error` structs. Under `protocol: :resp3` also maps, floats (`:infinity`,
+  `:negative_infinity` or `:nan` where a float cannot be), booleans and big integers; a map with a
+  duplicate key (which Redis does not send) comes as a list of `{key, value}` pairs.
+  """
+  @type redis_value() ::
+          binary()
+          | integer()
+          | float()
+          | :infinity
+          | :negative_infinity
+          | :nan
+          | boolean()
+          | nil
+          | RedixRs.Error.t()
+          | [redis_value() | {redis_value(), redis_value()}]
+          | %{optional(redis_value()) => redis_value()}
 
   @doc ~S"""
   Starts a connection with default options (Redis on `localhost:6379`).

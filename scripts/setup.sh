@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs what `make demo`, `make test` and `make bench` need and a fresh Debian/Ubuntu machine lacks.
+# Installs what `make demo`, `make test`, `make lint` and `make bench` need and a fresh Debian/Ubuntu machine lacks.
 # Each package is checked first (command -v / dpkg -s), so a machine that has everything installs nothing.
 set -euo pipefail
 
@@ -15,6 +15,8 @@ have_cmd redis-cli || need+=(redis-tools)
 have_cmd redis-sentinel || need+=(redis-sentinel)
 # eredis, the peer the benchmarks compare against.
 have_pkg erlang-redis-client || need+=(erlang-redis-client)
+# Dialyzer, run by `make dialyzer` (part of `make lint`).
+have_pkg erlang-dialyzer || need+=(erlang-dialyzer)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}"

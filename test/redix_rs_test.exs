@@ -194,7 +194,7 @@ defmodule RedixRsTest do
       assert {:error, %ConnectionError{reason: :timeout}} =
                RedixRs.command(c, ["BLPOP", k.("never"), "0.3"], timeout: 50)
 
-      assert {:ok, "PONG"} = RedixRs.command(c, ["PING"], timeout: 1_000)
+      assert {:ok, "PONG"} = RedixRs.command(c, ["PING"], timeout: 5_000)
     end
   end
 

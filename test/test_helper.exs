@@ -15,4 +15,7 @@ RedixRs.Test.Servers.put(servers)
 {:ok, _} = RedixRs.start_link(port: servers.plain.port, name: :redix, sync_connect: true)
 
 ExUnit.after_suite(fn _ -> Enum.each(servers, fn {_, server} -> RedisServer.stop(server) end) end)
-ExUnit.start(exclude: [:skip])
+# An assert_receive without a timeout waits for an event, and only a hang should fail it: 5 s, not
+# ExUnit's 100 ms, so that it holds on a loaded machine. (refute_receive keeps its 100 ms: a late
+# message cannot make it fail.)
+ExUnit.start(exclude: [:skip], assert_receive_timeout: 5_000)

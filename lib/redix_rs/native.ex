@@ -1,19 +1,49 @@
 defmodule RedixRs.Native do
-  # The NIF stubs, and nothing else: recompiling this module inside a running VM cannot re-load the
-  # library ("Upgrade not supported"), so it stays small and stable.
+  # The NIF stubs, and nothing else. Each stub calls `:erlang.nif_error/1`, so that Dialyzer takes its
+  # @spec as the NIF's type; when the library could not be loaded, the call raises a `RuntimeError`
+  # that says why and how to rebuild.
+  #
+  # The library is loaded once per node. Loading this module again in a running node (recompiling it,
+  # `:code.load_binary/3`, a hot upgrade) is refused: the library has no upgrade callback, so
+  # `:erlang.load_nif/2` answers `{:error, {:upgrade, _}}`, and `load_nif/0` then fails `@on_load`, which
+  # leaves the running module (with its NIFs) current. A new native library needs a node restart.
   @moduledoc false
 
   require Logger
 
   @on_load :load_nif
 
+  @typedoc "A connection's native handle (a NIF resource)."
+  @type handle() :: reference()
+
+  @typedoc "A submitted call's token, for `cancel/1`."
+  @type token() :: {non_neg_integer(), non_neg_integer()}
+
+  @typedoc "A change of subscriptions: `{action, kind, names, subscriber, ref, names_to_send}`."
+  @type pubsub_op() ::
+          {:subscribe | :unsubscribe | :drop, :channel | :pattern | :shard, [binary()], pid(),
+           reference(), [binary()]}
+
+  @typedoc "How `submit/4` and `submit_dirty/4` answer."
+  @type submitted() :: {:ok, token()} | {:error, :closed | :full} | :normalize
+
   @doc false
+  @spec load_nif() :: :ok | {:error, {:reload_refused, String.t()}}
   def load_nif do
     path = :filename.join(:code.priv_dir(:redix_rs), ~c"native/libredix_rs_nif")
 
     case :erlang.load_nif(path, 0) do
       :ok ->
         :ok
+
+      # This module is being loaded again while a version of it holds the library: keep that one.
+      {:error, {kind, text}} when kind in [:upgrade, :reload] ->
+        message =
+          "RedixRs.Native cannot be reloaded in a running node (#{kind}: #{text}); the loaded " <>
+            "version stays in use. A new native library needs a node restart."
+
+        Logger.error("redix_rs: " <> message)
+        {:error, {:reload_refused, message}}
 
       {:error, {reason, text}} ->
         :persistent_term.put({__MODULE__, :load_error}, {reason, to_string(text)})
@@ -23,26 +53,44 @@ defmodule RedixRs.Native do
   end
 
   @doc "Raises the load error, if the library could not be loaded; called before starting a connection."
+  @spec ensure_loaded!() :: :ok
   def ensure_loaded! do
-    if :persistent_term.get({__MODULE__, :load_error}, nil), do: not_loaded(), else: :ok
+    if :persistent_term.get({__MODULE__, :load_error}, nil), do: raise(not_loaded()), else: :ok
   end
 
-  def connect(_config, _owner), do: not_loaded()
-  def submit(_handle, _ref, _commands, _kind), do: not_loaded()
-  def submit_dirty(_handle, _ref, _commands, _kind), do: not_loaded()
-  def cancel(_token), do: not_loaded()
-  def pubsub_op(_handle, _op), do: not_loaded()
-  def pubsub_drain(_handle, _refs), do: not_loaded()
-  def close(_handle, _why), do: not_loaded()
+  @spec connect(map(), pid()) :: {:ok, handle(), non_neg_integer()}
+  def connect(_config, _owner), do: :erlang.nif_error(not_loaded())
 
+  @spec submit(handle(), reference(), list(), RedixRs.Call.kind()) :: submitted() | :dirty
+  def submit(_handle, _ref, _commands, _kind), do: :erlang.nif_error(not_loaded())
+
+  @spec submit_dirty(handle(), reference(), list(), RedixRs.Call.kind()) :: submitted()
+  def submit_dirty(_handle, _ref, _commands, _kind), do: :erlang.nif_error(not_loaded())
+
+  @spec cancel(token()) :: :cancelled | :sent
+  def cancel(_token), do: :erlang.nif_error(not_loaded())
+
+  @spec pubsub_op(handle(), pubsub_op()) :: non_neg_integer()
+  def pubsub_op(_handle, _op), do: :erlang.nif_error(not_loaded())
+
+  @spec pubsub_drain(handle(), %{optional(pid()) => reference()}) ::
+          {:done | :more, non_neg_integer()}
+  def pubsub_drain(_handle, _refs), do: :erlang.nif_error(not_loaded())
+
+  @spec close(handle(), :owner_down | :health_check_timeout) :: :ok
+  def close(_handle, _why), do: :erlang.nif_error(not_loaded())
+
+  # Raised by the stubs (`:erlang.nif_error/1` raises it as it is).
   defp not_loaded do
     {reason, text} = :persistent_term.get({__MODULE__, :load_error}, {:unknown, "unknown"})
 
-    raise RuntimeError, """
-    redix_rs's native library (libredix_rs_nif.so) is not loaded: #{reason}: #{text}
-    It is built by `mix compile` (which runs cargo; Rust >= 1.91 is needed) for the OTP release \
-    that runs it. Rebuild it with `mix compile --force` (or `mix deps.compile redix_rs --force` \
-    when redix_rs is a dependency).\
-    """
+    %RuntimeError{
+      message: """
+      redix_rs's native library (libredix_rs_nif.so) is not loaded: #{reason}: #{text}
+      It is built by `mix compile` (which runs cargo; Rust >= 1.91 is needed) for the OTP release \
+      that runs it. Rebuild it with `mix compile --force` (or `mix deps.compile redix_rs --force` \
+      when redix_rs is a dependency).\
+      """
+    }
   end
 end

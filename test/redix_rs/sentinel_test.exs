@@ -36,7 +36,7 @@ defmodule RedixRs.SentinelTest do
           sentinels: SentinelSetup.sentinel_keywords(setup),
           group: "mymaster",
           role: :primary,
-          timeout: 500
+          timeout: 2_000
         )
 
       assert role_of(conn) == "master"
@@ -77,7 +77,7 @@ defmodule RedixRs.SentinelTest do
     test "a dead first sentinel is skipped", %{setup: setup} do
       dead = closed_port()
       sentinels = ["redis://127.0.0.1:#{dead}" | SentinelSetup.sentinel_uris(setup)]
-      conn = start_conn!(sentinels: sentinels, group: "mymaster", timeout: 500)
+      conn = start_conn!(sentinels: sentinels, group: "mymaster", timeout: 2_000)
 
       assert role_of(conn) == "master"
       assert port_of(conn) == setup.primary.port
@@ -91,7 +91,7 @@ defmodule RedixRs.SentinelTest do
         last
       ]
 
-      conn = start_conn!(sentinels: sentinels, group: "mymaster", timeout: 500)
+      conn = start_conn!(sentinels: sentinels, group: "mymaster", timeout: 2_000)
       assert port_of(conn) == setup.primary.port
     end
 
@@ -238,7 +238,7 @@ defmodule RedixRs.SentinelTest do
       RedisServer.redis_cli(setup.primary, ["CLIENT", "KILL", "ID", Integer.to_string(id)])
 
       # Reconnected (a new client id) without asking the dead sentinel first this time.
-      assert Enum.any?(1..100, fn _ ->
+      assert Enum.any?(1..250, fn _ ->
                Process.sleep(20)
                match?({:ok, new_id} when new_id != id, RedixRs.command(conn, ["CLIENT", "ID"]))
              end)

@@ -24,12 +24,18 @@ defmodule RedixRs.Test.Helpers do
     port
   end
 
-  @doc "Polls `fun` every 20 ms until it returns true; false after `tries` attempts."
-  def eventually(fun, tries \\ 100) do
+  @doc "Polls `fun` every 20 ms until it returns true; false after `tries` attempts (5 s by default)."
+  def eventually(fun, tries \\ 250) do
     cond do
-      fun.() -> true
-      tries == 0 -> false
-      true -> Process.sleep(20) && eventually(fun, tries - 1)
+      fun.() ->
+        true
+
+      tries == 0 ->
+        false
+
+      true ->
+        Process.sleep(20)
+        eventually(fun, tries - 1)
     end
   end
 end

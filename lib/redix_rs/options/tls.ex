@@ -235,6 +235,7 @@ defmodule RedixRs.Options.TLS do
     bad_value!(:key, "{:RSAPrivateKey | :ECPrivateKey | :PrivateKeyInfo, der}", other)
   end
 
+  @spec refuse_password!() :: no_return()
   defp refuse_password! do
     Socket.refuse!(
       :password,

@@ -275,7 +275,7 @@ defmodule RedixRs.PubSub.Connection do
 
     Enum.reduce(Enum.reverse(answered), state, fn
       {:ping, from}, state when reply == :connected -> ping(state, from)
-      {_, from}, state -> GenServer.reply(from, reply) && state
+      {_, from}, state -> tap(state, fn _ -> GenServer.reply(from, reply) end)
     end)
   end
 

@@ -13,4 +13,9 @@ mod pubsub;
 mod reply;
 mod runtime;
 
+// Only a `load` callback (rustler's): the library has no `upgrade` or `reload` callback, on purpose. Its
+// state (the tokio runtime, the call-state table, the resource types that live handles belong to) cannot
+// be handed over to a second copy, so loading `RedixRs.Native` again in a running node makes
+// `erlang:load_nif/2` answer `{error, {upgrade, "Upgrade not supported by this NIF library."}}`, and the
+// module's `@on_load` then fails, which keeps the running version current. A new library needs a restart.
 rustler::init!("Elixir.RedixRs.Native");
