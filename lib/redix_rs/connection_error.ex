@@ -35,8 +35,11 @@ defmodule RedixRs.ConnectionError do
       requires a client certificate), `:bad_certificate`, ...
     * `{:tls_config, message}` - the TLS settings cannot be used, e.g. a `:certfile` that cannot be
       read or holds no certificate
-    * `{:protocol_error, message}` - the server sent something that is not valid RESP (or a reply
-      larger than the limits allow); the connection was closed
+    * `{:protocol_error, message}` - the server sent something that is not valid RESP; the
+      connection was closed
+    * `{:protocol_error, limit}` - this caller's reply went past a limit of the `:reply_limits`
+      option (`:reply_too_large`, `:bulk_too_long`, `:aggregate_too_long`, `:too_deep`); the
+      connection was closed and is re-established, and other callers in flight got `:disconnected`
     * `:unexpected_reply` - the server sent a reply no command was waiting for; the connection was
       closed
     * `:partial_submission` - a submission failed after part of it was written, so the replies could
@@ -84,6 +87,7 @@ defmodule RedixRs.ConnectionError do
           | {:tls_alert, {atom(), String.t()}}
           | {:tls_config, String.t()}
           | {:protocol_error, String.t()}
+          | {:protocol_error, :reply_too_large | :bulk_too_long | :aggregate_too_long | :too_deep}
           | :unexpected_reply
           | :partial_submission
           | {:io_error, String.t()}
@@ -126,6 +130,20 @@ defmodule RedixRs.ConnectionError do
     do: "TLS alert #{alert}: #{message}"
 
   def format_reason({:tls_config, message}), do: "TLS configuration error: #{message}"
+
+  def format_reason({:protocol_error, limit})
+      when limit in [:reply_too_large, :bulk_too_long, :aggregate_too_long, :too_deep] do
+    key =
+      case limit do
+        :reply_too_large -> :max_reply_bytes
+        :bulk_too_long -> :max_bulk_bytes
+        :aggregate_too_long -> :max_elements
+        :too_deep -> :max_depth
+      end
+
+    "the reply went past the #{inspect(key)} limit of the :reply_limits option"
+  end
+
   def format_reason({:protocol_error, message}), do: "protocol error: #{message}"
   def format_reason({:io_error, message}), do: "I/O error: #{message}"
   def format_reason({:panic, message}), do: "internal error in redix_rs's native code: #{message}"

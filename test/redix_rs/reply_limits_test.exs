@@ -28,8 +28,11 @@ defmodule RedixRs.ReplyLimitsTest do
       {:ok, conn} =
         RedixRs.start_link(port: Servers.port(), sync_connect: true, reply_limits: limits)
 
-      assert {:error, %ConnectionError{reason: {:protocol_error, ^reason}}} =
+      assert {:error, %ConnectionError{reason: {:protocol_error, ^reason}} = error} =
                RedixRs.command(conn, command)
+
+      assert Exception.message(error) =~
+               ~r/went past the :max_\w+ limit of the :reply_limits option/
 
       # Re-established: a reply within the limits goes through.
       assert eventually(fn -> RedixRs.command(conn, ["PING"]) == {:ok, "PONG"} end)
