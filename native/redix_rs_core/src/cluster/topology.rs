@@ -10,8 +10,9 @@
 //! * **Addresses.** An empty or null endpoint means "the address you used to ask", so the host that
 //!   answered is used. `?` (a node configured to announce a hostname that has none) is an unknown
 //!   endpoint: the node's IP is used when the reply gives one, else the host that answered.
-//! * **Health.** `CLUSTER SHARDS` reports `online`, `failed` or `loading` per node. Replicas that
-//!   are not `online` are kept in the node list but never routed to; `CLUSTER SLOTS` already leaves
+//! * **Health.** `CLUSTER SHARDS` reports `online`, `fail` (documented as `failed`; both are read)
+//!   or `loading` (a replica whose replication offset is still 0) per node. Replicas that are not
+//!   `online` are kept in the node list but never routed to; `CLUSTER SLOTS` already leaves
 //!   such replicas out, so the two commands route alike. A primary is routed to whatever its health:
 //!   it is the only node that can serve its slots, and a failover answers with `MOVED`.
 //! * **Unowned slots** stay unrouted ([`Topology::primary`] returns `None`).
@@ -67,7 +68,7 @@ pub enum Role {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Health {
     Online,
-    /// Marked failed by the cluster (`failed`).
+    /// Marked failed by the cluster (`fail` on the wire; the documentation says `failed`).
     Failed,
     /// Not yet in sync with its primary, or loading its data set (`loading`).
     Loading,

@@ -88,6 +88,8 @@ pub fn string(frame: &Frame) -> Option<String> {
 pub struct ClusterNode {
     child: Option<Child>,
     pub port: u16,
+    /// The cluster bus port (`CLUSTER MEET` needs it: it is not `port + 10000` here).
+    pub bus_port: u16,
     // Declared last so the directory is removed after the process is gone.
     dir: TempDir,
 }
@@ -119,6 +121,7 @@ impl ClusterNode {
             let mut node = ClusterNode {
                 child: Some(child),
                 port,
+                bus_port,
                 dir,
             };
             if node.wait_ready(Duration::from_secs(10)) {
@@ -185,6 +188,8 @@ impl Drop for ClusterNode {
 /// Nodes joined into one cluster by `redis-cli --cluster create`; all killed on drop.
 pub struct Cluster {
     pub nodes: Vec<ClusterNode>,
+    /// How many of the nodes were created as replicas.
+    replicas: usize,
 }
 
 impl Cluster {
@@ -194,7 +199,10 @@ impl Cluster {
         let nodes: Vec<ClusterNode> = (0..primaries * (1 + replicas))
             .map(|_| ClusterNode::start())
             .collect();
-        let cluster = Cluster { nodes };
+        let cluster = Cluster {
+            nodes,
+            replicas: primaries * replicas,
+        };
         cluster.create(replicas);
         cluster.wait_until("cluster_state:ok on every node", |c| {
             c.nodes
@@ -236,9 +244,10 @@ impl Cluster {
         );
     }
 
-    /// Waits until `self.nodes[observer]` sees every node online (`CLUSTER SHARDS` health).
-    /// A replica counts as `loading` until its replication offset, as gossiped, is non-zero, so a
-    /// key is written through every node to get replication going.
+    /// Waits until `self.nodes[observer]` sees every replica as one and every node online
+    /// (`CLUSTER SHARDS` role and health). A node is shown as a primary until the observer learns
+    /// it replicates, and a replica as `loading` until its replication offset, as gossiped, is
+    /// non-zero, so a key is written through every node to get replication going.
     pub fn wait_in_sync(&self, observer: usize) {
         for node in &self.nodes {
             let mut client = node.client();
@@ -248,9 +257,10 @@ impl Cluster {
             }
         }
         let expected = self.nodes.len();
-        self.wait_until("every node online in CLUSTER SHARDS", |c| {
+        self.wait_until("every replica known and every node online", |c| {
             let shards = c.nodes[observer].client().call(&["CLUSTER", "SHARDS"]);
-            count_values(&shards, "health", "online") == expected
+            count_values(&shards, "role", "replica") == c.replicas
+                && count_values(&shards, "health", "online") == expected
         });
     }
 

@@ -213,7 +213,7 @@ fn replicas_that_failed_or_are_loading_are_not_routed_to() {
         &[0, 16383],
         vec![
             shard_node(false, "a", 7000, "master", "failed"),
-            shard_node(false, "b", 7001, "replica", "failed"),
+            shard_node(false, "b", 7001, "replica", "fail"),
             shard_node(false, "c", 7002, "replica", "loading"),
             shard_node(false, "d", 7003, "replica", "online"),
             shard_node(false, "e", 7004, "replica", "resyncing"),
