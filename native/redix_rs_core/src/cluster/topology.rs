@@ -17,6 +17,8 @@
 //!   it is the only node that can serve its slots, and a failover answers with `MOVED`.
 //! * **Unowned slots** stay unrouted ([`Topology::primary`] returns `None`).
 
+mod builder;
+mod diff;
 mod shards;
 mod slots_reply;
 #[cfg(test)]
@@ -25,6 +27,7 @@ mod tests;
 use thiserror::Error;
 
 use super::slot::SLOT_COUNT;
+pub use diff::TopologyDiff;
 
 /// Why a reply could not be read as a topology.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -154,6 +157,7 @@ impl Topology {
         &self.nodes
     }
 
+    /// The node at `index` (as returned by [`Topology::primary`], [`Topology::replicas`], ...).
     pub fn node(&self, index: usize) -> Option<&Node> {
         self.nodes.get(index)
     }
@@ -190,210 +194,5 @@ impl Topology {
     fn shard_of(&self, slot: u16) -> Option<&Shard> {
         let index = *self.slots.get(usize::from(slot))?;
         self.shards.get(usize::from(index))
-    }
-
-    /// What changed from `old` to `new`, for the connection manager.
-    pub fn diff(old: &Topology, new: &Topology) -> TopologyDiff {
-        let new_of_old: Vec<Option<usize>> = old
-            .nodes
-            .iter()
-            .map(|o| new.nodes.iter().position(|n| n.same_node(o)))
-            .collect();
-        let left = old
-            .nodes
-            .iter()
-            .zip(&new_of_old)
-            .filter(|(_, found)| found.is_none())
-            .map(|(node, _)| node.clone())
-            .collect();
-        let added = new
-            .nodes
-            .iter()
-            .filter(|n| !old.nodes.iter().any(|o| o.same_node(n)))
-            .cloned()
-            .collect();
-        let role_changed = old
-            .nodes
-            .iter()
-            .zip(&new_of_old)
-            .filter_map(|(o, found)| new.nodes.get((*found)?).filter(|n| n.role != o.role))
-            .cloned()
-            .collect();
-        let routing_changed = routing_changed(old, new, &new_of_old);
-        TopologyDiff {
-            left,
-            added,
-            role_changed,
-            routing_changed,
-        }
-    }
-}
-
-/// True when some slot is served by other nodes in `new` than in `old` (its primary, or the set of
-/// replicas that serve reads). `new_of_old` maps each old node index to the same node in `new`.
-fn routing_changed(old: &Topology, new: &Topology, new_of_old: &[Option<usize>]) -> bool {
-    let map = |i: usize| new_of_old.get(i).copied().flatten();
-    (0..SLOT_COUNT).any(|slot| match (old.shard_of(slot), new.shard_of(slot)) {
-        (None, None) => false,
-        (Some(o), Some(n)) => {
-            map(o.primary) != Some(n.primary)
-                || o.replicas.len() != n.replicas.len()
-                || o.replicas
-                    .iter()
-                    .any(|&r| map(r).is_none_or(|r| !n.replicas.contains(&r)))
-        }
-        _ => true,
-    })
-}
-
-/// The difference between two topologies, node by node (a node is the same if its id, host and port
-/// are; a node that moved to a new address left and was added).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TopologyDiff {
-    /// Nodes of the old topology missing from the new one: close their connections.
-    pub left: Vec<Node>,
-    /// Nodes of the new topology missing from the old one.
-    pub added: Vec<Node>,
-    /// Nodes in both whose role changed, as they are now: reconnect them in their new role.
-    pub role_changed: Vec<Node>,
-    /// Some slot is now served by another primary or another set of replicas.
-    pub routing_changed: bool,
-}
-
-impl TopologyDiff {
-    /// True when nothing changed that a connection manager or a router would act on.
-    pub fn is_empty(&self) -> bool {
-        self.left.is_empty()
-            && self.added.is_empty()
-            && self.role_changed.is_empty()
-            && !self.routing_changed
-    }
-}
-
-/// Collects nodes (each once) and slot ownership while a reply is read, then checks and freezes it.
-struct Builder {
-    nodes: Vec<Node>,
-    shards: Vec<Shard>,
-    slots: Box<[u16]>,
-}
-
-impl Builder {
-    fn new() -> Builder {
-        Builder {
-            nodes: Vec::new(),
-            shards: Vec::new(),
-            slots: vec![UNOWNED; usize::from(SLOT_COUNT)].into_boxed_slice(),
-        }
-    }
-
-    /// The index of `node`, adding it if new. A node is recognised by its id, or by its address when
-    /// the reply gives no id. A node seen once as a primary stays one.
-    fn node(&mut self, node: Node) -> Result<usize, TopologyError> {
-        let existing = self.nodes.iter().position(|n| {
-            if node.id.is_empty() {
-                n.host == node.host && n.port == node.port
-            } else {
-                n.id == node.id
-            }
-        });
-        if let Some(index) = existing {
-            if node.role == Role::Primary {
-                self.nodes[index].role = Role::Primary;
-            }
-            return Ok(index);
-        }
-        if self.nodes.len() >= usize::from(UNOWNED) {
-            return Err(TopologyError::TooManyNodes);
-        }
-        self.nodes.push(node);
-        Ok(self.nodes.len() - 1)
-    }
-
-    /// The shard whose primary is node `primary`, created on first use.
-    fn shard(&mut self, primary: usize) -> usize {
-        if let Some(index) = self.shards.iter().position(|s| s.primary == primary) {
-            return index;
-        }
-        self.shards.push(Shard {
-            primary,
-            replicas: Vec::new(),
-        });
-        self.shards.len() - 1
-    }
-
-    /// Adds a replica to a shard; only replicas that serve reads are routed to.
-    fn replica(&mut self, shard: usize, replica: usize) {
-        let serves = self.nodes[replica].health.serves_reads();
-        let replicas = &mut self.shards[shard].replicas;
-        if serves && !replicas.contains(&replica) {
-            replicas.push(replica);
-        }
-    }
-
-    /// Gives slots `start..=end` to `shard`.
-    fn claim(&mut self, shard: usize, start: i64, end: i64) -> Result<(), TopologyError> {
-        let range = slot_range(start, end)?;
-        // Shard indexes are below the node count, itself below UNOWNED.
-        let tag = u16::try_from(shard).map_err(|_| TopologyError::TooManyNodes)?;
-        for slot in range {
-            let entry = &mut self.slots[usize::from(slot)];
-            if *entry != UNOWNED && *entry != tag {
-                return Err(TopologyError::SlotClaimedTwice(slot));
-            }
-            *entry = tag;
-        }
-        Ok(())
-    }
-
-    /// The topology, keeping only shards that own slots (a primary without slots is still a node).
-    fn finish(self) -> Topology {
-        let mut owns = vec![false; self.shards.len()];
-        for &entry in self.slots.iter().filter(|&&e| e != UNOWNED) {
-            owns[usize::from(entry)] = true;
-        }
-        let mut renumber = vec![UNOWNED; self.shards.len()];
-        let mut shards = Vec::new();
-        for (old, shard) in self.shards.into_iter().enumerate() {
-            if owns[old] {
-                // Fewer shards than nodes, and fewer nodes than UNOWNED: the index fits.
-                renumber[old] = shards.len() as u16;
-                shards.push(shard);
-            }
-        }
-        let mut slots = self.slots;
-        for entry in slots.iter_mut().filter(|e| **e != UNOWNED) {
-            *entry = renumber[usize::from(*entry)];
-        }
-        Topology {
-            nodes: self.nodes,
-            shards,
-            slots,
-        }
-    }
-}
-
-/// `start..=end` as slots, refusing ranges outside the slot space.
-fn slot_range(start: i64, end: i64) -> Result<std::ops::RangeInclusive<u16>, TopologyError> {
-    let bad = || TopologyError::SlotRange { start, end };
-    let first = u16::try_from(start).map_err(|_| bad())?;
-    let last = u16::try_from(end).map_err(|_| bad())?;
-    if first > last || last >= SLOT_COUNT {
-        return Err(bad());
-    }
-    Ok(first..=last)
-}
-
-/// The host to connect to for a node whose reply gave `endpoint` (and maybe `ip`).
-fn resolve_host(endpoint: Option<&[u8]>, ip: Option<&[u8]>, origin: Origin<'_>) -> String {
-    let usable = |h: &&[u8]| !h.is_empty() && *h != b"?";
-    let chosen = match endpoint {
-        // "?": the node has no hostname to announce; its IP is the best known address.
-        Some(b"?") => ip.filter(usable),
-        // Empty or null: "the address you asked".
-        other => other.filter(usable),
-    };
-    match chosen {
-        Some(host) => String::from_utf8_lossy(host).into_owned(),
-        None => origin.host.to_owned(),
     }
 }

@@ -4,7 +4,8 @@
 //! arrays of key/value pairs. Fields this reader does not use are ignored, so later versions can add
 //! some.
 
-use super::{resolve_host, Builder, Health, Node, Origin, Role, Topology, TopologyError};
+use super::builder::{resolve_host, Builder};
+use super::{Health, Node, Origin, Role, Topology, TopologyError};
 use crate::cluster::reply::{error_text, int, is_null, items, text, Fields};
 use crate::resp::Frame;
 

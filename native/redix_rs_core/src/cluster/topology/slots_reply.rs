@@ -4,7 +4,8 @@
 //! a flat key/value array in RESP2, with `ip` and `hostname` when they are not the endpoint) in 7.0.
 //! The endpoint may be null. Replicas the server considers unavailable are not listed.
 
-use super::{resolve_host, Builder, Health, Node, Origin, Role, Topology, TopologyError};
+use super::builder::{resolve_host, Builder};
+use super::{Health, Node, Origin, Role, Topology, TopologyError};
 use crate::cluster::reply::{error_text, int, is_null, items, text, Fields};
 use crate::resp::Frame;
 
