@@ -4,7 +4,9 @@
 //! * [`conn`]: one connection: transport, handshake and the multiplexer shared by many callers.
 //! * [`etf`]: big integers in the Erlang external term format (RESP3 big numbers).
 //! * [`pubsub`]: recognising pub/sub frames and routing them to subscribers.
+//! * [`cluster`]: Redis Cluster's hash slots, slot map (topology) and command key positions.
 
+pub mod cluster;
 pub mod conn;
 pub mod etf;
 pub mod pubsub;
