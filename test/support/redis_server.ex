@@ -353,7 +353,9 @@ defmodule RedixRs.Test.RedisServer do
     {:ok, socket} = :gen_tcp.listen(0, ip: {127, 0, 0, 1})
     {:ok, port} = :inet.port(socket)
     :ok = :gen_tcp.close(socket)
-    if port == 6379, do: free_port(), else: port
+    # Never the standard port; and at most 55535, so that a server started with
+    # `--cluster-enabled yes` can open its cluster bus port (port + 10000).
+    if port == 6379 or port > 55_535, do: free_port(), else: port
   end
 
   defp launch(opts, dir, port) do
