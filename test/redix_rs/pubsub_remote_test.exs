@@ -46,30 +46,8 @@ defmodule RedixRs.PubSubRemoteTest do
   # Messages per round of the relay-replacement test.
   @burst 300
 
-  setup_all do
-    {_, 0} = System.cmd("epmd", ["-daemon"])
-    # `epmd -daemon` returns before epmd listens.
-    true = Helpers.eventually(fn -> match?({_, 0}, System.cmd("epmd", ["-names"])) end)
-
-    unless Node.alive?() do
-      {:ok, _} = Node.start(:"redix_rs_test_#{System.unique_integer([:positive])}@127.0.0.1")
-    end
-
-    :ok
-  end
-
   setup do
-    paths = Enum.flat_map(:code.get_path(), &[~c"-pa", &1])
-
-    # Linked to the test process: the peer node goes away with the test.
-    {:ok, peer, node} =
-      :peer.start_link(%{
-        name: :"redix_rs_peer_#{System.unique_integer([:positive])}",
-        host: ~c"127.0.0.1",
-        args: paths
-      })
-
-    {:ok, _} = :erpc.call(node, Application, :ensure_all_started, [:redix_rs])
+    {peer, node} = RedixRs.Test.PeerNode.start!()
     {:module, _} = :erpc.call(node, :code, :load_binary, [Remote, ~c"nofile", @remote_beam])
     {:ok, conn} = RedixRs.start_link(port: Servers.port(), sync_connect: true)
     {:ok, pubsub} = PubSub.start_link(port: Servers.port(), sync_connect: true)

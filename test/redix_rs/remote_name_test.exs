@@ -7,23 +7,7 @@ defmodule RedixRs.RemoteNameTest do
   alias RedixRs.Test.Servers
 
   setup do
-    {_, 0} = System.cmd("epmd", ["-daemon"])
-
-    unless Node.alive?() do
-      {:ok, _} = Node.start(:"redix_rs_test_#{System.unique_integer([:positive])}@127.0.0.1")
-    end
-
-    paths = Enum.flat_map(:code.get_path(), &[~c"-pa", &1])
-
-    # Linked to the test process: the peer node goes away with the test.
-    {:ok, peer, node} =
-      :peer.start_link(%{
-        name: :"redix_rs_peer_#{System.unique_integer([:positive])}",
-        host: ~c"127.0.0.1",
-        args: paths
-      })
-
-    {:ok, _} = :erpc.call(node, Application, :ensure_all_started, [:redix_rs])
+    {peer, node} = RedixRs.Test.PeerNode.start!()
 
     id = "redix_rs-remote-name-test-#{System.unique_integer([:positive])}"
     events = [[:redix_rs, :pipeline, :start], [:redix_rs, :pipeline, :stop]]

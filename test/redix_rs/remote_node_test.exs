@@ -6,25 +6,7 @@ defmodule RedixRs.RemoteNodeTest do
   alias RedixRs.Test.Servers
 
   setup do
-    {_, 0} = System.cmd("epmd", ["-daemon"])
-    # `epmd -daemon` returns before epmd listens: on a fresh machine Node.start could beat it.
-    wait_for_epmd(100)
-
-    unless Node.alive?() do
-      {:ok, _} = Node.start(:"redix_rs_test_#{System.unique_integer([:positive])}@127.0.0.1")
-    end
-
-    paths = Enum.flat_map(:code.get_path(), &[~c"-pa", &1])
-
-    # Linked to the test process: the peer node goes away with the test.
-    {:ok, _peer, node} =
-      :peer.start_link(%{
-        name: :"redix_rs_peer_#{System.unique_integer([:positive])}",
-        host: ~c"127.0.0.1",
-        args: paths
-      })
-
-    {:ok, _} = :erpc.call(node, Application, :ensure_all_started, [:redix_rs])
+    {_peer, node} = RedixRs.Test.PeerNode.start!()
     %{node: node}
   end
 
@@ -60,18 +42,5 @@ defmodule RedixRs.RemoteNodeTest do
   defp start_remote(node, opts) do
     spec = Map.put(RedixRs.child_spec(opts), :id, make_ref())
     :erpc.call(node, Supervisor, :start_child, [RedixRs.Supervisor, spec])
-  end
-
-  defp wait_for_epmd(0), do: flunk("epmd did not start listening")
-
-  defp wait_for_epmd(tries) do
-    case System.cmd("epmd", ["-names"], stderr_to_stdout: true) do
-      {_, 0} ->
-        :ok
-
-      _ ->
-        Process.sleep(50)
-        wait_for_epmd(tries - 1)
-    end
   end
 end
