@@ -15,8 +15,10 @@ Scenarios.concurrent_get(:redix_rs, server.port)
 results = [
   {"a", Scenarios.sequential_get(:redix_rs, server.port)},
   {"b", Scenarios.concurrent_get(:redix_rs, server.port)},
+  {"c", Scenarios.concurrent_get(:redix_rs, server.port, 200, 500, 8)},
   {"d", Scenarios.pipelined_set(:redix_rs, server.port)},
   {"e", Scenarios.get_16k(:redix_rs, server.port)},
+  {"g", Scenarios.get_1m(:redix_rs, server.port)},
   {"fanout", Fanout.run(:redix_rs, server.port)}
 ]
 
