@@ -74,7 +74,7 @@ defmodule RedixRs.NativeBuild do
     cond do
       maps == nil -> abi
       maps =~ "ld-musl-" or maps =~ "libc.musl-" -> String.replace_prefix(abi, "gnu", "musl")
-      maps =~ ~r{/libc[.-][^/\n]*\.so} -> String.replace_prefix(abi, "musl", "gnu")
+      maps =~ ~r{/libc(-[\d.]+)?\.so} -> String.replace_prefix(abi, "musl", "gnu")
       true -> abi
     end
   end
@@ -234,9 +234,9 @@ defmodule RedixRs.NativeBuild do
     if actual != String.downcase(expected) do
       Mix.raise("""
       checksum mismatch for the precompiled NIF #{name}
-        from:                                   #{from}
-        expected (#{@checksum_file}): sha256:#{expected}
-        got:                                    sha256:#{actual}
+        from:     #{from}
+        expected: sha256:#{expected} (recorded in #{@checksum_file})
+        got:      sha256:#{actual}
       It was not installed. Check where the artifact comes from (REDIX_RS_PRECOMPILED_URL or \
       config :redix_rs, :precompiled_url), or build from source with REDIX_RS_FORCE_BUILD=1.\
       """)
