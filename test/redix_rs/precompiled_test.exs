@@ -217,6 +217,8 @@ defmodule RedixRs.PrecompiledTest do
 
     marker = Path.join(app, "_build/dev/lib/redix_rs/priv/native/profile")
     assert File.read!(marker) == NativeBuild.profile!()
+    # CARGO_TARGET_DIR was honoured: nothing was built in the app's own _build/cargo.
+    refute File.exists?(Path.join(app, "_build/cargo"))
   end
 
   test "this repository itself always builds from source", ctx do
@@ -231,6 +233,15 @@ defmodule RedixRs.PrecompiledTest do
 
     assert output =~ "cargo was not found"
     refute File.exists?(cache)
+  end
+
+  test "mix clean empties the shared Cargo target directory", ctx do
+    target = Path.join(ctx.clone, "_build/cargo/release")
+    File.mkdir_p!(target)
+    File.write!(Path.join(target, "libredix_rs_nif.so"), "")
+    {output, status} = mix(ctx.clone, ["clean"], Path.join(ctx.tmp, "cache_clean"))
+    assert status == 0, output
+    refute File.exists?(Path.join(ctx.clone, "_build/cargo"))
   end
 
   defp new_app(ctx, name, opts) do
