@@ -40,7 +40,10 @@ defmodule RedixRs.PackageTest do
     end
 
     {output, status} =
-      System.cmd("cargo", ["metadata", "--format-version", "1", "--locked", "--offline"],
+      System.cmd(
+        "cargo",
+        ~w(metadata --format-version 1 --locked --offline --filter-platform) ++
+          [NativeBuild.rustc_host!()],
         cd: dir,
         stderr_to_stdout: true
       )
