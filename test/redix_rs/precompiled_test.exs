@@ -235,6 +235,34 @@ defmodule RedixRs.PrecompiledTest do
     refute File.exists?(cache)
   end
 
+  @tag :capture_log
+  test "https downloads verify the server's certificate against the system's CAs", ctx do
+    # A server whose certificate a private CA signed: refused (a failed download, so a source build).
+    certs = RedixRs.Test.TLSCerts.generate!(Path.join(ctx.tmp, "certs"))
+    {:ok, _} = Application.ensure_all_started(:ssl)
+
+    {:ok, httpsd} =
+      :inets.start(:httpd,
+        port: 0,
+        bind_address: {127, 0, 0, 1},
+        server_name: ~c"redix_rs_precompiled_https",
+        server_root: String.to_charlist(ctx.tmp),
+        document_root: String.to_charlist(Path.join(ctx.tmp, "www")),
+        socket_type: {:ssl, certfile: certs.cert, keyfile: certs.key}
+      )
+
+    on_exit(fn -> :inets.stop(:httpd, httpsd) end)
+    [port: port] = :httpd.info(httpsd, [:port])
+    url = "https://127.0.0.1:#{port}/good/#{ctx.name}"
+
+    assert {:error, "cannot download " <> why} = NativeBuild.download(url)
+    assert why =~ "Unknown CA"
+    # The same file over http is there.
+    assert {:ok, data} = NativeBuild.download("#{ctx.url}/good/#{ctx.name}")
+    assert data == File.read!(ctx.artifact_path)
+    assert {:ok, ^data} = NativeBuild.download("file://" <> ctx.artifact_path)
+  end
+
   test "mix clean empties the shared Cargo target directory", ctx do
     target = Path.join(ctx.clone, "_build/cargo/release")
     File.mkdir_p!(target)
