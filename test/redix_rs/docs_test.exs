@@ -6,6 +6,8 @@ defmodule RedixRs.DocsTest do
   # (Code.Typespec.fetch_specs/1).
   use ExUnit.Case, async: true
 
+  @root Path.expand("../..", __DIR__)
+
   defp public_modules do
     {:ok, modules} = :application.get_key(:redix_rs, :modules)
 
@@ -64,6 +66,39 @@ defmodule RedixRs.DocsTest do
           do: "#{inspect(module)}.#{name}/#{arity}"
 
     assert missing == [], "no @spec:\n  " <> Enum.join(missing, "\n  ")
+  end
+
+  # The README and the guides link to each other (the migration guide to the README's one list of
+  # differences, for instance): every relative link must lead to a file, and to a heading of it.
+  test "links between the README and the guides lead somewhere" do
+    pages = ["README.md", "CHANGELOG.md" | Path.wildcard(Path.join(@root, "guides/*.md"))]
+    pages = Enum.map(pages, &Path.expand(&1, @root))
+    assert length(pages) >= 6
+
+    broken =
+      for page <- pages,
+          [_, target] <- Regex.scan(~r/\]\(([^)\s]+)\)/, File.read!(page)),
+          not String.contains?(target, "://"),
+          [file | anchor] = String.split(target, "#", parts: 2),
+          path = if(file == "", do: page, else: Path.expand(file, Path.dirname(page))),
+          not File.exists?(path) or
+            (anchor != [] and hd(anchor) not in anchors(path)),
+          do: "#{Path.relative_to(page, @root)}: #{target}"
+
+    assert broken == [], "broken links:\n  " <> Enum.join(broken, "\n  ")
+
+    migrating = File.read!(Path.join(@root, "guides/migrating_from_redix.md"))
+    assert migrating =~ "(../README.md#differences-from-redix)"
+  end
+
+  # GitHub's anchors: a heading, lowercased, without punctuation, spaces made dashes.
+  defp anchors(path) do
+    for [_, heading] <- Regex.scan(~r/^#+ (.+)$/m, File.read!(path)) do
+      heading
+      |> String.downcase()
+      |> String.replace(~r/[^\p{L}\p{N} _-]/u, "")
+      |> String.replace(" ", "-")
+    end
   end
 
   defp specs(module) do
