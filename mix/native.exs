@@ -564,6 +564,13 @@ defmodule Mix.Tasks.RedixRs.Precompile do
   @impl true
   def run(args) do
     {opts, _} = OptionParser.parse!(args, strict: @switches)
+
+    if Mix.Project.config()[:app] != :redix_rs do
+      Mix.raise(
+        "mix redix_rs.precompile runs in redix_rs's own project, not in an app that uses it"
+      )
+    end
+
     version = Mix.Project.config()[:version]
     target = opts[:target]
     # --profile (undocumented) lets the tests package the build they already have.
