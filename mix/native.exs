@@ -444,20 +444,22 @@ defmodule Mix.Tasks.Compile.RedixRsNative do
   #     REDIX_RS_FORCE_BUILD=1, with REDIX_RS_BUILD=debug|profiling, and always when redix_rs is the
   #     top-level project (this repository).
   #
-  # `priv/native/profile` records what was installed, so that a no-op compile stays a no-op.
+  # `priv/native/profile` records what was installed, so that a no-op compile stays a no-op;
+  # `mix compile --force` installs again.
   @moduledoc false
   use Mix.Task.Compiler
 
   alias RedixRs.NativeBuild
 
   @impl true
-  def run(_args) do
+  def run(args) do
     version = Mix.Project.config()[:version]
     profile = NativeBuild.profile!()
+    force = "--force" in args
 
     case NativeBuild.plan(version, profile) do
-      {:precompiled, artifact} -> precompiled(artifact, profile)
-      {:source, why} -> source(profile, why)
+      {:precompiled, artifact} -> precompiled(artifact, profile, force)
+      {:source, why} -> source(profile, why, force)
     end
   end
 
@@ -468,10 +470,10 @@ defmodule Mix.Tasks.Compile.RedixRsNative do
     :ok
   end
 
-  defp precompiled(artifact, profile) do
+  defp precompiled(artifact, profile, force) do
     installed = "precompiled #{artifact.name} sha256:#{artifact.sha256}"
 
-    if current?(installed) do
+    if current?(installed) and not force do
       :noop
     else
       case NativeBuild.fetch_artifact(artifact, NativeBuild.cache_dir()) do
@@ -491,8 +493,8 @@ defmodule Mix.Tasks.Compile.RedixRsNative do
     end
   end
 
-  defp source(profile, why) do
-    if current?(profile) and not sources_changed?() do
+  defp source(profile, why, force) do
+    if current?(profile) and not sources_changed?() and not force do
       :noop
     else
       Mix.shell().info("Building redix_rs's NIF from source: #{why}")

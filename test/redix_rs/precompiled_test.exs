@@ -138,6 +138,11 @@ defmodule RedixRs.PrecompiledTest do
     # And a no-op compile stays one.
     {output, 0} = mix(app, ["compile"], cache, nowhere)
     refute output =~ "NIF"
+
+    # Forced, as the "not loaded" error advises: installed again.
+    {output, status} = mix(app, ["deps.compile", "redix_rs", "--force"], cache, nowhere)
+    assert status == 0, output
+    assert output =~ "Installed the precompiled NIF #{ctx.name} (SHA-256 verified)"
   end
 
   test "a tampered artifact is refused: a compile error naming the file and both sums", ctx do
