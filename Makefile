@@ -3,6 +3,8 @@
 
 export MIX_ENV ?= test
 MIX := mix
+# Every cargo command below builds in _build/cargo, the target directory `mix compile` uses for the NIF
+# in every Mix env (set in .cargo/config.toml; CARGO_TARGET_DIR, when set, wins for both).
 
 .PHONY: demo test bench setup lint dialyzer clean
 

@@ -1,81 +1,14 @@
-defmodule Mix.Tasks.Compile.RedixRsNative do
-  # Builds the NIF crate with cargo and copies the library to `priv/native` of the app's build path,
-  # where `:code.priv_dir(:redix_rs)` finds it: also on a fresh clone and when redix_rs is a path
-  # dependency. Defined here so it exists before the project compiles; it is not shipped in the library.
-  #
-  # REDIX_RS_BUILD=debug builds the debug profile (fast iteration); the default is release.
-  # CARGO_TARGET_DIR is honoured.
-  @moduledoc false
-  use Mix.Task.Compiler
-
-  @crate "redix_rs_nif"
-  @root __DIR__
-
-  @impl true
-  def run(_args) do
-    profile = if System.get_env("REDIX_RS_BUILD") == "debug", do: "debug", else: "release"
-    dest_dir = Path.join(Mix.Project.app_path(), "priv/native")
-    dest = Path.join(dest_dir, "lib#{@crate}.so")
-    marker = Path.join(dest_dir, "profile")
-
-    if stale?(dest, marker, profile) do
-      build(profile)
-      File.mkdir_p!(dest_dir)
-
-      # Copy then rename: a VM that has the old library loaded keeps its (unlinked) file intact, where
-      # overwriting it in place would crash that VM.
-      tmp = dest <> ".tmp"
-      File.cp!(built_library(profile), tmp)
-      File.rename!(tmp, dest)
-      File.write!(marker, profile)
-      :ok
-    else
-      :noop
-    end
-  end
-
-  defp stale?(dest, marker, profile) do
-    sources =
-      Path.wildcard(Path.join(@root, "native/**/*.{rs,toml}")) ++
-        Enum.map(["Cargo.toml", "Cargo.lock"], &Path.join(@root, &1))
-
-    File.read(marker) != {:ok, profile} or Mix.Utils.stale?(sources, [dest])
-  end
-
-  defp build(profile) do
-    cargo = System.find_executable("cargo") || Mix.raise(cargo_missing())
-
-    args =
-      ["build", "--locked", "-p", @crate] ++ if(profile == "release", do: ["--release"], else: [])
-
-    Mix.shell().info("Compiling NIF crate #{@crate} (#{profile}) with cargo")
-
-    case System.cmd(cargo, args, cd: @root, stderr_to_stdout: true, into: IO.stream(:stdio, :line)) do
-      {_, 0} -> :ok
-      {_, status} -> Mix.raise("cargo build of #{@crate} failed with exit status #{status}")
-    end
-  end
-
-  defp built_library(profile) do
-    target = System.get_env("CARGO_TARGET_DIR") || Path.join(@root, "target")
-    dir = Path.join(Path.expand(target, @root), profile)
-
-    Enum.find(["so", "dylib"], &File.exists?(Path.join(dir, "lib#{@crate}.#{&1}")))
-    |> case do
-      nil -> Mix.raise("cargo succeeded but lib#{@crate} was not found in #{dir}")
-      ext -> Path.join(dir, "lib#{@crate}.#{ext}")
-    end
-  end
-
-  defp cargo_missing do
-    "cargo was not found: install Rust >= 1.91 (https://rustup.rs) to build redix_rs's NIF"
-  end
-end
+# The Mix compiler that installs the NIF (a precompiled artifact verified by its SHA-256, or a cargo
+# build) and the `mix redix_rs.precompile` task that makes those artifacts. Loaded here, so that the
+# compiler exists before the project compiles; it is not shipped in the library.
+Code.require_file("mix/native.exs", __DIR__)
 
 defmodule RedixRs.MixProject do
   use Mix.Project
 
   @version "0.1.0"
+  # Also the base of the precompiled NIFs' default download URL (<source_url>/releases/download/v<version>).
+  @source_url "https://github.com/redix-rs/redix_rs"
 
   def project do
     [
@@ -87,15 +20,39 @@ defmodule RedixRs.MixProject do
       elixirc_paths: elixirc_paths(Mix.env()),
       deps: [],
       description: "A Redis client for Elixir with a Rust core, a drop-in for Redix",
-      docs: [main: "RedixRs"],
-      # The NIF is built from source on the user's machine by the compiler above: ship its crates.
-      package: [
-        licenses: ["MIT"],
-        links: %{},
-        files: ~w(lib native/redix_rs_core/src native/redix_rs_core/Cargo.toml
-                  native/redix_rs_nif/src native/redix_rs_nif/Cargo.toml
-                  Cargo.toml Cargo.lock mix.exs README.md .formatter.exs)
+      source_url: @source_url,
+      docs: docs(),
+      package: package()
+    ]
+  end
+
+  defp docs do
+    [
+      main: "readme",
+      source_ref: "v#{@version}",
+      extras: [
+        "README.md",
+        "guides/migrating_from_redix.md",
+        "guides/how_it_works.md",
+        "guides/telemetry.md",
+        "guides/pubsub_supervision.md",
+        "CHANGELOG.md"
       ]
+    ]
+  end
+
+  # What `mix hex.build` ships: the Elixir sources, the native crates' sources with Cargo.lock (so a
+  # source build uses the same crates), the Mix code that installs the NIF, and the release's
+  # checksum file (written by `mix redix_rs.precompile`). Never a build directory.
+  defp package do
+    [
+      licenses: ["MIT"],
+      links: %{"GitHub" => @source_url, "Changelog" => "#{@source_url}/blob/main/CHANGELOG.md"},
+      files: ~w(lib mix/native.exs mix.exs .formatter.exs
+                native/redix_rs_core/src native/redix_rs_core/Cargo.toml
+                native/redix_rs_nif/src native/redix_rs_nif/Cargo.toml Cargo.toml Cargo.lock
+                checksum-Elixir.RedixRs.Native.exs
+                README.md CHANGELOG.md LICENSE guides)
     ]
   end
 

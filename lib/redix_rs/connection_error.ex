@@ -93,6 +93,7 @@ defmodule RedixRs.ConnectionError do
           | {:io_error, String.t()}
           | {:panic, String.t()}
 
+  @typedoc "A connection error: `reason` says what happened (see `t:reason/0`)."
   @type t() :: %__MODULE__{reason: reason()}
 
   @impl true

@@ -13,5 +13,6 @@ defmodule RedixRs.Error do
 
   defexception [:message]
 
+  @typedoc "An error reply from Redis, such as `\"ERR unknown command\"` or `\"WRONGTYPE ...\"`."
   @type t() :: %__MODULE__{message: String.t()}
 end

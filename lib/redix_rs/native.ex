@@ -87,9 +87,9 @@ defmodule RedixRs.Native do
     %RuntimeError{
       message: """
       redix_rs's native library (libredix_rs_nif.so) is not loaded: #{reason}: #{text}
-      It is built by `mix compile` (which runs cargo; Rust >= 1.91 is needed) for the OTP release \
-      that runs it. Rebuild it with `mix compile --force` (or `mix deps.compile redix_rs --force` \
-      when redix_rs is a dependency).\
+      It is installed by `mix compile` (a precompiled library, or a cargo build: see "Requirements" \
+      in redix_rs's README) for the OTP release that runs it. Rebuild it with \
+      `mix compile --force` (or `mix deps.compile redix_rs --force` when redix_rs is a dependency).\
       """
     }
   end

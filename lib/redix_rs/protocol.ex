@@ -37,6 +37,7 @@ defmodule RedixRs.Protocol do
     """
     defexception [:message]
 
+    @typedoc "An error found while parsing RESP."
     @type t() :: %__MODULE__{message: String.t()}
   end
 
