@@ -5,6 +5,8 @@
 //! A command is cacheable when its reply depends on the contents of its keys alone: for the same
 //! contents it is the same reply, and Redis invalidates it when they change. From each entry:
 //!
+//! * no subcommands (`OBJECT`, `MEMORY`, `XINFO`: what they report is internal encodings, memory,
+//!   idle times and consumer lag, none of which Redis invalidates);
 //! * flag `readonly`, and none of these flags: `write` and `may_replicate` (changes data),
 //!   `random` (Redis 6's mark of a nondeterministic reply), `blocking`, `pubsub`, `admin`,
 //!   `noscript` (scripts: `EVAL_RO` & co.), `movablekeys` and `no_mandatory_keys` (the keys are not
@@ -14,8 +16,6 @@
 //!   `SRANDMEMBER`, `HRANDFIELD`, `ZRANDMEMBER`, `*SCAN`, `DUMP`, `XPENDING`, `OBJECT *`). The tip
 //!   `nondeterministic_output_order` is fine (`SMEMBERS`, `HGETALL`): the order of a cached reply is
 //!   one Redis itself gave for those same contents;
-//! * no subcommands (`OBJECT`, `MEMORY`, `XINFO`: what they report is internal encodings, memory,
-//!   idle times and consumer lag, none of which Redis invalidates);
 //! * at least one key (a legacy first key above 0: `TIME`, `PING`, `KEYS`, `DBSIZE`, `LOLWUT` have
 //!   none, and tracking follows keys only);
 //! * not in [`EXCLUDED`], the commands whose reply changes with time or that are read for a side
@@ -256,6 +256,10 @@ fn judge(
     tips: &[Vec<u8>],
     subcommands: bool,
 ) -> Result<(), Exclusion> {
+    // First: a container's own flags are empty, its subcommands have theirs.
+    if subcommands {
+        return Err(Exclusion::Subcommands);
+    }
     if !flags.iter().any(|f| f == b"readonly") {
         return Err(Exclusion::NotReadonly);
     }
@@ -267,9 +271,6 @@ fn judge(
     }
     if tips.iter().any(|t| t == NONDETERMINISTIC) {
         return Err(Exclusion::Nondeterministic);
-    }
-    if subcommands {
-        return Err(Exclusion::Subcommands);
     }
     match EXCLUDED
         .iter()

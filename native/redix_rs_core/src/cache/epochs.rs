@@ -1,11 +1,15 @@
-//! Per-key epochs, hashed into a fixed table, and the flush generation: what a [`Ticket`] records
-//! when a cacheable read is submitted and what a fill is checked against.
+//! Keys by hash, per-key epochs hashed into a fixed table, and the flush generation: what a
+//! [`Ticket`] records when a cacheable read is submitted and what a fill is checked against.
+//!
+//! The cache knows keys only by a 64-bit hash, keyed per cache (`RandomState`, so a peer cannot aim
+//! at one): the key index and the epochs use it, and the key bytes themselves are kept only inside
+//! the cache key (the encoded command). Two keys with one hash would only make an invalidation of
+//! one drop the other's entries too: never a stale hit.
 //!
 //! Keeping an exact epoch for every key ever invalidated would grow without bound (Redis may
 //! invalidate keys this cache never held), so keys share `slots` counters by hash, like a counting
 //! Bloom filter. Sharing can only make a fill be refused when an unrelated key of the same slot was
-//! invalidated meanwhile (a later miss, never a stale hit): the check errs on the safe side. The
-//! hash is keyed per cache (`RandomState`), so a peer cannot aim invalidations at one slot.
+//! invalidated meanwhile (a later miss, never a stale hit): the check errs on the safe side.
 //!
 //! Counters only grow (`u64`, one step per invalidation: they do not wrap in any real lifetime).
 //! They are bumped with the store's writer lock held; [`Epochs::ticket`] reads them without it.
@@ -19,6 +23,9 @@ use bytes::Bytes;
 /// The fewest and the most shared counters a cache has (8 bytes each).
 const MIN_SLOTS: usize = 1024;
 const MAX_SLOTS: usize = 64 * 1024;
+
+/// A key as the cache knows it.
+pub(super) type KeyHash = u64;
 
 /// Epochs of a cache's keys.
 pub(super) struct Epochs {
@@ -34,20 +41,17 @@ pub(super) struct Epochs {
 pub struct Ticket {
     pub(super) store: u64,
     pub(super) command: Bytes,
-    pub(super) keys: Box<[Bytes]>,
+    /// The distinct keys the reply depends on.
+    pub(super) keys: Box<[KeyHash]>,
     pub(super) generation: u64,
-    pub(super) seen: Box<[(usize, u64)]>,
+    /// The epoch of each key's slot, in the order of `keys`.
+    pub(super) seen: Box<[u64]>,
 }
 
 impl Ticket {
     /// The command (its cache key) this ticket will fill.
     pub fn command(&self) -> &Bytes {
         &self.command
-    }
-
-    /// The keys the reply will depend on.
-    pub fn keys(&self) -> &[Bytes] {
-        &self.keys
     }
 }
 
@@ -72,22 +76,20 @@ impl Epochs {
         }
     }
 
-    /// The slot `key` counts in.
-    pub(super) fn slot(&self, key: &[u8]) -> usize {
+    pub(super) fn hash(&self, key: &[u8]) -> KeyHash {
+        self.hasher.hash_one(key)
+    }
+
+    /// The slot a key counts in.
+    pub(super) fn slot(&self, key: KeyHash) -> usize {
         // Truncating the hash is the point: any bits will do.
-        (self.hasher.hash_one(key) as usize) & self.mask
+        (key as usize) & self.mask
     }
 
     /// Records the generation and the current epoch of each key (`keys` are distinct).
-    pub(super) fn ticket(&self, store: u64, command: Bytes, keys: Box<[Bytes]>) -> Ticket {
+    pub(super) fn ticket(&self, store: u64, command: Bytes, keys: Box<[KeyHash]>) -> Ticket {
         let generation = self.generation.load(Ordering::Acquire);
-        let seen = keys
-            .iter()
-            .map(|key| {
-                let slot = self.slot(key);
-                (slot, self.slots[slot].load(Ordering::Acquire))
-            })
-            .collect();
+        let seen = keys.iter().map(|&key| self.epoch(key)).collect();
         Ticket {
             store,
             command,
@@ -104,9 +106,10 @@ impl Epochs {
             return Err(Moved::Generation);
         }
         let moved = ticket
-            .seen
+            .keys
             .iter()
-            .any(|&(slot, epoch)| self.slots[slot].load(Ordering::Acquire) != epoch);
+            .zip(ticket.seen.iter())
+            .any(|(&key, &seen)| self.epoch(key) != seen);
         if moved {
             Err(Moved::Key)
         } else {
@@ -115,12 +118,20 @@ impl Epochs {
     }
 
     /// Marks `key` invalidated: every ticket that saw its slot before now is refused.
-    pub(super) fn bump(&self, key: &[u8]) {
-        self.slots[self.slot(key)].fetch_add(1, Ordering::AcqRel);
+    pub(super) fn bump(&self, key: KeyHash) {
+        if let Some(slot) = self.slots.get(self.slot(key)) {
+            slot.fetch_add(1, Ordering::AcqRel);
+        }
     }
 
     /// Marks everything invalidated.
     pub(super) fn bump_generation(&self) {
         self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn epoch(&self, key: KeyHash) -> u64 {
+        self.slots
+            .get(self.slot(key))
+            .map_or(0, |slot| slot.load(Ordering::Acquire))
     }
 }

@@ -15,69 +15,32 @@
 //! atomic, which LRU's move-to-front cannot offer. Both bounds (entries and bytes) are enforced: the
 //! small queue gives way while it holds more than its tenth of either.
 
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::Arc;
-
 use bytes::Bytes;
 
+use super::epochs::KeyHash;
 use super::ghost::Ghost;
 use super::reply::Reply;
 
 /// An index into the slab.
 pub(super) type Id = u32;
 const NIL: Id = Id::MAX;
-/// The highest frequency an entry can have (two bits' worth).
-const MAX_FREQ: u8 = 3;
-
-/// What readers see of an entry (shared between the shard map and the slab).
-#[derive(Debug)]
-pub(super) struct Slot {
-    pub(super) reply: Reply,
-    pub(super) id: Id,
-    freq: AtomicU8,
-}
-
-impl Slot {
-    pub(super) fn new(reply: Reply, id: Id) -> Slot {
-        Slot {
-            reply,
-            id,
-            freq: AtomicU8::new(0),
-        }
-    }
-
-    /// Counts a hit. Racing readers may lose an increment: it is a hint, not a count.
-    pub(super) fn touch(&self) {
-        let freq = self.freq.load(Ordering::Relaxed);
-        if freq < MAX_FREQ {
-            self.freq.store(freq + 1, Ordering::Relaxed);
-        }
-    }
-
-    fn freq(&self) -> u8 {
-        self.freq.load(Ordering::Relaxed)
-    }
-
-    fn set_freq(&self, freq: u8) {
-        self.freq.store(freq, Ordering::Relaxed);
-    }
-}
 
 /// An entry as the writer side knows it.
 pub(super) struct Node {
     pub(super) command: Bytes,
     /// The hash the store chose the shard with (also what the ghost remembers).
     pub(super) hash: u64,
-    pub(super) keys: Box<[Bytes]>,
+    pub(super) keys: Box<[KeyHash]>,
     pub(super) cost: usize,
-    pub(super) slot: Arc<Slot>,
+    /// Shared with the shard map: where readers bump the frequency.
+    pub(super) reply: Reply,
     queue: Queue,
     prev: Id,
     next: Id,
 }
 
 impl NewNode {
-    pub(super) fn new(command: Bytes, hash: u64, keys: Box<[Bytes]>, cost: usize) -> NewNode {
+    pub(super) fn new(command: Bytes, hash: u64, keys: Box<[KeyHash]>, cost: usize) -> NewNode {
         NewNode {
             command,
             hash,
@@ -91,7 +54,7 @@ impl NewNode {
 pub(super) struct NewNode {
     command: Bytes,
     hash: u64,
-    keys: Box<[Bytes]>,
+    keys: Box<[KeyHash]>,
     cost: usize,
 }
 
@@ -165,11 +128,11 @@ impl Policy {
         self.nodes.get(id as usize).and_then(Option::as_ref)
     }
 
-    /// Adds an entry for `reply`; returns its slot (for the shard map). Fails only when the slab
-    /// already holds `u32::MAX` entries, which no budget allows.
-    pub(super) fn insert(&mut self, new: NewNode, reply: Reply) -> Option<Arc<Slot>> {
+    /// Adds an entry for `reply` and gives the reply its id. Fails only when the slab already holds
+    /// `u32::MAX` entries, which no budget allows.
+    pub(super) fn insert(&mut self, new: NewNode, reply: &Reply) -> Option<Id> {
         let id = self.allocate()?;
-        let slot = Arc::new(Slot::new(reply, id));
+        reply.set_id(id);
         let queue = if self.ghost.contains(new.hash) {
             Queue::Main
         } else {
@@ -180,14 +143,14 @@ impl Policy {
             hash: new.hash,
             keys: new.keys,
             cost: new.cost,
-            slot: slot.clone(),
+            reply: reply.clone(),
             queue,
             prev: NIL,
             next: NIL,
         };
         *self.nodes.get_mut(id as usize)? = Some(node);
         self.push_back(id);
-        Some(slot)
+        Some(id)
     }
 
     fn allocate(&mut self) -> Option<Id> {
@@ -228,7 +191,7 @@ impl Policy {
             };
             let (queue, freq) = {
                 let node = self.get(head)?;
-                (node.queue, node.slot.freq())
+                (node.queue, node.reply.freq())
             };
             match (queue, freq) {
                 (_, 0) => return Some(head),
@@ -263,7 +226,7 @@ impl Policy {
         self.unlink(id);
         if let Some(node) = self.node_mut(id) {
             node.queue = queue;
-            node.slot.set_freq(freq);
+            node.reply.set_freq(freq);
         }
         self.push_back(id);
     }
@@ -354,7 +317,7 @@ mod tests {
     fn lists_keep_counts_through_removals() {
         let mut p = policy(100, 1000);
         let ids: Vec<Id> = (0..5)
-            .map(|i| p.insert(node(i, 10), reply()).unwrap().id)
+            .map(|i| p.insert(node(i, 10), &reply()).unwrap())
             .collect();
         assert_eq!((p.entries(), p.bytes()), (5, 50));
         // Middle, head and tail.
@@ -366,23 +329,24 @@ mod tests {
         assert_eq!(p.small.head, ids[1]);
         assert_eq!(p.small.tail, ids[3]);
         // Freed ids are reused.
-        let again = p.insert(node(9, 1), reply()).unwrap().id;
+        let again = p.insert(node(9, 1), &reply()).unwrap();
         assert!(ids.contains(&again));
     }
 
     #[test]
     fn unread_entries_leave_first_and_read_ones_move_to_main() {
         let mut p = policy(10, 1_000_000);
-        let slots: Vec<Arc<Slot>> = (0..10)
-            .map(|i| p.insert(node(i, 1), reply()).unwrap())
-            .collect();
-        slots[0].touch();
-        p.insert(node(10, 1), reply()).unwrap();
+        let replies: Vec<Reply> = (0..10).map(|_| reply()).collect();
+        for (i, r) in replies.iter().enumerate() {
+            p.insert(node(i as u64, 1), r).unwrap();
+        }
+        replies[0].touch();
+        p.insert(node(10, 1), &reply()).unwrap();
         // Entry 0 is the oldest but was read: it moves to main, entry 1 goes.
         assert_eq!(evict(&mut p), vec![1]);
         assert_eq!(p.main.len, 1);
         // Entry 1 is in the ghost: filled again, it goes to main directly.
-        p.insert(node(1, 1), reply()).unwrap();
+        p.insert(node(1, 1), &reply()).unwrap();
         assert_eq!(p.main.len, 2);
     }
 
@@ -390,7 +354,7 @@ mod tests {
     fn the_byte_bound_holds_too() {
         let mut p = policy(1000, 100);
         for i in 0..50 {
-            p.insert(node(i, 7), reply()).unwrap();
+            p.insert(node(i, 7), &reply()).unwrap();
             evict(&mut p);
             assert!(p.bytes() <= 100);
         }
@@ -401,7 +365,7 @@ mod tests {
     fn clear_empties() {
         let mut p = policy(10, 100);
         (0..5).for_each(|i| {
-            p.insert(node(i, 1), reply()).unwrap();
+            p.insert(node(i, 1), &reply()).unwrap();
         });
         p.clear();
         assert_eq!((p.entries(), p.bytes()), (0, 0));

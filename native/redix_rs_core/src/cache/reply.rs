@@ -8,8 +8,11 @@
 //! entry lives, unaccounted. [`Reply::new`] copies every string of the frame into one allocation
 //! and rebuilds the frame over slices of it, so an entry costs what [`Reply::size`] says.
 //!
-//! A hit clones a [`Reply`] (one reference count), never the frame.
+//! A hit clones a [`Reply`] (one reference count), never the frame. The reply also carries what
+//! the eviction policy keeps per entry (its id and read frequency), so that an entry is one
+//! allocation besides its strings.
 
+use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -42,7 +45,14 @@ pub struct Reply(Arc<Packed>);
 struct Packed {
     frame: Frame,
     size: usize,
+    /// The entry's place in the policy's slab, set when it is inserted.
+    id: AtomicU32,
+    /// Reads since it was filled (or since the policy last lowered it), up to [`MAX_FREQ`].
+    freq: AtomicU8,
 }
+
+/// The highest read frequency an entry records (two bits' worth).
+pub(super) const MAX_FREQ: u8 = 3;
 
 impl Reply {
     /// Re-packs `frame` into one allocation of its own (attributes are dropped: the NIF shows only
@@ -55,15 +65,19 @@ impl Reply {
         }
         let mut measure = Measure::default();
         measure.walk(frame, 0)?;
-        let mut buf = BytesMut::with_capacity(measure.strings);
-        copy_strings(frame, &mut buf);
-        let mut strings = Slicer {
-            all: buf.freeze(),
-            at: 0,
+        let frame = match frame {
+            // One string (a GET's reply): its own copy, no slicing to share.
+            Frame::Bulk(b) => Frame::Bulk(Bytes::copy_from_slice(b)),
+            Frame::Simple(b) => Frame::Simple(Bytes::copy_from_slice(b)),
+            aggregate => pack(aggregate, measure.strings),
         };
-        let frame = strings.rebuild(frame);
         let size = measure.strings + measure.nodes * std::mem::size_of::<Frame>();
-        Ok(Reply(Arc::new(Packed { frame, size })))
+        Ok(Reply(Arc::new(Packed {
+            frame,
+            size,
+            id: AtomicU32::new(u32::MAX),
+            freq: AtomicU8::new(0),
+        })))
     }
 
     /// The cached frame.
@@ -75,6 +89,47 @@ impl Reply {
     pub fn size(&self) -> usize {
         self.0.size
     }
+
+    pub(super) fn id(&self) -> u32 {
+        self.0.id.load(Ordering::Relaxed)
+    }
+
+    /// Set by the policy, with the writer lock held, before the entry is visible.
+    pub(super) fn set_id(&self, id: u32) {
+        self.0.id.store(id, Ordering::Relaxed);
+    }
+
+    /// Counts a hit. Racing readers may lose an increment: it is a hint, not a count.
+    pub(super) fn touch(&self) {
+        let freq = self.0.freq.load(Ordering::Relaxed);
+        if freq < MAX_FREQ {
+            self.0.freq.store(freq + 1, Ordering::Relaxed);
+        }
+    }
+
+    pub(super) fn freq(&self) -> u8 {
+        self.0.freq.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn set_freq(&self, freq: u8) {
+        self.0.freq.store(freq, Ordering::Relaxed);
+    }
+
+    /// True if both are the same cached reply (not merely equal).
+    pub(super) fn same(&self, other: &Reply) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+/// `frame` rebuilt over one buffer holding its `strings` bytes.
+fn pack(frame: &Frame, strings: usize) -> Frame {
+    let mut buf = BytesMut::with_capacity(strings);
+    copy_strings(frame, &mut buf);
+    let mut slicer = Slicer {
+        all: buf.freeze(),
+        at: 0,
+    };
+    slicer.rebuild(frame)
 }
 
 /// The strings' total length and the number of values, checked for depth.

@@ -40,9 +40,10 @@
 //!
 //! # Bounds
 //!
-//! `max_entries` entries and `max_bytes` bytes, counting for each entry its cache key, its keys
-//! and its reply ([`Reply::size`]). The fixed cost of an entry in the maps (about 200 bytes) is
-//! bounded by `max_entries`. Which entry goes is S3-FIFO's choice (see `policy`): a scan of keys
+//! `max_entries` entries and `max_bytes` bytes, counting for each entry its cache key (the encoded
+//! command, keys included) and its reply ([`Reply::size`]). What an entry costs beyond that (its
+//! place in the maps, queues and key index: about 350 bytes, measured by `examples/cache_hits.rs`)
+//! is bounded by `max_entries`. Which entry goes is S3-FIFO's choice (see `policy`): a scan of keys
 //! read once never pushes out keys that are read again. A reply larger than `max_bytes` is not cached.
 //!
 //! # Threads
@@ -57,15 +58,15 @@
 
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use bytes::Bytes;
 use thiserror::Error;
 
-use super::epochs::{Epochs, Moved, Ticket};
-use super::policy::{Budget, Id, NewNode, Policy, Slot};
+use super::epochs::{Epochs, KeyHash, Moved, Ticket};
+use super::policy::{Budget, Id, NewNode, Policy};
 use super::reply::{Reply, ReplyError};
 use crate::resp::Frame;
 
@@ -147,7 +148,7 @@ pub struct Store {
 /// a cache line.
 #[repr(align(128))]
 struct Shard {
-    map: RwLock<HashMap<Bytes, Arc<Slot>>>,
+    map: RwLock<HashMap<Bytes, Reply>>,
     hits: AtomicU64,
     misses: AtomicU64,
 }
@@ -155,7 +156,64 @@ struct Shard {
 /// The writer's side: the policy's queues and which entries depend on each key.
 struct Book {
     policy: Policy,
-    by_key: HashMap<Bytes, Vec<Id>>,
+    by_key: ByKey,
+}
+
+/// Entries by key hash. The hashes are already keyed and uniform: hashing them again is waste.
+type ByKey = HashMap<KeyHash, Dependents, BuildHasherDefault<PassThrough>>;
+
+#[derive(Default)]
+struct PassThrough(u64);
+
+impl Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used; this keeps any other input well mixed enough.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// The entries that depend on one key: nearly always one, kept inline (no allocation per key).
+#[derive(Debug)]
+enum Dependents {
+    One(Id),
+    Many(Vec<Id>),
+}
+
+impl Dependents {
+    fn add(&mut self, id: Id) {
+        match self {
+            Dependents::One(first) => *self = Dependents::Many(vec![*first, id]),
+            Dependents::Many(ids) => ids.push(id),
+        }
+    }
+
+    /// Forgets `id`; true when none is left.
+    fn forget(&mut self, id: Id) -> bool {
+        match self {
+            Dependents::One(only) => *only == id,
+            Dependents::Many(ids) => {
+                ids.retain(|&other| other != id);
+                ids.is_empty()
+            }
+        }
+    }
+
+    fn into_ids(self) -> Vec<Id> {
+        match self {
+            Dependents::One(id) => vec![id],
+            Dependents::Many(ids) => ids,
+        }
+    }
 }
 
 impl Store {
@@ -174,7 +232,7 @@ impl Store {
             shards: (0..SHARDS).map(|_| Shard::new()).collect(),
             book: Mutex::new(Book {
                 policy: Policy::new(budget),
-                by_key: HashMap::new(),
+                by_key: ByKey::default(),
             }),
             epochs: Epochs::new(limits.max_entries),
             evictions: AtomicU64::new(0),
@@ -190,9 +248,9 @@ impl Store {
     /// The cached reply to `command` (a cache key from `encode_key`), counted as a hit or a miss.
     pub fn get(&self, command: &[u8]) -> Option<Reply> {
         let shard = self.shard(self.hash(command));
-        let found = read(&shard.map).get(command).map(|slot| {
-            slot.touch();
-            slot.reply.clone()
+        let found = read(&shard.map).get(command).map(|reply| {
+            reply.touch();
+            reply.clone()
         });
         let counter = if found.is_some() {
             &shard.hits
@@ -205,9 +263,14 @@ impl Store {
 
     /// Records what a read of `keys` by `command` (its cache key) must not miss: take it before the
     /// command is queued for the socket. Repeated keys count once.
-    pub fn ticket(&self, command: Bytes, keys: impl IntoIterator<Item = Bytes>) -> Ticket {
-        let mut distinct: Vec<Bytes> = Vec::new();
+    pub fn ticket<K: AsRef<[u8]>>(
+        &self,
+        command: Bytes,
+        keys: impl IntoIterator<Item = K>,
+    ) -> Ticket {
+        let mut distinct: Vec<KeyHash> = Vec::new();
         for key in keys {
+            let key = self.epochs.hash(key.as_ref());
             if !distinct.contains(&key) {
                 distinct.push(key);
             }
@@ -262,10 +325,11 @@ impl Store {
     pub fn invalidate_keys<K: AsRef<[u8]>>(&self, keys: &[K]) {
         let mut book = self.lock_book();
         for key in keys {
-            let key = key.as_ref();
+            let key = self.epochs.hash(key.as_ref());
             // Bumped even when nothing is cached under `key`: a read of it may be on its way.
             self.epochs.bump(key);
-            for id in book.by_key.remove(key).unwrap_or_default() {
+            let dependents = book.by_key.remove(&key).map(Dependents::into_ids);
+            for id in dependents.unwrap_or_default() {
                 if self.remove(&mut book, id) {
                     self.invalidations.fetch_add(1, Ordering::Relaxed);
                 }
@@ -311,7 +375,7 @@ impl Store {
     /// The epoch slot `key` counts in (tests tell unrelated keys that share one).
     #[cfg(test)]
     pub(super) fn epoch_slot(&self, key: &[u8]) -> usize {
-        self.epochs.slot(key)
+        self.epochs.slot(self.epochs.hash(key))
     }
 
     fn hash(&self, command: &[u8]) -> u64 {
@@ -333,18 +397,24 @@ impl Store {
     /// Adds the entry (replacing one for the same command) and indexes it by its keys.
     fn insert(&self, book: &mut Book, ticket: Ticket, hash: u64, reply: Reply, cost: usize) {
         let shard = self.shard(hash);
-        let previous = read(&shard.map).get(&ticket.command).map(|slot| slot.id);
+        let previous = read(&shard.map).get(&ticket.command).map(Reply::id);
         if let Some(id) = previous {
             self.remove(book, id);
         }
-        let node = NewNode::new(ticket.command.clone(), hash, ticket.keys.clone(), cost);
-        let Some(slot) = book.policy.insert(node, reply) else {
+        let Ticket { command, keys, .. } = ticket;
+        let node = NewNode::new(command.clone(), hash, keys, cost);
+        let Some(id) = book.policy.insert(node, &reply) else {
             return;
         };
-        let id = slot.id;
-        write(&shard.map).insert(ticket.command, slot);
-        for key in ticket.keys.iter() {
-            book.by_key.entry(key.clone()).or_default().push(id);
+        write(&shard.map).insert(command, reply);
+        let Book { policy, by_key } = book;
+        for &key in policy.get(id).map_or(&[][..], |node| &node.keys) {
+            match by_key.get_mut(&key) {
+                Some(dependents) => dependents.add(id),
+                None => {
+                    by_key.insert(key, Dependents::One(id));
+                }
+            }
         }
     }
 
@@ -369,12 +439,12 @@ impl Store {
         let mut map = write(&self.shard(node.hash).map);
         if map
             .get(&node.command)
-            .is_some_and(|slot| Arc::ptr_eq(slot, &node.slot))
+            .is_some_and(|reply| reply.same(&node.reply))
         {
             map.remove(&node.command);
         }
         drop(map);
-        for key in node.keys.iter() {
+        for &key in node.keys.iter() {
             unindex(&mut book.by_key, key, id);
         }
         true
@@ -403,10 +473,9 @@ fn check(limits: Limits) -> Result<(), LimitsError> {
     }
 }
 
-/// What an entry counts against `max_bytes`.
+/// What an entry counts against `max_bytes`: its cache key (which holds its keys) and its reply.
 fn entry_cost(ticket: &Ticket, reply: &Reply) -> usize {
-    let keys: usize = ticket.keys.iter().map(Bytes::len).sum();
-    ticket.command.len() + keys + reply.size()
+    ticket.command.len() + reply.size()
 }
 
 /// The keys of an `invalidate` push, or `None` if one of them is not a string.
@@ -420,12 +489,9 @@ fn keys_of(items: &[Frame]) -> Option<Vec<&[u8]>> {
         .collect()
 }
 
-fn unindex(by_key: &mut HashMap<Bytes, Vec<Id>>, key: &[u8], id: Id) {
-    if let Some(ids) = by_key.get_mut(key) {
-        ids.retain(|&other| other != id);
-        if ids.is_empty() {
-            by_key.remove(key);
-        }
+fn unindex(by_key: &mut ByKey, key: KeyHash, id: Id) {
+    if by_key.get_mut(&key).is_some_and(|d| d.forget(id)) {
+        by_key.remove(&key);
     }
 }
 
