@@ -105,6 +105,9 @@ pub enum FillError {
     /// The ticket was taken from another cache (another connection's).
     #[error("the ticket belongs to another cache")]
     ForeignTicket,
+    /// The ticket names no key: nothing could ever invalidate the entry.
+    #[error("a read of no key is not cached")]
+    NoKeys,
     /// The entry alone would exceed `max_bytes`.
     #[error("the entry takes {cost} bytes, more than max_bytes ({max})")]
     TooLarge { cost: usize, max: usize },
@@ -284,6 +287,9 @@ impl Store {
     pub fn fill(&self, ticket: Ticket, reply: &Frame) -> Result<(), FillError> {
         if ticket.store != self.id {
             return Err(FillError::ForeignTicket);
+        }
+        if ticket.keys.is_empty() {
+            return Err(FillError::NoKeys);
         }
         // Copied before the lock is taken.
         let reply = Reply::new(reply)?;

@@ -38,10 +38,6 @@ fn keys(names: &[&str]) -> Frame {
 
 /// A ticket for `command` reading `read` keys.
 fn ticket(s: &Store, command: &[&str], read: &[&str]) -> Ticket {
-    let read: Vec<Bytes> = read
-        .iter()
-        .map(|k| Bytes::copy_from_slice(k.as_bytes()))
-        .collect();
     s.ticket(key_of(command), read)
 }
 
@@ -156,6 +152,9 @@ fn what_is_never_cached() {
     ));
     let t = ticket(&big(), &["GET", "k"], &["k"]);
     assert_eq!(s.fill(t, &bulk("v")), Err(FillError::ForeignTicket));
+    // Nothing would ever invalidate it.
+    let t = ticket(&s, &["DBSIZE"], &[]);
+    assert_eq!(s.fill(t, &Frame::Integer(3)), Err(FillError::NoKeys));
     assert_eq!(s.stats().entries, 0);
 }
 
