@@ -142,15 +142,19 @@ defmodule RedixRs.FailureTest do
 
   # Each measured wait between attempts against the expected one. Timers never fire early, so the
   # lower bound is tight (0.8: the events are timestamped when emitted, not when the timer starts);
-  # the upper one allows 400 ms of scheduling delay on a loaded machine, which still rules out the
-  # neighbouring behaviours each test names.
+  # the upper one allows 400 ms of scheduling delay on a loaded machine between two attempts, and
+  # 700 ms for the first gap, which also holds noticing the loss and running the first attempt
+  # (measured up to 539 ms late with two test suites and a build sharing 2 cores). Both still rule
+  # out the neighbouring behaviours each test names.
   @backoff_slack_ms 400
+  @first_gap_slack_ms 700
 
   defp assert_backoff(actual, expected) do
     assert length(actual) == length(expected)
+    slacks = [@first_gap_slack_ms | List.duplicate(@backoff_slack_ms, length(expected) - 1)]
 
-    for {gap, want} <- Enum.zip(actual, expected) do
-      assert gap >= 0.8 * want and gap <= want + @backoff_slack_ms,
+    for {{gap, want}, slack} <- Enum.zip(Enum.zip(actual, expected), slacks) do
+      assert gap >= 0.8 * want and gap <= want + slack,
              "gaps #{inspect(actual)}, expected about #{inspect(expected)}"
     end
   end
@@ -424,7 +428,7 @@ defmodule RedixRs.FailureTest do
     assert_backoff(gaps([disconnected_at | failures]), [200, 300, 450, 675])
 
     # A success resets the backoff: the next loss waits backoff_initial again (200 ms, not the
-    # 1,012 ms that would come next).
+    # 1,012 ms that would come next, over the 900 allowed).
     server = RedisServer.restart(server)
     assert_receive {:telemetry, :connection, _, %{reconnection: true}}, 5_000
     assert {:ok, "PONG"} = RedixRs.command(conn, ["PING"])

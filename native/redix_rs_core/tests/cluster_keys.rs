@@ -81,6 +81,12 @@ fn check(
             Some(keys) if INEXACT.contains(&name.as_str()) && keys.iter().any(|k| k == key) => {
                 Ok("key")
             }
+            // MIGRATE with an empty key and too few arguments for a KEYS option: Redis's fallback
+            // names the empty key, the specs find a "KEYS" that is really the destination db. The
+            // server refuses such a command on any node, so where it is routed does not matter.
+            Some(keys) if INEXACT.contains(&name.as_str()) && keys.iter().all(|k| k.is_empty()) => {
+                Ok("key (the server names only an empty key)")
+            }
             None => Ok("key (invalid for the server)"),
             Some(keys) => Err(format!(
                 "{}: first_key {:?}, GETKEYS {keys:?}",
