@@ -371,3 +371,24 @@ async fn a_reply_past_a_limit_fails_its_caller_with_that_limit() {
         assert_eq!(outcome(third).await, Err(reason));
     }
 }
+
+/// A push past a limit is nobody's reply: the caller at the head of the queue gets the connection's
+/// reason, not the limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_past_a_limit_is_not_blamed_on_a_caller() {
+    use redix_rs_core::resp::Limits;
+    let (listener, port) = fake_listener().await;
+    let mux: Mux = Multiplexer::new(NO_LIMIT);
+    mux.set_reply_limits(Limits {
+        max_aggregate_len: 10,
+        ..Limits::default()
+    });
+    let (waiter, rx) = ChanWaiter::new(1);
+    mux.submit(encoded(&["PING"]), waiter).unwrap();
+    let (conn, mut sock) = connect_fake(&listener, port, mux).await;
+    read_n(&mut sock, encoded(&["PING"]).len()).await;
+    sock.write_all(b">11\r\n").await.unwrap();
+    let reason = conn.ended().await;
+    assert!(is_protocol_error(&reason), "{reason:?}");
+    assert_eq!(outcome(rx).await, Err(reason));
+}

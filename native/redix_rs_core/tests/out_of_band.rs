@@ -62,11 +62,11 @@ fn b(s: &str) -> bytes::Bytes {
     bytes::Bytes::copy_from_slice(s.as_bytes())
 }
 
-fn confirmations(count: usize, subscribe: bool) -> Confirmations {
+fn confirmations(names: &[&str], subscribe: bool) -> Confirmations {
     Confirmations {
-        count,
         kind: Kind::Channel,
         subscribe,
+        names: names.iter().map(|n| b(n)).collect(),
     }
 }
 
@@ -93,7 +93,7 @@ async fn sink_takes_pubsub_frames_and_callers_keep_their_replies() {
     sub.mux
         .submit_unanswered(
             &encoded(&["SUBSCRIBE", "ch1", "ch2"]),
-            confirmations(2, true),
+            confirmations(&["ch1", "ch2"], true),
         )
         .expect("submit_unanswered refused");
     eventually("both subscribe confirmations", || sink.routed() == 2).await;
@@ -126,7 +126,10 @@ async fn sink_takes_pubsub_frames_and_callers_keep_their_replies() {
     assert_eq!(messages, expected, "messages routed in publish order");
 
     sub.mux
-        .submit_unanswered(&encoded(&["UNSUBSCRIBE", "ch1"]), confirmations(1, false))
+        .submit_unanswered(
+            &encoded(&["UNSUBSCRIBE", "ch1"]),
+            confirmations(&["ch1"], false),
+        )
         .expect("submit_unanswered refused");
     eventually("the unsubscribe confirmation", || sink.routed() == 103).await;
     assert_eq!(
@@ -156,11 +159,11 @@ async fn on_a_command_connection_pubsub_arrays_are_replies() {
 async fn submit_unanswered_ignores_the_limit_but_not_close() {
     let (mux, _sink) = subscribed_mux(100);
     let big = encoded(&["SUBSCRIBE", &"c".repeat(200)]);
-    mux.submit_unanswered(&big, confirmations(1, true))
+    mux.submit_unanswered(&big, confirmations(&["c"], true))
         .expect("a lone oversized submission must be accepted");
     // Pub/sub control commands are never refused for the limit: a dropped SUBSCRIBE would leave its
     // subscribers waiting for a confirmation forever.
-    mux.submit_unanswered(&encoded(&["SUBSCRIBE", "x"]), confirmations(1, true))
+    mux.submit_unanswered(&encoded(&["SUBSCRIBE", "x"]), confirmations(&["x"], true))
         .expect("unanswered commands are not subject to the limit");
     let (waiter, _rx) = ChanWaiter::new(1);
     match mux.submit(encoded(&["PING"]), waiter) {
@@ -170,7 +173,7 @@ async fn submit_unanswered_ignores_the_limit_but_not_close() {
     assert_eq!(mux.pending(), 0, "unanswered commands queue no waiter");
     mux.close(Reason::Closed);
     assert!(matches!(
-        mux.submit_unanswered(b"*1\r\n$4\r\nPING\r\n", confirmations(1, true)),
+        mux.submit_unanswered(b"*1\r\n$4\r\nPING\r\n", confirmations(&["x"], true)),
         Err(SubmitError::Closed(()))
     ));
 }
@@ -182,7 +185,7 @@ async fn sink_hears_once_when_the_connection_ends() {
     let (mux, sink) = subscribed_mux(NO_LIMIT);
     let conn = Conn::open_with(&server.tcp_opts(), mux).await;
     conn.mux
-        .submit_unanswered(&encoded(&["SUBSCRIBE", "ch"]), confirmations(1, true))
+        .submit_unanswered(&encoded(&["SUBSCRIBE", "ch"]), confirmations(&["ch"], true))
         .expect("submit_unanswered refused");
     eventually("the subscribe confirmation", || sink.routed() == 1).await;
     conn.mux.close(Reason::Closed);
@@ -216,7 +219,7 @@ async fn error_reply_to_an_unanswered_command_is_not_given_to_a_caller() {
     conn.mux
         .submit_unanswered(
             &encoded(&["SUBSCRIBE", "forbidden"]),
-            confirmations(1, true),
+            confirmations(&["forbidden"], true),
         )
         .expect("submit_unanswered refused");
     let ping = send(&conn.mux, &["PING"]);
@@ -245,7 +248,7 @@ async fn invalidations_of_any_payload_are_messages_not_replies() {
     sub.mux
         .submit_unanswered(
             &encoded(&["SUBSCRIBE", "__redis__:invalidate"]),
-            confirmations(1, true),
+            confirmations(&["__redis__:invalidate"], true),
         )
         .expect("submit_unanswered refused");
     eventually("the subscribe confirmation", || sink.routed() == 1).await;
@@ -350,7 +353,7 @@ async fn an_unsolicited_sunsubscribe_is_an_ended_subscription() {
         .expect("accept");
     let ping = send(&conn.mux, &["PING"]);
     conn.mux
-        .submit_unanswered(&encoded(&["SUBSCRIBE", "c"]), confirmations(1, true))
+        .submit_unanswered(&encoded(&["SUBSCRIBE", "c"]), confirmations(&["c"], true))
         .expect("submit_unanswered refused");
     let written = encoded(&["PING"]).len() + encoded(&["SUBSCRIBE", "c"]).len();
     read_n(&mut sock, written).await;
@@ -377,5 +380,63 @@ async fn an_unsolicited_sunsubscribe_is_an_ended_subscription() {
     );
     assert!(!conn.mux.is_closed());
     assert_eq!(conn.mux.pending(), 0);
+    conn.task.abort();
+}
+
+/// An `sunsubscribe` Redis sends on its own while this connection's own `SUNSUBSCRIBE` of other
+/// channels waits is matched by name: it is not counted as one of that command's confirmations, so a
+/// caller queued behind the command still gets its own reply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confirmations_are_matched_by_name() {
+    use tokio::io::AsyncWriteExt;
+    let (listener, port) = fake_listener().await;
+    let (mux, sink) = subscribed_mux(NO_LIMIT);
+    let conn = Conn::open_with(&ConnectOptions::tcp("127.0.0.1", port), mux).await;
+    let (mut sock, _) = tokio::time::timeout(WAIT, listener.accept())
+        .await
+        .expect("timed out accepting")
+        .expect("accept");
+    let ours = Confirmations {
+        kind: Kind::Shard,
+        subscribe: false,
+        names: vec![b("b"), b("c")],
+    };
+    conn.mux
+        .submit_unanswered(&encoded(&["SUNSUBSCRIBE", "b", "c"]), ours)
+        .expect("submit_unanswered refused");
+    // Queued behind the SUNSUBSCRIBE: it goes out with the same write, or with the reader's
+    // hand-over once the confirmations have arrived.
+    let ping = send(&conn.mux, &["PING"]);
+    read_n(&mut sock, encoded(&["SUNSUBSCRIBE", "b", "c"]).len()).await;
+    let sunsubscribe = |name: &str, left: usize| {
+        format!(
+            "*3\r\n$12\r\nsunsubscribe\r\n${}\r\n{name}\r\n:{left}\r\n",
+            name.len()
+        )
+    };
+    let script = sunsubscribe("a", 2) + &sunsubscribe("b", 1) + &sunsubscribe("c", 0);
+    sock.write_all(script.as_bytes()).await.unwrap();
+    read_n(&mut sock, encoded(&["PING"]).len()).await;
+    sock.write_all(b"*2\r\n$4\r\npong\r\n$0\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(
+        reply(ping).await,
+        Frame::Array(vec![bulk("pong"), bulk("")])
+    );
+    eventually("three out-of-band items", || sink.routed() == 3).await;
+    let shard = |name: &str| Event::Unsubscribed {
+        kind: Kind::Shard,
+        name: b(name),
+    };
+    assert_eq!(
+        sink.events(),
+        vec![
+            OutOfBand::Ended(shard("a")),
+            OutOfBand::Confirmation(shard("b")),
+            OutOfBand::Confirmation(shard("c")),
+        ]
+    );
+    assert!(!conn.mux.is_closed());
     conn.task.abort();
 }

@@ -135,6 +135,8 @@ pub struct Parser {
     scanned: usize,
     /// Bytes of the current top-level frame consumed so far.
     reply_bytes: usize,
+    /// The type byte of the current top-level frame, once its first line has begun.
+    top_tag: Option<u8>,
     /// Bytes looked at, to prove in tests that parsing stays linear.
     #[cfg(test)]
     examined: usize,
@@ -165,6 +167,7 @@ impl Parser {
                 Step::Frame(frame) => {
                     if let Some(done) = self.complete(frame) {
                         self.reply_bytes = 0;
+                        self.top_tag = None;
                         return Ok(Parsed::Complete(done));
                     }
                 }
@@ -178,6 +181,12 @@ impl Parser {
     pub fn pending_bulk_remaining(&self, buf: &BytesMut) -> Option<usize> {
         let pending = self.bulk?;
         Some(pending.len.saturating_add(2).saturating_sub(buf.len()))
+    }
+
+    /// The type byte of the top-level frame being read (`b'>'` for a RESP3 push), if one has begun:
+    /// after an error, says whose frame went wrong.
+    pub fn top_level_tag(&self) -> Option<u8> {
+        self.top_tag
     }
 
     /// True when part of a frame has already been consumed from the buffer,
@@ -215,6 +224,9 @@ impl Parser {
         let Some(&tag) = buf.first() else {
             return Ok(Step::NeedMore);
         };
+        if self.stack.is_empty() {
+            self.top_tag.get_or_insert(tag);
+        }
         // Validate the type byte now so garbage fails fast instead of being
         // buffered until a CRLF happens to show up.
         let limit = self.line_limit(tag)?;
@@ -247,7 +259,13 @@ impl Parser {
             self.scanned = buf.len();
             // Content is at least len - 2 bytes (type byte, a possible '\r').
             if buf.len() > limit.saturating_add(2) {
-                return Err(ProtocolError::LineTooLong);
+                return Err(self.line_too_long(buf, buf.len() - 2));
+            }
+            // A line still arriving counts against the reply's bound too.
+            if self.reply_bytes.saturating_add(buf.len()) > self.limits.max_reply_bytes {
+                return Err(ProtocolError::ReplyTooLarge {
+                    max: self.limits.max_reply_bytes,
+                });
             }
             return Ok(None);
         };
@@ -258,11 +276,23 @@ impl Parser {
             return Err(ProtocolError::MissingCrlf);
         }
         if lf - 2 > limit {
-            return Err(ProtocolError::LineTooLong);
+            return Err(self.line_too_long(buf, lf - 2));
         }
         self.consumed(lf + 1)?;
         let line = buf.split_to(lf + 1).freeze();
         Ok(Some(line.slice(1..lf - 1)))
+    }
+
+    /// A simple string or error past `max_bulk_len` is a reply over the limit (it may be honest); any
+    /// other line that long is garbage.
+    fn line_too_long(&self, buf: &BytesMut, len: usize) -> ProtocolError {
+        match buf.first() {
+            Some(b'+' | b'-') => ProtocolError::BulkTooLong {
+                len: i64::try_from(len).unwrap_or(i64::MAX),
+                max: self.limits.max_bulk_len,
+            },
+            _ => ProtocolError::LineTooLong,
+        }
     }
 
     /// Interprets a complete line according to its type byte.

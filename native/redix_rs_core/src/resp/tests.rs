@@ -279,11 +279,16 @@ fn enforces_line_limits() {
         max_bulk_len: 8,
         ..Limits::default()
     };
+    // A status or error line over `max_bulk_len` is a reply over the limit (its caller is told so),
+    // not garbage.
     assert_eq!(
         err_with(limits, b"+123456789\r\n"),
-        ProtocolError::LineTooLong
+        ProtocolError::BulkTooLong { len: 9, max: 8 }
     );
-    assert_eq!(err_with(limits, b"-1234567890"), ProtocolError::LineTooLong);
+    assert_eq!(
+        err_with(limits, b"-1234567890"),
+        ProtocolError::BulkTooLong { len: 9, max: 8 }
+    );
     let mut parser = Parser::new(limits);
     let mut buf = BytesMut::from(&b"+12345678\r"[..]);
     incomplete(&mut parser, &mut buf);
@@ -410,4 +415,44 @@ fn enforces_the_reply_byte_limit_per_top_level_frame() {
         Some(Limit::ReplyBytes)
     );
     assert_eq!(ProtocolError::MissingCrlf.limit(), None);
+}
+
+#[test]
+fn a_line_still_arriving_counts_against_the_reply_bound() {
+    let limits = Limits {
+        max_reply_bytes: 100,
+        ..Limits::default()
+    };
+    let mut parser = Parser::new(limits);
+    let mut buf = BytesMut::from(&b"+"[..]);
+    buf.extend_from_slice(&[b'a'; 99]);
+    incomplete(&mut parser, &mut buf);
+    buf.extend_from_slice(b"aa");
+    assert_eq!(
+        parser.parse(&mut buf),
+        Err(ProtocolError::ReplyTooLarge { max: 100 })
+    );
+}
+
+#[test]
+fn the_top_level_type_is_known_once_a_frame_begins() {
+    let mut parser = Parser::default();
+    assert_eq!(parser.top_level_tag(), None);
+    let mut buf = BytesMut::from(&b">2\r\n+invalidate\r\n*1\r\n$3\r\nab"[..]);
+    incomplete(&mut parser, &mut buf);
+    assert_eq!(parser.top_level_tag(), Some(b'>'));
+    buf.extend_from_slice(b"c\r\n:1\r\n");
+    assert!(matches!(
+        parser.parse(&mut buf),
+        Ok(Parsed::Complete(Frame::Push(_)))
+    ));
+    assert_eq!(
+        parser.top_level_tag(),
+        None,
+        "reset once the frame is complete"
+    );
+    assert!(matches!(
+        parser.parse(&mut buf),
+        Ok(Parsed::Complete(Frame::Integer(1)))
+    ));
 }

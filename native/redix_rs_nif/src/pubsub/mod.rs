@@ -222,9 +222,9 @@ impl PubSubFanout {
             let command = redis_command(op.action, op.kind, &op.redis_names);
             // A closed connection is fine: the PubSub process replays subscriptions on reconnect.
             let confirmations = Confirmations {
-                count: op.redis_names.len(),
                 kind: op.kind,
                 subscribe: op.action == Action::Subscribe,
+                names: op.redis_names.clone(),
             };
             let _ = mux.submit_unanswered(&command, confirmations);
         }

@@ -146,7 +146,12 @@ impl<W: Waiter> Multiplexer<W> {
                 Ok(Parsed::Complete(frame)) => self.dispatch(frame, current, done)?,
                 Ok(Parsed::Incomplete) => return Ok(()),
                 Err(e) => {
-                    if let Some(limit) = e.limit() {
+                    // A push past a limit is nobody's reply: then every caller just gets the
+                    // connection's reason. (A RESP2 pub/sub message past one, on a subscribed
+                    // connection, cannot be told from a reply before it is parsed: the head caller,
+                    // a `ping`, is told the limit.)
+                    let push = parser.top_level_tag() == Some(b'>');
+                    if let (Some(limit), false) = (e.limit(), push) {
                         self.fail_head(current, &Reason::ReplyLimit(limit));
                     }
                     return Err(Reason::Protocol(e.to_string()));
@@ -167,14 +172,18 @@ impl<W: Waiter> Multiplexer<W> {
         }
         let mut waiter = match current.take() {
             Some(w) => w,
-            None => match self.lock().waiters.pop_front() {
-                Some(Pending::Waiter(w)) => w,
-                Some(Pending::Unanswered(_)) if frame.is_error() => {
-                    self.rejected(&frame);
-                    return Ok(());
+            None => {
+                // Taken out of the lock first: the sink hears of a rejection with no lock held.
+                let head = self.lock().waiters.pop_front();
+                match head {
+                    Some(Pending::Waiter(w)) => w,
+                    Some(Pending::Unanswered(_)) if frame.is_error() => {
+                        self.rejected(&frame);
+                        return Ok(());
+                    }
+                    _ => return Err(Reason::UnexpectedReply),
                 }
-                _ => return Err(Reason::UnexpectedReply),
-            },
+            }
         };
         if waiter.reply(frame) {
             done.push(waiter);
@@ -225,17 +234,19 @@ impl<W: Waiter> Multiplexer<W> {
     /// confirms nothing means replies and commands are out of step.
     fn confirmed(&self, event: &Event) -> Result<bool, Reason> {
         let mut st = self.lock();
-        match st.waiters.front_mut() {
-            Some(Pending::Unanswered(expected)) if expected.expects(event) => {
-                if expected.count > 1 {
-                    expected.count -= 1;
-                } else {
+        let counted = match st.waiters.front_mut() {
+            Some(Pending::Unanswered(expected)) => expected.take(event).then(|| expected.done()),
+            _ => None,
+        };
+        match counted {
+            Some(done) => {
+                if done {
                     st.waiters.pop_front();
                 }
                 Ok(true)
             }
-            _ if matches!(event, Event::Unsubscribed { .. }) => Ok(false),
-            _ => Err(Reason::UnexpectedReply),
+            None if matches!(event, Event::Unsubscribed { .. }) => Ok(false),
+            None => Err(Reason::UnexpectedReply),
         }
     }
 

@@ -77,22 +77,39 @@ pub enum Taken {
 }
 
 /// The confirmations Redis sends for a pub/sub command sent with `submit_unanswered`: one per name,
-/// each a `(s|p)(un)subscribe` frame of this kind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// each a `(s|p)(un)subscribe` frame of this kind naming it. Matched by name, not only by kind: an
+/// `sunsubscribe` Redis sends on its own (a slot moved) while this connection's `SUNSUBSCRIBE` of
+/// other channels waits must not be counted as one of its confirmations.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Confirmations {
-    pub count: usize,
     pub kind: Kind,
     pub subscribe: bool,
+    /// The names still to be confirmed.
+    pub names: Vec<Bytes>,
 }
 
 impl Confirmations {
-    /// True if `event` is one of these confirmations.
-    fn expects(&self, event: &Event) -> bool {
-        match event {
-            Event::Subscribed { kind, .. } => self.subscribe && *kind == self.kind,
-            Event::Unsubscribed { kind, .. } => !self.subscribe && *kind == self.kind,
-            _ => false,
+    /// If `event` is one of these confirmations, counts it (true); `done` once all arrived.
+    fn take(&mut self, event: &Event) -> bool {
+        let (kind, name, subscribe) = match event {
+            Event::Subscribed { kind, name } => (kind, name, true),
+            Event::Unsubscribed { kind, name } => (kind, name, false),
+            _ => return false,
+        };
+        if *kind != self.kind || subscribe != self.subscribe {
+            return false;
         }
+        match self.names.iter().position(|n| n == name) {
+            Some(i) => {
+                self.names.swap_remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.names.is_empty()
     }
 }
 
