@@ -19,7 +19,10 @@ defmodule RedixRs.PrecompiledTest do
 
   setup_all do
     tmp =
-      Path.join(System.tmp_dir!(), "redix_rs_precompiled_#{System.unique_integer([:positive])}")
+      Path.join(
+        System.tmp_dir!(),
+        "redix_rs_precompiled_#{System.pid()}_#{System.unique_integer([:positive])}"
+      )
 
     File.mkdir_p!(tmp)
     on_exit(fn -> File.rm_rf!(tmp) end)

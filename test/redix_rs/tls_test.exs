@@ -172,7 +172,12 @@ defmodule RedixRs.TLSTest do
   alias RedixRs.TLSTest.Certs
 
   setup_all do
-    dir = Path.join(System.tmp_dir!(), "redix_rs_tls_#{System.unique_integer([:positive])}")
+    dir =
+      Path.join(
+        System.tmp_dir!(),
+        "redix_rs_tls_#{System.pid()}_#{System.unique_integer([:positive])}"
+      )
+
     certs = Certs.generate!(dir)
     on_exit(fn -> File.rm_rf!(dir) end)
 
