@@ -12,23 +12,6 @@ use redix_rs_core::conn::{Multiplexer, Posix, Reason, SubmitError};
 use redix_rs_core::resp::{encode_command, Frame};
 use support::*;
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
-
-/// Connects a fresh multiplexer (which may already hold submissions) to the fake server behind
-/// `listener` and returns the server side of the socket.
-async fn connect_fake(listener: &TcpListener, port: u16, mux: Mux) -> (Conn, TcpStream) {
-    let conn = Conn::open_with(
-        &redix_rs_core::conn::ConnectOptions::tcp("127.0.0.1", port),
-        mux,
-    )
-    .await;
-    let (sock, _) = tokio::time::timeout(WAIT, listener.accept())
-        .await
-        .expect("timed out accepting")
-        .expect("accept");
-    sock.set_nodelay(true).unwrap();
-    (conn, sock)
-}
 
 fn is_protocol_error(reason: &Reason) -> bool {
     matches!(reason, Reason::Protocol(_))

@@ -346,11 +346,7 @@ async fn an_unsolicited_sunsubscribe_is_an_ended_subscription() {
     use tokio::io::AsyncWriteExt;
     let (listener, port) = fake_listener().await;
     let (mux, sink) = subscribed_mux(NO_LIMIT);
-    let conn = Conn::open_with(&ConnectOptions::tcp("127.0.0.1", port), mux).await;
-    let (mut sock, _) = tokio::time::timeout(WAIT, listener.accept())
-        .await
-        .expect("timed out accepting")
-        .expect("accept");
+    let (conn, mut sock) = connect_fake(&listener, port, mux).await;
     let ping = send(&conn.mux, &["PING"]);
     conn.mux
         .submit_unanswered(&encoded(&["SUBSCRIBE", "c"]), confirmations(&["c"], true))
@@ -391,11 +387,7 @@ async fn confirmations_are_matched_by_name() {
     use tokio::io::AsyncWriteExt;
     let (listener, port) = fake_listener().await;
     let (mux, sink) = subscribed_mux(NO_LIMIT);
-    let conn = Conn::open_with(&ConnectOptions::tcp("127.0.0.1", port), mux).await;
-    let (mut sock, _) = tokio::time::timeout(WAIT, listener.accept())
-        .await
-        .expect("timed out accepting")
-        .expect("accept");
+    let (conn, mut sock) = connect_fake(&listener, port, mux).await;
     let ours = Confirmations {
         kind: Kind::Shard,
         subscribe: false,

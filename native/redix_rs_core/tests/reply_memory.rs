@@ -8,7 +8,7 @@ mod support;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use redix_rs_core::conn::{ConnectOptions, Multiplexer};
+use redix_rs_core::conn::Multiplexer;
 use redix_rs_core::resp::Frame;
 use support::*;
 use tokio::io::AsyncWriteExt;
@@ -95,8 +95,7 @@ fn a_reply_of_n_bytes_costs_at_most_16n_plus_1_mib_while_parsed() {
             let n = wire.len();
             let (listener, port) = fake_listener().await;
             let mux: Mux = Multiplexer::new(NO_LIMIT);
-            let conn = Conn::open_with(&ConnectOptions::tcp("127.0.0.1", port), mux).await;
-            let (mut sock, _) = listener.accept().await.unwrap();
+            let (conn, mut sock) = connect_fake(&listener, port, mux).await;
             let rx = send(&conn.mux, &["GET", "k"]);
             read_n(&mut sock, encoded(&["GET", "k"]).len()).await;
 

@@ -509,6 +509,26 @@ pub async fn fake_listener() -> (tokio::net::TcpListener, u16) {
     (listener, port)
 }
 
+/// Connects a fresh multiplexer (which may already hold submissions) to the fake server behind
+/// `listener` and returns the server side of the socket.
+pub async fn connect_fake(
+    listener: &tokio::net::TcpListener,
+    port: u16,
+    mux: Mux,
+) -> (Conn, tokio::net::TcpStream) {
+    let conn = Conn::open_with(
+        &redix_rs_core::conn::ConnectOptions::tcp("127.0.0.1", port),
+        mux,
+    )
+    .await;
+    let (sock, _) = tokio::time::timeout(WAIT, listener.accept())
+        .await
+        .expect("timed out accepting")
+        .expect("accept");
+    sock.set_nodelay(true).unwrap();
+    (conn, sock)
+}
+
 /// Reads exactly `n` bytes from the fake server's socket.
 pub async fn read_n(sock: &mut tokio::net::TcpStream, n: usize) -> Vec<u8> {
     use tokio::io::AsyncReadExt;
