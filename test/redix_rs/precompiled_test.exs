@@ -18,14 +18,7 @@ defmodule RedixRs.PrecompiledTest do
   @root Path.expand("../..", __DIR__)
 
   setup_all do
-    tmp =
-      Path.join(
-        System.tmp_dir!(),
-        "redix_rs_precompiled_#{System.pid()}_#{System.unique_integer([:positive])}"
-      )
-
-    File.mkdir_p!(tmp)
-    on_exit(fn -> File.rm_rf!(tmp) end)
+    tmp = RedixRs.Test.Helpers.tmp_dir!("redix_rs_precompiled")
 
     # A fresh clone: tracked files only (no _build, no priv, no checksum file), plus the working
     # tree's uncommitted changes to tracked files, so that what is tested is what is on disk.

@@ -34,14 +34,7 @@ defmodule RedixRs.SocketOptsTest do
                             recvtclass recvttl ipv6_v6only)a
 
   setup_all do
-    dir =
-      Path.join(
-        System.tmp_dir!(),
-        "redix_rs_sockopts_#{System.pid()}_#{System.unique_integer([:positive])}"
-      )
-
-    certs = TLSCerts.generate!(dir)
-    on_exit(fn -> File.rm_rf!(dir) end)
+    certs = TLSCerts.generate!(RedixRs.Test.Helpers.tmp_dir!("redix_rs_sockopts"))
     %{certs: certs}
   end
 

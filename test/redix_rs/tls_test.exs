@@ -172,14 +172,8 @@ defmodule RedixRs.TLSTest do
   alias RedixRs.TLSTest.Certs
 
   setup_all do
-    dir =
-      Path.join(
-        System.tmp_dir!(),
-        "redix_rs_tls_#{System.pid()}_#{System.unique_integer([:positive])}"
-      )
-
+    dir = RedixRs.Test.Helpers.tmp_dir!("redix_rs_tls")
     certs = Certs.generate!(dir)
-    on_exit(fn -> File.rm_rf!(dir) end)
 
     tls = fn cert, extra ->
       [tls: [cert_file: cert.cert, key_file: cert.key, ca_cert_file: certs.ca] ++ extra]

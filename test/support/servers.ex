@@ -24,6 +24,22 @@ defmodule RedixRs.Test.Helpers do
     port
   end
 
+  @doc """
+  A fresh directory under the system's temp dir, removed when the calling test (or module, from
+  `setup_all`) ends. Named by OS pid as well, so that two test runs side by side never share one.
+  """
+  def tmp_dir!(prefix) do
+    dir =
+      Path.join(
+        System.tmp_dir!(),
+        "#{prefix}_#{System.pid()}_#{System.unique_integer([:positive])}"
+      )
+
+    File.mkdir_p!(dir)
+    ExUnit.Callbacks.on_exit(fn -> File.rm_rf!(dir) end)
+    dir
+  end
+
   @doc "Polls `fun` every 20 ms until it returns true; false after `tries` attempts (5 s by default)."
   def eventually(fun, tries \\ 250) do
     cond do
