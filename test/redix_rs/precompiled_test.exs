@@ -19,6 +19,7 @@ defmodule RedixRs.PrecompiledTest do
 
   setup_all do
     tmp = RedixRs.Test.Helpers.tmp_dir!("redix_rs_precompiled")
+    on_exit(fn -> File.rm_rf!(tmp) end)
 
     # A fresh clone: tracked files only (no _build, no priv, no checksum file), plus the working
     # tree's uncommitted changes to tracked files, so that what is tested is what is on disk.

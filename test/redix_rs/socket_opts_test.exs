@@ -34,7 +34,9 @@ defmodule RedixRs.SocketOptsTest do
                             recvtclass recvttl ipv6_v6only)a
 
   setup_all do
-    certs = TLSCerts.generate!(RedixRs.Test.Helpers.tmp_dir!("redix_rs_sockopts"))
+    dir = RedixRs.Test.Helpers.tmp_dir!("redix_rs_sockopts")
+    on_exit(fn -> File.rm_rf!(dir) end)
+    certs = TLSCerts.generate!(dir)
     %{certs: certs}
   end
 

@@ -173,6 +173,7 @@ defmodule RedixRs.TLSTest do
 
   setup_all do
     dir = RedixRs.Test.Helpers.tmp_dir!("redix_rs_tls")
+    on_exit(fn -> File.rm_rf!(dir) end)
     certs = Certs.generate!(dir)
 
     tls = fn cert, extra ->

@@ -25,8 +25,8 @@ defmodule RedixRs.Test.Helpers do
   end
 
   @doc """
-  A fresh directory under the system's temp dir, removed when the calling test (or module, from
-  `setup_all`) ends. Named by OS pid as well, so that two test runs side by side never share one.
+  A fresh directory under the system's temp dir, named by OS pid as well, so that two test runs side
+  by side never share one. The caller removes it (`on_exit(fn -> File.rm_rf!(dir) end)`).
   """
   def tmp_dir!(prefix) do
     dir =
@@ -36,7 +36,6 @@ defmodule RedixRs.Test.Helpers do
       )
 
     File.mkdir_p!(dir)
-    ExUnit.Callbacks.on_exit(fn -> File.rm_rf!(dir) end)
     dir
   end
 
