@@ -38,7 +38,7 @@ defmodule RedixRs.Test.Soak do
   # the footprint had up to `@settle_ms` to come back: the VM allocates some memory lazily (code,
   # atoms, ETS growth, allocator bookkeeping; RedixRs.Handles remembers why each connection exited for
   # 10 s), and tokio's blocking pool keeps an idle thread for 10 s after a host lookup.
-  @tolerances %{memory: 2_000_000, threads: 2, fds: 2, processes: 2}
+  @tolerances %{memory: 2_000_000, threads: 2, fds: 2, processes: 2, rss: 20_000_000}
   @settle_ms 25_000
 
   # A caller that gets no answer for this long (in ms, beyond the call timeout) is hung.
@@ -51,6 +51,8 @@ defmodule RedixRs.Test.Soak do
     kills: 5,
     restarts: 2,
     pauses: 1,
+    # CLIENT KILL, then SIGSTOP after 1..100 ms (while the connection is reconnecting).
+    kill_pauses: 0,
     # The share of calls made with a timeout of 1..3 ms instead of `call_timeout`: their reply races
     # their timeout (the answer must still be exactly one, and no late reply may reach the caller).
     short_timeouts: 0.01,
@@ -148,9 +150,16 @@ defmodule RedixRs.Test.Soak do
       threads: length(File.ls!("/proc/self/task")),
       fds: length(File.ls!("/proc/self/fd")),
       processes: :erlang.system_info(:process_count),
+      rss: rss(),
       # Not compared; shown in the log.
       detail: Keyword.take(:erlang.memory(), [:processes, :binary, :ets, :code, :atom, :system])
     }
+  end
+
+  # The resident set of the OS process: the VM and the native side (tokio, buffers, rustls).
+  defp rss do
+    [_, kb] = Regex.run(~r/VmRSS:\s+(\d+) kB/, File.read!("/proc/self/status"))
+    String.to_integer(kb) * 1024
   end
 
   # The footprint once it is back within the tolerances of the baseline, or the last one measured
@@ -496,7 +505,9 @@ defmodule RedixRs.Test.Soak do
   defp plan_events(opts) do
     kinds =
       List.duplicate(:kill, opts[:kills]) ++
-        List.duplicate(:restart, opts[:restarts]) ++ List.duplicate(:pause, opts[:pauses])
+        List.duplicate(:restart, opts[:restarts]) ++
+        List.duplicate(:pause, opts[:pauses]) ++
+        List.duplicate(:kill_pause, opts[:kill_pauses])
 
     count = length(kinds)
     slot = 0.75 / max(count, 1)
@@ -564,6 +575,15 @@ defmodule RedixRs.Test.Soak do
     down = now()
     server = RedisServer.restart(server)
     {server, "SHUTDOWN took #{down - t0} ms, restarted (AOF replayed) in #{now() - down} ms"}
+  end
+
+  # The connection killed and the server paused at once: the reconnection's handshake meets a
+  # server that does not answer.
+  defp fault(:kill_pause, server, opts) do
+    {server, detail} = fault(:kill, server, opts)
+    Process.sleep(:rand.uniform(100))
+    {server, pause} = fault(:pause, server, opts)
+    {server, detail <> ", then " <> pause}
   end
 
   defp fault(:pause, server, opts) do
@@ -805,7 +825,8 @@ defmodule RedixRs.Test.Soak do
             memory: "erlang memory total (bytes)",
             threads: "OS threads",
             fds: "file descriptors",
-            processes: "Erlang processes"
+            processes: "Erlang processes",
+            rss: "resident set (bytes)"
           ] do
         [label] ++
           Enum.map(footprints, fn
