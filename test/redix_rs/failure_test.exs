@@ -149,14 +149,20 @@ defmodule RedixRs.FailureTest do
   @backoff_slack_ms 400
   @first_gap_slack_ms 700
 
-  defp assert_backoff(actual, expected) do
+  # `outliers`: how many gaps may exceed their upper bound (by one more scheduling stall of up to
+  # 1 s), for tests with enough gaps that the behaviour they rule out breaks the bound more than once.
+  defp assert_backoff(actual, expected, outliers \\ 0) do
     assert length(actual) == length(expected)
     slacks = [@first_gap_slack_ms | List.duplicate(@backoff_slack_ms, length(expected) - 1)]
+    checks = Enum.zip([actual, expected, slacks])
+    message = "gaps #{inspect(actual)}, expected about #{inspect(expected)}"
 
-    for {{gap, want}, slack} <- Enum.zip(Enum.zip(actual, expected), slacks) do
-      assert gap >= 0.8 * want and gap <= want + slack,
-             "gaps #{inspect(actual)}, expected about #{inspect(expected)}"
+    for {gap, want, slack} <- checks do
+      assert gap >= 0.8 * want and gap <= want + slack + 1_000 * min(outliers, 1), message
     end
+
+    late = Enum.count(checks, fn {gap, want, slack} -> gap > want + slack end)
+    assert late <= outliers, message
   end
 
   ## CLIENT KILL with calls in flight
@@ -456,8 +462,9 @@ defmodule RedixRs.FailureTest do
 
     assert_receive {:telemetry, :disconnection, disconnected_at, _}, 5_000
     failures = collect_events(:failed_connection, 6, 5_000)
-    # 200, then capped at 300 (uncapped: 450, 675, then 1,012 and 1,518, over the 700 allowed).
-    assert_backoff(gaps([disconnected_at | failures]), [200, 300, 300, 300, 300, 300])
+    # 200, then capped at 300 (uncapped: 450, 675, then 1,012 and 1,518: two gaps over the 700
+    # allowed, so one gap stretched by a stall of the loaded machine is tolerated).
+    assert_backoff(gaps([disconnected_at | failures]), [200, 300, 300, 300, 300, 300], 1)
   end
 
   defp flush_telemetry do
