@@ -107,9 +107,15 @@ defmodule RedixRs.PubSub do
   def start_link(uri) when is_binary(uri), do: start_link(uri, [])
 
   def start_link(opts) do
-    opts = RedixRs.Options.validate!(opts, :pubsub)
-    RedixRs.Native.ensure_loaded!()
-    Connection.start_link(opts)
+    if is_list(opts) and Keyword.keyword?(opts) and Keyword.has_key?(opts, :nodes) do
+      opts = RedixRs.PubSub.Cluster.validate!(opts)
+      RedixRs.Native.ensure_loaded!()
+      RedixRs.PubSub.Cluster.start_link(opts)
+    else
+      opts = RedixRs.Options.validate!(opts, :pubsub)
+      RedixRs.Native.ensure_loaded!()
+      Connection.start_link(opts)
+    end
   end
 
   @doc ~S"""
