@@ -472,7 +472,12 @@ defmodule RedixRs.PubSub.Cluster do
     state = %{state | ranges: ranges, discovery: nil, discovery_backoff: nil}
     state = if state.classic == nil, do: %{state | classic: addr}, else: state
     state = reconcile(state)
-    if state.refresh_again, do: request_refresh(%{state | refresh_again: false}), else: state
+
+    # While a node that serves subscriptions is down, the slot map is asked again every second: a
+    # failover gives its slots to a replica.
+    if state.refresh_again or Enum.any?(state.nodes, fn {_, node} -> node.status == :backoff end),
+      do: request_refresh(%{state | refresh_again: false}),
+      else: state
   end
 
   defp discovered(%{discovery: %{addr: addr, rest: rest}} = state, {:error, reason}) do
