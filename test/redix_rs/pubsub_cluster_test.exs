@@ -30,6 +30,14 @@ defmodule RedixRs.PubSubClusterTest do
     )
   end
 
+  defp forward_all(parent, tag) do
+    receive do
+      message -> send(parent, {tag, message})
+    end
+
+    forward_all(parent, tag)
+  end
+
   defp spublish(cluster, channel, payload) do
     port = Cluster.owner(cluster, RedixRs.Native.key_slot(channel))
     Cluster.command!(cluster, port, ["SPUBLISH", channel, payload])
@@ -94,6 +102,15 @@ defmodule RedixRs.PubSubClusterTest do
     assert_receive {:redix_pubsub, ^pubsub, ^ref, :ssubscribed, %{channel: ^other}}
     {:ok, ref3} = PubSub.ssubscribe(resp3, channel, self())
     assert_receive {:redix_pubsub, ^resp3, ^ref3, :ssubscribed, %{channel: ^channel}}
+    # A second subscriber of the channel on the same pub/sub moves with it.
+    parent = self()
+
+    spawn_link(fn ->
+      {:ok, _} = PubSub.ssubscribe(pubsub, channel, self())
+      forward_all(parent, :second)
+    end)
+
+    assert_receive {:second, {:redix_pubsub, ^pubsub, _, :ssubscribed, %{channel: ^channel}}}
     assert spublish(c, channel, "before") == 2
 
     assert_receive {:redix_pubsub, ^pubsub, ^ref, :smessage,
@@ -124,6 +141,10 @@ defmodule RedixRs.PubSubClusterTest do
 
     assert_receive {:redix_pubsub, ^pubsub, ^ref, :smessage,
                     %{channel: ^channel, payload: "after"}}
+
+    assert_receive {:second, {:redix_pubsub, ^pubsub, _, :disconnected, _}}
+    assert_receive {:second, {:redix_pubsub, ^pubsub, _, :ssubscribed, %{channel: ^channel}}}
+    assert_receive {:second, {:redix_pubsub, ^pubsub, _, :smessage, %{payload: "after"}}}
 
     assert_receive {:redix_pubsub, ^resp3, ^ref3, :smessage,
                     %{channel: ^channel, payload: "after"}}

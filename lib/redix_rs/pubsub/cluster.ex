@@ -52,8 +52,6 @@ defmodule RedixRs.PubSub.Cluster do
     ids: %{},
     # shard channel => the node it is subscribed at
     placed: %{},
-    # shard channels whose subscription Redis ended (slot moved), to be made again elsewhere
-    ended: MapSet.new(),
     # {kind, name} => MapSet of subscriber pids
     subscriptions: %{},
     # pid => monitor ref (the `ref` of the messages)
@@ -248,11 +246,7 @@ defmodule RedixRs.PubSub.Cluster do
 
     state =
       if kind == :shard,
-        do: %{
-          state
-          | placed: Map.drop(state.placed, emptied),
-            ended: MapSet.difference(state.ended, MapSet.new(emptied))
-        },
+        do: %{state | placed: Map.drop(state.placed, emptied)},
         else: state
 
     state = state |> forget_if_idle(pid) |> close_idle_nodes()
@@ -332,12 +326,7 @@ defmodule RedixRs.PubSub.Cluster do
         send(pid, {:redix_pubsub, self(), state.subscribers[pid], :disconnected, %{error: error}})
       end)
 
-      state = %{
-        state
-        | placed: Map.delete(state.placed, channel),
-          ended: MapSet.put(state.ended, channel),
-          hint: addr
-      }
+      state = %{state | placed: Map.delete(state.placed, channel), hint: addr}
 
       {:noreply, request_refresh(state)}
     else
@@ -345,17 +334,27 @@ defmodule RedixRs.PubSub.Cluster do
     end
   end
 
-  # A node refused a subscription: `MOVED` (the slot map was stale) calls for a refresh.
-  def handle_info({:redix_rs_pubsub_rejected, %RedixRs.Error{message: message}}, state) do
-    if String.starts_with?(message, "MOVED ") do
-      {:noreply, request_refresh(state)}
-    else
-      Logger.error(
-        "RedixRs.PubSub #{inspect(state.opts[:name] || self())}: Redis refused a subscription: #{message}"
-      )
+  # A node refused a subscription: `MOVED` (the slot map was stale) calls for a refresh, asking the
+  # node it names first (it owns the slot, so its map says so).
+  def handle_info({:redix_rs_pubsub_rejected, %RedixRs.Error{message: "MOVED " <> where}}, state) do
+    hint =
+      with [_slot, address] <- String.split(where, " "),
+           [host, port] when host != "" <- String.split(address, ":"),
+           {port, ""} <- Integer.parse(port) do
+        {host, port}
+      else
+        _ -> state.hint
+      end
 
-      {:noreply, state}
-    end
+    {:noreply, request_refresh(%{state | hint: hint})}
+  end
+
+  def handle_info({:redix_rs_pubsub_rejected, %RedixRs.Error{message: message}}, state) do
+    Logger.error(
+      "RedixRs.PubSub #{inspect(state.opts[:name] || self())}: Redis refused a subscription: #{message}"
+    )
+
+    {:noreply, state}
   end
 
   def handle_info({ref, result, _reply}, state) when is_map_key(state.pings, ref) do
@@ -538,11 +537,7 @@ defmodule RedixRs.PubSub.Cluster do
         drain_all(handle, state.subscribers)
     end
 
-    state = %{
-      state
-      | placed: Map.put(state.placed, name, to),
-        ended: MapSet.delete(state.ended, name)
-    }
+    state = %{state | placed: Map.put(state.placed, name, to)}
 
     case connected_handle(state, to) do
       nil ->
@@ -564,14 +559,14 @@ defmodule RedixRs.PubSub.Cluster do
   ## Subscribing
 
   defp subscribe_shards(state, names, new, pid, ref) do
-    # A name already subscribed stays where it is; a new one goes to its slot's owner (when the slot
-    # map is known: otherwise once it is).
+    # A name already subscribed stays where it is (or, when it has no node, waiting for the slot map:
+    # `reconcile/1` subscribes all its subscribers at once); a new one goes to its slot's owner when
+    # the slot map is known, otherwise once it is.
     {state, unplaced} =
-      Enum.reduce(names, {state, false}, fn name, {state, unplaced} ->
-        case {Map.get(state.placed, name), state.ranges && owner(state, Native.key_slot(name))} do
-          {nil, nil} -> {state, unplaced or state.ranges != nil}
-          {nil, addr} -> {%{state | placed: Map.put(state.placed, name, addr)}, unplaced}
-          {_addr, _} -> {state, unplaced}
+      Enum.reduce(new, {state, false}, fn name, {state, unplaced} ->
+        case state.ranges && owner(state, Native.key_slot(name)) do
+          nil -> {state, unplaced or state.ranges != nil}
+          addr -> {%{state | placed: Map.put(state.placed, name, addr)}, unplaced}
         end
       end)
 
@@ -861,11 +856,7 @@ defmodule RedixRs.PubSub.Cluster do
         end)
 
         if kind == :shard,
-          do: %{
-            state
-            | placed: Map.drop(state.placed, emptied),
-              ended: MapSet.difference(state.ended, MapSet.new(emptied))
-          },
+          do: %{state | placed: Map.drop(state.placed, emptied)},
           else: state
       end)
 
