@@ -30,6 +30,14 @@ defmodule RedixRs.PubSubClusterTest do
     )
   end
 
+  defp flush do
+    receive do
+      _ -> flush()
+    after
+      0 -> :ok
+    end
+  end
+
   defp forward_all(parent, tag) do
     receive do
       message -> send(parent, {tag, message})
@@ -205,9 +213,34 @@ defmodule RedixRs.PubSubClusterTest do
     Cluster.move_slot!(c, slot, from)
   end
 
+  test "a single-server PubSub still ssubscribes at one node, and outlives the end of a moved slot",
+       %{cluster: c} do
+    [from, to | _] = Cluster.primaries(c)
+    single = start_supervised!({PubSub, port: from})
+    channel = Cluster.name_on(c, from, "single:")
+    slot = RedixRs.Native.key_slot(channel)
+    {:ok, ref} = PubSub.ssubscribe(single, channel, self())
+    assert_receive {:redix_pubsub, ^single, ^ref, :ssubscribed, %{channel: ^channel}}
+    assert spublish(c, channel, "one node") == 1
+
+    assert_receive {:redix_pubsub, ^single, ^ref, :smessage,
+                    %{channel: ^channel, payload: "one node"}}
+
+    # Redis ends the subscription; a single-server connection has nowhere to follow it.
+    Cluster.move_slot!(c, slot, to)
+
+    Cluster.wait_until("the old owner dropped the subscription", fn ->
+      Cluster.command!(c, from, ["PUBSUB", "SHARDNUMSUB", channel]) == [channel, 0]
+    end)
+
+    assert PubSub.ping(single) == :ok
+    refute_received {:redix_pubsub, ^single, _, _, _}
+    Cluster.move_slot!(c, slot, from)
+  end
+
   test "subscribe and psubscribe receive what is published on any node", %{cluster: c} do
-    pubsub = start_pubsub(c)
-    {:ok, ref} = PubSub.subscribe(pubsub, "news", self())
+    pubsub = start_pubsub(c, name: :cluster_pubsub_test)
+    {:ok, ref} = PubSub.subscribe(:cluster_pubsub_test, "news", self())
     assert_receive {:redix_pubsub, ^pubsub, ^ref, :subscribed, %{channel: "news"}}
     {:ok, ^ref} = PubSub.psubscribe(pubsub, "events:*", self())
     assert_receive {:redix_pubsub, ^pubsub, ^ref, :psubscribed, %{pattern: "events:*"}}
@@ -253,8 +286,15 @@ defmodule RedixRs.PubSubClusterTest do
     assert_receive {:redix_pubsub, ^pubsub, ^ref, :smessage,
                     %{channel: ^channel, payload: "again"}}
 
-    # Every node's pub/sub clients killed: the classic subscription comes back too.
+    # Every node's pub/sub clients killed: the classic subscription comes back too. (When it was on
+    # the node killed above, it came back then: those messages go first.)
+    Cluster.wait_until("the classic subscription is made", fn ->
+      subscribed_somewhere?(c, Cluster.ports(c), "broadcast")
+    end)
+
+    flush()
     for p <- Cluster.ports(c), do: Cluster.command!(c, p, ["CLIENT", "KILL", "TYPE", "pubsub"])
+    assert_receive {:redix_pubsub, ^pubsub, ^ref, :disconnected, %{error: %ConnectionError{}}}
     assert_receive {:redix_pubsub, ^pubsub, ^ref, :subscribed, %{channel: "broadcast"}}, 5_000
 
     assert subscribed_somewhere?(c, Cluster.ports(c), "broadcast")
@@ -357,6 +397,14 @@ defmodule RedixRs.PubSubClusterTest do
 
     assert {:error, %ConnectionError{reason: :econnrefused}} =
              PubSub.start_link(nodes: ["redis://127.0.0.1:#{closed}"], sync_connect: true)
+
+    # A server that is not a cluster node says so.
+    plain = RedixRs.Test.Servers.port(:plain)
+
+    assert {:error, %ConnectionError{reason: %RedixRs.Error{message: message}}} =
+             PubSub.start_link(nodes: [[host: "127.0.0.1", port: plain]], sync_connect: true)
+
+    assert message =~ "cluster support disabled"
   end
 
   test "bad options raise ArgumentError" do

@@ -27,7 +27,9 @@ fn key_slot(key: Binary<'_>) -> u16 {
 /// Connects to the node of `config` (a connection config as `connect/2` takes it), asks it
 /// `CLUSTER SHARDS` (`CLUSTER SLOTS` before Redis 7) and sends the caller `{reference, {:ok,
 /// ranges}}`, where `ranges` lists `{first_slot, last_slot, host, port}` of each run of slots one
-/// primary owns (unowned slots are left out), or `{reference, {:error, reason}}`. Returns `:ok`
+/// primary owns (unowned slots are left out), or `{reference, {:error, reason}}` (a connection
+/// error's reason, `%RedixRs.Error{}` for an error reply, `{:topology, text}` for a reply that is not
+/// a slot map, or `:panic`). Returns `:ok`
 /// at once; everything else happens on the tokio runtime, within the config's `timeout` for the
 /// connection and again for the exchange.
 #[rustler::nif]
@@ -156,6 +158,10 @@ fn result_term(env: Env<'_>, result: Result<Vec<Range>, Failure>) -> Term<'_> {
                     reply::redis_error(env, message.as_bytes())
                 }
                 Failure::Connect(e) => reply::reason(env, &e.reason()),
+                // An error reply (`ERR This instance has cluster support disabled`): as Redis said it.
+                Failure::Topology(TopologyError::Server(message)) => {
+                    reply::redis_error(env, message.as_bytes())
+                }
                 Failure::Topology(e) => (topology(), e.to_string()).encode(env),
                 Failure::Panic => panic().encode(env),
             };
