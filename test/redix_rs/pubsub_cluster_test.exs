@@ -306,16 +306,36 @@ defmodule RedixRs.PubSubClusterTest do
   end
 
   # A cluster of its own: its primary is killed.
-  test "after a primary is killed, shard channels follow its slots to the promoted replica" do
+  test "after a failover (CLUSTER FAILOVER, then a primary killed), shard channels follow their slots to the promoted replica" do
     c = Cluster.start()
     on_exit(fn -> Cluster.stop(c) end)
     pubsub = start_pubsub(c, backoff_initial: 100, backoff_max: 1_000)
+
+    # A manual failover: the old primary, now a replica, ends the subscription (its connection stays).
+    [_, old_primary | _] = Cluster.ports(c)
+    assert old_primary in Cluster.primaries(c)
+    replica = Cluster.replica_of(c, old_primary)
+    switched = Cluster.name_on(c, old_primary, "switched:")
+    {:ok, ref} = PubSub.ssubscribe(pubsub, switched, self())
+    assert_receive {:redix_pubsub, ^pubsub, ^ref, :ssubscribed, %{channel: ^switched}}
+    "OK" = Cluster.command!(c, replica, ["CLUSTER", "FAILOVER"])
+
+    assert_receive {:redix_pubsub, ^pubsub, ^ref, :disconnected,
+                    %{error: %ConnectionError{reason: :slot_moved}}}
+
+    assert_receive {:redix_pubsub, ^pubsub, ^ref, :ssubscribed, %{channel: ^switched}}
+    assert Cluster.owner(c, RedixRs.Native.key_slot(switched), replica) == replica
+    assert Cluster.command!(c, replica, ["SPUBLISH", switched, "promoted"]) == 1
+
+    assert_receive {:redix_pubsub, ^pubsub, ^ref, :smessage,
+                    %{channel: ^switched, payload: "promoted"}}
+
     # The seed: the node of classic subscriptions too.
     [victim | _] = Cluster.ports(c)
     assert victim in Cluster.primaries(c)
     channel = Cluster.name_on(c, victim, "failover:")
     slot = RedixRs.Native.key_slot(channel)
-    {:ok, ref} = PubSub.ssubscribe(pubsub, channel, self())
+    {:ok, ^ref} = PubSub.ssubscribe(pubsub, channel, self())
     assert_receive {:redix_pubsub, ^pubsub, ^ref, :ssubscribed, %{channel: ^channel}}
     {:ok, ^ref} = PubSub.subscribe(pubsub, "everyone", self())
     assert_receive {:redix_pubsub, ^pubsub, ^ref, :subscribed, %{channel: "everyone"}}

@@ -109,7 +109,7 @@ defmodule RedixRs.Test.PubSubClusterServers do
   end
 
   defp parse_line(line) do
-    [id, address, flags, _primary, _ping, _pong, _epoch, _link | slots] = String.split(line, " ")
+    [id, address, flags, primary, _ping, _pong, _epoch, _link | slots] = String.split(line, " ")
     [_host, rest] = String.split(address, ":", parts: 2)
     [port | _] = String.split(rest, "@")
 
@@ -125,6 +125,7 @@ defmodule RedixRs.Test.PubSubClusterServers do
       id: id,
       port: String.to_integer(port),
       primary?: flags =~ "master" and not (flags =~ "fail"),
+      primary_id: if(primary == "-", do: nil, else: primary),
       slots: ranges
     }
   end
@@ -133,6 +134,13 @@ defmodule RedixRs.Test.PubSubClusterServers do
   def primaries(cluster, observer \\ nil) do
     observer = observer || hd(cluster.servers).port
     for n <- nodes(cluster, observer), n.primary?, n.slots != [], do: n.port
+  end
+
+  @doc "The port of a replica of the primary on `port`."
+  def replica_of(cluster, port) do
+    nodes = nodes(cluster, port)
+    %{id: id} = Enum.find(nodes, &(&1.port == port))
+    Enum.find_value(nodes, &(&1.primary_id == id && &1.port))
   end
 
   @doc "Every node's port."
