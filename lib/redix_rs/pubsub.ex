@@ -91,7 +91,7 @@ defmodule RedixRs.PubSub do
   Every other option applies to each node connection. `:host`, `:port`, `:sentinel`,
   `:exit_on_disconnection`, `:fetch_client_id_on_connect` and a `:database` other than 0 raise
   `ArgumentError`, as do credentials or a database in a seed URI; a `rediss://` seed turns TLS on for
-  every node. Subscribers must be pids of the local node. With `sync_connect: true`, `start_link/1`
+  every node. Subscribers may be on other nodes, as with one server. With `sync_connect: true`, `start_link/1`
   returns once a seed gave the slot map, or `{:error, %RedixRs.ConnectionError{}}` when none did.
 
   ## Options

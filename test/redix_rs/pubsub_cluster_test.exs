@@ -377,6 +377,50 @@ defmodule RedixRs.PubSubClusterTest do
                     %{channel: "everyone", payload: "ping"}}
   end
 
+  test "a subscriber on another node gets its shard messages through its relay, across a slot move",
+       %{cluster: c} do
+    {_peer, node} = RedixRs.Test.PeerNode.start!()
+    pubsub = start_pubsub(c)
+    remote = :erpc.call(node, Cluster, :forwarder, [self()])
+    assert node(remote) == node
+    [from, to | _] = Cluster.primaries(c)
+    channel = Cluster.name_on(c, from, "remote:")
+    slot = RedixRs.Native.key_slot(channel)
+
+    {:ok, ref} = PubSub.ssubscribe(pubsub, channel, remote)
+
+    assert_receive {:forwarded, ^remote,
+                    {:redix_pubsub, ^pubsub, ^ref, :ssubscribed, %{channel: ^channel}}}
+
+    assert spublish(c, channel, "far") == 1
+
+    assert_receive {:forwarded, ^remote,
+                    {:redix_pubsub, ^pubsub, ^ref, :smessage,
+                     %{channel: ^channel, payload: "far"}}}
+
+    Cluster.move_slot!(c, slot, to)
+
+    assert_receive {:forwarded, ^remote,
+                    {:redix_pubsub, ^pubsub, ^ref, :disconnected,
+                     %{error: %ConnectionError{reason: :slot_moved}}}}
+
+    assert_receive {:forwarded, ^remote,
+                    {:redix_pubsub, ^pubsub, ^ref, :ssubscribed, %{channel: ^channel}}}
+
+    assert spublish(c, channel, "farther") == 1
+
+    assert_receive {:forwarded, ^remote,
+                    {:redix_pubsub, ^pubsub, ^ref, :smessage, %{payload: "farther"}}}
+
+    :ok = PubSub.sunsubscribe(pubsub, channel, remote)
+
+    assert_receive {:forwarded, ^remote,
+                    {:redix_pubsub, ^pubsub, ^ref, :sunsubscribed, %{channel: ^channel}}}
+
+    Cluster.wait_until("the relay ended", fn -> :sys.get_state(pubsub).relays == %{} end)
+    Cluster.move_slot!(c, slot, from)
+  end
+
   test "a subscriber that exits is unsubscribed at its channel's node", %{cluster: c} do
     pubsub = start_pubsub(c)
     [_, port | _] = Cluster.primaries(c)

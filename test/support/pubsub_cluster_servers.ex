@@ -188,6 +188,20 @@ defmodule RedixRs.Test.PubSubClusterServers do
     from
   end
 
+  @doc """
+  A process (on whatever node this runs, e.g. a peer through `:erpc`) that forwards every message it
+  receives to `test` as `{:forwarded, self(), message}`.
+  """
+  def forwarder(test), do: spawn(fn -> forward(test) end)
+
+  defp forward(test) do
+    receive do
+      message -> send(test, {:forwarded, self(), message})
+    end
+
+    forward(test)
+  end
+
   @doc "Polls `fun` every 50 ms until it is true; raises after 30 s."
   def wait_until(what, fun, deadline \\ nil) do
     deadline = deadline || System.monotonic_time(:millisecond) + @wait

@@ -6,7 +6,8 @@ defmodule RedixRs.PubSub.Cluster do
   # channel (`SSUBSCRIBE` is served by the slot's primary only), and one node, any node, for classic
   # channels and patterns (a cluster broadcasts `PUBLISH` to every node). It is the owner of all
   # those handles, so every message names this process, carries the subscriber's one reference, and
-  # has this process as its one sender (it runs `pubsub_drain/2` for each handle).
+  # has this process as its one sender (it runs `pubsub_drain/2` for each handle). A subscriber on
+  # another node is reached through a relay (`RedixRs.PubSub.Relay`), as with one server.
   #
   # The slot map comes from `CLUSTER SHARDS` (`CLUSTER SLOTS` before Redis 7), asked of one node at a
   # time by `RedixRs.Native.cluster_pubsub_discover/2`. It is refreshed (at most once a second) when
@@ -25,6 +26,7 @@ defmodule RedixRs.PubSub.Cluster do
   require Logger
 
   alias RedixRs.{ConnectionError, Connector, Native}
+  alias RedixRs.PubSub.Relay
 
   # At most one topology refresh per this many milliseconds.
   @refresh_interval 1_000
@@ -56,6 +58,14 @@ defmodule RedixRs.PubSub.Cluster do
     subscriptions: %{},
     # pid => monitor ref (the `ref` of the messages)
     subscribers: %{},
+    # The pids the native side sends to (a local subscriber, or a remote one's relay) => the ref
+    # their messages carry: the map `Native.pubsub_drain/2` takes references from.
+    refs: %{},
+    # remote subscriber pid => its relay; a remote pid => its last relay told to stop and not yet
+    # ended; relay monitor ref => remote pid (as in `RedixRs.PubSub.Connection`)
+    relays: %{},
+    retiring: %{},
+    relay_monitors: %{},
     # {ref, from} of pings in flight on the classic node
     pings: %{},
     # pings waiting for the classic node to connect
@@ -192,14 +202,6 @@ defmodule RedixRs.PubSub.Cluster do
     {:reply, {:refused, "a subscriber cannot be the pub/sub connection itself"}, state}
   end
 
-  def handle_call({action, _kind, _names, pid}, _from, state)
-      when action in [:subscribe, :unsubscribe] and node(pid) != node() do
-    {:reply,
-     {:refused,
-      "a pub/sub on a cluster (started with :nodes) takes subscribers of this node only, got: " <>
-        inspect(pid)}, state}
-  end
-
   def handle_call({:subscribe, kind, names, pid}, _from, state) do
     {ref, state} = monitor(state, pid)
     new = Enum.filter(names, &(not Map.has_key?(state.subscriptions, {kind, &1})))
@@ -222,6 +224,8 @@ defmodule RedixRs.PubSub.Cluster do
 
   def handle_call({:unsubscribe, kind, names, pid}, _from, state) do
     ref = Map.get(state.subscribers, pid) || make_ref()
+    # A remote pid that subscribed to nothing gets a relay for this call's messages.
+    {sender, state} = sender(state, pid)
     {state, emptied} = remove(state, kind, names, pid)
 
     names
@@ -231,14 +235,14 @@ defmodule RedixRs.PubSub.Cluster do
         nil ->
           Enum.each(
             names,
-            &send(pid, {:redix_pubsub, self(), ref, unsubscribed(kind), props(kind, &1)})
+            &send(sender, {:redix_pubsub, self(), ref, unsubscribed(kind), props(kind, &1)})
           )
 
         handle ->
           redis = Enum.filter(names, &(&1 in emptied))
 
           by_slot(kind, names, redis, fn names, redis ->
-            op(handle, :unsubscribe, kind, names, pid, ref, redis)
+            op(state, handle, :unsubscribe, kind, names, pid, ref, redis)
           end)
           |> then(&drain(state, addr, &1))
       end
@@ -302,7 +306,7 @@ defmodule RedixRs.PubSub.Cluster do
 
   def handle_info({:redix_rs_pubsub_drain, id}, state) do
     with %{^id => addr} <- state.ids, %{handle: handle} <- state.nodes[addr] do
-      case Native.pubsub_drain(handle, state.subscribers) do
+      case Native.pubsub_drain(handle, state.refs) do
         {:more, _sent} -> send(self(), {:redix_rs_pubsub_drain, id})
         {:done, _sent} -> :ok
       end
@@ -318,12 +322,13 @@ defmodule RedixRs.PubSub.Cluster do
          %{^channel => ^addr} <- state.placed,
          %{handle: handle} <- state.nodes[addr] do
       pids = Map.get(state.subscriptions, {:shard, channel}, MapSet.new())
-      Enum.each(pids, &op(handle, :drop, :shard, [channel], &1, state.subscribers[&1], []))
-      drain_all(handle, state.subscribers)
+      Enum.each(pids, &op(state, handle, :drop, :shard, [channel], &1, state.subscribers[&1], []))
+      drain_all(handle, state.refs)
       error = %ConnectionError{reason: :slot_moved}
 
       Enum.each(pids, fn pid ->
-        send(pid, {:redix_pubsub, self(), state.subscribers[pid], :disconnected, %{error: error}})
+        message = {:redix_pubsub, self(), state.subscribers[pid], :disconnected, %{error: error}}
+        send(target(state, pid), message)
       end)
 
       state = %{state | placed: Map.delete(state.placed, channel), hint: addr}
@@ -371,7 +376,7 @@ defmodule RedixRs.PubSub.Cluster do
   def handle_info({:DOWN, ref, :process, pid, _reason}, state) do
     case state.subscribers do
       %{^pid => ^ref} -> {:noreply, drop_subscriber(state, pid, ref)}
-      _ -> {:noreply, state}
+      _ -> {:noreply, relay_ended(state, ref, pid)}
     end
   end
 
@@ -533,8 +538,8 @@ defmodule RedixRs.PubSub.Cluster do
         :ok
 
       handle ->
-        Enum.each(pids, &op(handle, :drop, :shard, [name], &1, state.subscribers[&1], []))
-        drain_all(handle, state.subscribers)
+        Enum.each(pids, &op(state, handle, :drop, :shard, [name], &1, state.subscribers[&1], []))
+        drain_all(handle, state.refs)
     end
 
     state = %{state | placed: Map.put(state.placed, name, to)}
@@ -548,7 +553,7 @@ defmodule RedixRs.PubSub.Cluster do
         |> Enum.with_index()
         |> Enum.map(fn {pid, i} ->
           redis = if i == 0, do: [name], else: []
-          op(handle, :subscribe, :shard, [name], pid, state.subscribers[pid], redis)
+          op(state, handle, :subscribe, :shard, [name], pid, state.subscribers[pid], redis)
         end)
         |> then(&drain(state, to, Enum.max([0 | &1])))
 
@@ -576,7 +581,7 @@ defmodule RedixRs.PubSub.Cluster do
     |> Enum.each(fn {addr, names} ->
       with handle when handle != nil <- connected_handle(state, addr) do
         by_slot(:shard, names, Enum.filter(names, &(&1 in new)), fn names, redis ->
-          op(handle, :subscribe, :shard, names, pid, ref, redis)
+          op(state, handle, :subscribe, :shard, names, pid, ref, redis)
         end)
         |> then(&drain(state, addr, &1))
       end
@@ -593,7 +598,7 @@ defmodule RedixRs.PubSub.Cluster do
         ensure_nodes(state)
 
       handle ->
-        queued = op(handle, :subscribe, kind, names, pid, ref, new)
+        queued = op(state, handle, :subscribe, kind, names, pid, ref, new)
         drain(state, state.classic, queued)
         state
     end
@@ -696,7 +701,7 @@ defmodule RedixRs.PubSub.Cluster do
     error = %ConnectionError{reason: reason}
     Connector.emit(:disconnection, node_opts(state, addr), %{reason: error})
     node = state.nodes[addr]
-    drain_all(node.handle, state.subscribers)
+    drain_all(node.handle, state.refs)
 
     state =
       if addr == state.classic do
@@ -752,7 +757,7 @@ defmodule RedixRs.PubSub.Cluster do
 
       queued =
         by_slot(kind, names, redis, fn names, redis ->
-          op(handle, :subscribe, kind, names, pid, state.subscribers[pid], redis)
+          op(state, handle, :subscribe, kind, names, pid, state.subscribers[pid], redis)
         end)
 
       {Enum.reduce(redis, told, &MapSet.put(&2, {kind, &1})), queued}
@@ -794,8 +799,78 @@ defmodule RedixRs.PubSub.Cluster do
 
       _ ->
         ref = Process.monitor(pid)
-        {ref, %{state | subscribers: Map.put(state.subscribers, pid, ref)}}
+        {sender, state} = sender(state, pid)
+
+        {ref,
+         %{
+           state
+           | subscribers: Map.put(state.subscribers, pid, ref),
+             refs: Map.put(state.refs, sender, ref)
+         }}
     end
+  end
+
+  # The pid the native side sends `pid`'s messages to: `pid` itself, or its relay.
+  defp target(state, pid), do: Map.get(state.relays, pid, pid)
+
+  # The process that sends `pid` its messages: itself when local, else its relay, started when it
+  # has none (after the previous one, if that one is still stopping).
+  defp sender(state, pid) when node(pid) == node(), do: {pid, state}
+
+  defp sender(state, pid) do
+    case state.relays do
+      %{^pid => relay} ->
+        {relay, state}
+
+      _ ->
+        relay = Relay.start_link(pid, Map.get(state.retiring, pid))
+        {relay, %{state | relays: Map.put(state.relays, pid, relay)}}
+    end
+  end
+
+  # `pid` has nothing left here: its relay (if any) stops once it has forwarded what it was handed.
+  defp release(state, pid) do
+    case Map.pop(state.relays, pid) do
+      {nil, _} ->
+        state
+
+      {relay, relays} ->
+        Relay.stop(relay)
+        ref = Process.monitor(relay)
+
+        %{
+          state
+          | relays: relays,
+            retiring: Map.put(state.retiring, pid, relay),
+            relay_monitors: Map.put(state.relay_monitors, ref, pid)
+        }
+    end
+  end
+
+  defp relay_ended(state, ref, relay) do
+    case Map.pop(state.relay_monitors, ref) do
+      {nil, _} ->
+        state
+
+      {pid, monitors} ->
+        retiring =
+          case state.retiring do
+            %{^pid => ^relay} -> Map.delete(state.retiring, pid)
+            retiring -> retiring
+          end
+
+        %{state | relay_monitors: monitors, retiring: retiring}
+    end
+  end
+
+  defp forget(state, pid) do
+    state = %{
+      state
+      | subscribers: Map.delete(state.subscribers, pid),
+        refs: Map.delete(state.refs, target(state, pid))
+    }
+
+    release(state, pid)
   end
 
   # Removes `pid` from `names`; returns the names nobody subscribes to any more.
@@ -822,14 +897,12 @@ defmodule RedixRs.PubSub.Cluster do
     if Enum.any?(state.subscriptions, fn {_, pids} -> MapSet.member?(pids, pid) end) do
       state
     else
-      case Map.pop(state.subscribers, pid) do
-        {nil, _} ->
-          state
-
-        {ref, subscribers} ->
-          Process.demonitor(ref, [:flush])
-          %{state | subscribers: subscribers}
+      case Map.get(state.subscribers, pid) do
+        nil -> :ok
+        ref -> Process.demonitor(ref, [:flush])
       end
+
+      forget(state, pid)
     end
   end
 
@@ -850,7 +923,7 @@ defmodule RedixRs.PubSub.Cluster do
             redis = Enum.filter(names, &(&1 in emptied))
 
             by_slot(kind, names, redis, fn names, redis ->
-              op(handle, :drop, kind, names, pid, ref, redis)
+              op(state, handle, :drop, kind, names, pid, ref, redis)
             end)
           end
         end)
@@ -860,13 +933,14 @@ defmodule RedixRs.PubSub.Cluster do
           else: state
       end)
 
-    %{state | subscribers: Map.delete(state.subscribers, pid)} |> close_idle_nodes()
+    state |> forget(pid) |> close_idle_nodes()
   end
 
   ## Native operations
 
-  defp op(handle, action, kind, names, pid, ref, redis_names) do
-    Native.pubsub_op(handle, {action, kind, names, pid, ref, redis_names})
+  # The native side sends to `pid`'s target: `pid` itself, or its relay.
+  defp op(state, handle, action, kind, names, pid, ref, redis_names) do
+    Native.pubsub_op(handle, {action, kind, names, target(state, pid), ref, redis_names})
   end
 
   # Sends at least `count` queued messages (those up to the last op's own) before the caller gets
@@ -875,7 +949,7 @@ defmodule RedixRs.PubSub.Cluster do
   defp drain(state, addr, count) do
     %{handle: handle, id: id} = state.nodes[addr]
 
-    case Native.pubsub_drain(handle, state.subscribers) do
+    case Native.pubsub_drain(handle, state.refs) do
       {:more, sent} when sent < count -> drain(state, addr, count - sent)
       {:more, _sent} -> send(self(), {:redix_rs_pubsub_drain, id})
       {:done, _sent} -> :ok
