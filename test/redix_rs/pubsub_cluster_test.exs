@@ -421,6 +421,26 @@ defmodule RedixRs.PubSubClusterTest do
     Cluster.move_slot!(c, slot, from)
   end
 
+  test "stopping the pub/sub closes its connection to every node", %{cluster: c} do
+    {:ok, pubsub} = PubSub.start_link(nodes: ["redis://127.0.0.1:#{hd(Cluster.ports(c))}"])
+    primaries = Cluster.primaries(c)
+    channels = for p <- primaries, do: Cluster.name_on(c, p, "stopping:")
+    {:ok, ref} = PubSub.ssubscribe(pubsub, channels, self())
+    {:ok, ^ref} = PubSub.subscribe(pubsub, "stopping", self())
+
+    for channel <- channels,
+        do: assert_receive({:redix_pubsub, ^pubsub, ^ref, :ssubscribed, %{channel: ^channel}})
+
+    assert_receive {:redix_pubsub, ^pubsub, ^ref, :subscribed, %{channel: "stopping"}}
+    assert :ok = PubSub.stop(pubsub)
+
+    Cluster.wait_until("no node has the pub/sub's subscriptions", fn ->
+      Enum.all?(Enum.zip(primaries, channels), fn {p, channel} ->
+        Cluster.command!(c, p, ["PUBSUB", "SHARDNUMSUB", channel]) == [channel, 0]
+      end) and not subscribed_somewhere?(c, Cluster.ports(c), "stopping")
+    end)
+  end
+
   test "a subscriber that exits is unsubscribed at its channel's node", %{cluster: c} do
     pubsub = start_pubsub(c)
     [_, port | _] = Cluster.primaries(c)
