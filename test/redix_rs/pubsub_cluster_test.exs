@@ -421,6 +421,23 @@ defmodule RedixRs.PubSubClusterTest do
     Cluster.move_slot!(c, slot, from)
   end
 
+  test "a replica as the only seed is enough", %{cluster: c} do
+    [primary | _] = Cluster.primaries(c)
+    replica = Cluster.replica_of(c, primary)
+    pubsub = start_supervised!({PubSub, nodes: [[host: "127.0.0.1", port: replica]]})
+    channel = Cluster.name_on(c, primary, "via-replica:")
+    {:ok, ref} = PubSub.ssubscribe(pubsub, channel, self())
+    {:ok, ^ref} = PubSub.subscribe(pubsub, "via-replica", self())
+    assert_receive {:redix_pubsub, ^pubsub, ^ref, :ssubscribed, %{channel: ^channel}}
+    assert_receive {:redix_pubsub, ^pubsub, ^ref, :subscribed, %{channel: "via-replica"}}
+    assert spublish(c, channel, "s") == 1
+    assert_receive {:redix_pubsub, ^pubsub, ^ref, :smessage, %{channel: ^channel, payload: "s"}}
+    Cluster.command!(c, primary, ["PUBLISH", "via-replica", "p"])
+
+    assert_receive {:redix_pubsub, ^pubsub, ^ref, :message,
+                    %{channel: "via-replica", payload: "p"}}
+  end
+
   test "stopping the pub/sub closes its connection to every node", %{cluster: c} do
     {:ok, pubsub} = PubSub.start_link(nodes: ["redis://127.0.0.1:#{hd(Cluster.ports(c))}"])
     primaries = Cluster.primaries(c)

@@ -517,13 +517,15 @@ defmodule RedixRs.PubSub.Cluster do
     state |> ensure_nodes() |> close_idle_nodes()
   end
 
+  # A connected node keeps serving classic subscriptions (any node gets every PUBLISH, with slots or
+  # without); one that is down and has no slots any more (a primary that failed over, a replica
+  # given as the seed) is replaced by a primary.
   defp reconcile_classic(state) do
     owners = owners(state)
 
-    if owners == [] or state.classic in owners do
+    if owners == [] or state.classic in owners or connected_handle(state, state.classic) != nil do
       state
     else
-      # The classic node left the slot map (failed over, removed): another one serves them.
       {old, state} = pop_node(state, state.classic)
       if old, do: Native.close(old.handle, :owner_down)
       %{state | classic: hd(owners)}
