@@ -40,6 +40,8 @@ defmodule RedixRs.ConnectionError do
     * `{:protocol_error, limit}` - this caller's reply went past a limit of the `:reply_limits`
       option (`:reply_too_large`, `:bulk_too_long`, `:aggregate_too_long`, `:too_deep`); the
       connection was closed and is re-established, and other callers in flight got `:disconnected`
+    * `:slot_moved` - in a `:disconnected` message of a `RedixRs.PubSub` on a Redis Cluster: the
+      hash slot of a shard channel moved to another node (it is subscribed again there)
     * `:unexpected_reply` - the server sent a reply no command was waiting for; the connection was
       closed
     * `:partial_submission` - a submission failed after part of it was written, so the replies could
@@ -84,6 +86,7 @@ defmodule RedixRs.ConnectionError do
           | RedixRs.Error.t()
           | :write_queue_full
           | :pubsub_backlog
+          | :slot_moved
           | {:tls_alert, {atom(), String.t()}}
           | {:tls_config, String.t()}
           | {:protocol_error, String.t()}
@@ -120,6 +123,9 @@ defmodule RedixRs.ConnectionError do
 
   def format_reason(:pubsub_backlog),
     do: "too many pub/sub messages were waiting to be delivered to subscribers"
+
+  def format_reason(:slot_moved),
+    do: "the shard channel's hash slot moved to another node of the Redis Cluster"
 
   def format_reason(:unexpected_reply),
     do: "the server sent a reply that no command was waiting for"

@@ -150,7 +150,8 @@ defmodule RedixRs.Connector do
     Telemetry.execute([:redix_rs, event], %{}, Map.merge(metadata, extra))
   end
 
-  defp native_config(opts, mode) do
+  @doc "The connection options the native side takes (`RedixRs.Native.connect/2`'s config)."
+  def native_config(opts, mode) do
     {:ok, socket} = RedixRs.Options.Socket.parse(opts[:socket_opts])
 
     address =

@@ -57,6 +57,43 @@ defmodule RedixRs.PubSub do
 
   For supervised subscriber processes, see `RedixRs.PubSub.Subscriber`.
 
+  ## On a Redis Cluster
+
+  Started with `:nodes` (the cluster's seed nodes, as `RedixRs.Cluster` takes them: URIs or
+  `[host: host, port: port]` keyword lists; one reachable seed is enough), a pub/sub client serves a
+  Redis Cluster with the same functions and messages:
+
+      {:ok, pubsub} = RedixRs.PubSub.start_link(nodes: ["redis://10.0.0.1:7000", "redis://10.0.0.2:7000"])
+      {:ok, ref} = RedixRs.PubSub.ssubscribe(pubsub, ["orders:{eu}", "orders:{us}"])
+
+  It reads the cluster's slot map (`CLUSTER SHARDS`, or `CLUSTER SLOTS` before Redis 7) and opens one
+  pub/sub connection per node that has something to serve:
+
+    * `ssubscribe/3` and `sunsubscribe/3` send each sharded channel to the primary that owns its slot
+      (CRC16 of the channel mod 16384, hashing only a non-empty `{hash tag}`), one command per slot.
+      When the slot moves, Redis ends the subscription at the old owner (an unsolicited
+      `sunsubscribe`); the slot map is read again (at most once a second) and the channel is
+      subscribed at the new owner. Its subscribers see what they see when a connection is lost and
+      comes back: `:disconnected`, with `%RedixRs.ConnectionError{reason: :slot_moved}` (messages
+      published meanwhile may be lost), then `:ssubscribed` for the channel once the new owner
+      confirmed it. A subscription a node refuses with `MOVED` (the slot map was out of date) is made
+      at the slot's owner, with no `:disconnected`: it was never made.
+    * `subscribe/3` and `psubscribe/3` are served by one node: a cluster sends every `PUBLISH` to
+      every node.
+    * A node connection that fails reconnects with the backoff options, as a single-server connection
+      does: its subscribers get `:disconnected`, then `:subscribed`/`:ssubscribed` again. While a node
+      is down the slot map is read every second, so after a failover its channels go to the promoted
+      replica.
+    * `ping/2` pings the node serving classic channels; `get_client_id/1` answers
+      `{:error, %RedixRs.ConnectionError{reason: :client_id_not_stored}}` (there is one connection
+      per node).
+
+  Every other option applies to each node connection. `:host`, `:port`, `:sentinel`,
+  `:exit_on_disconnection`, `:fetch_client_id_on_connect` and a `:database` other than 0 raise
+  `ArgumentError`, as do credentials or a database in a seed URI; a `rediss://` seed turns TLS on for
+  every node. Subscribers may be on other nodes, as with one server. With `sync_connect: true`, `start_link/1`
+  returns once a seed gave the slot map, or `{:error, %RedixRs.ConnectionError{}}` when none did.
+
   ## Options
 
   The options of `RedixRs.start_link/1`, plus:
@@ -107,9 +144,15 @@ defmodule RedixRs.PubSub do
   def start_link(uri) when is_binary(uri), do: start_link(uri, [])
 
   def start_link(opts) do
-    opts = RedixRs.Options.validate!(opts, :pubsub)
-    RedixRs.Native.ensure_loaded!()
-    Connection.start_link(opts)
+    if is_list(opts) and Keyword.keyword?(opts) and Keyword.has_key?(opts, :nodes) do
+      opts = RedixRs.PubSub.Cluster.validate!(opts)
+      RedixRs.Native.ensure_loaded!()
+      RedixRs.PubSub.Cluster.start_link(opts)
+    else
+      opts = RedixRs.Options.validate!(opts, :pubsub)
+      RedixRs.Native.ensure_loaded!()
+      Connection.start_link(opts)
+    end
   end
 
   @doc ~S"""

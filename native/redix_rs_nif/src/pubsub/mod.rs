@@ -418,7 +418,16 @@ impl OutOfBandSink for PubSubFanout {
             OutOfBand::Confirmation(_) => None,
             // A sharded channel whose slot moved (Redis Cluster): the `RedixRs.PubSub` process still
             // counts the subscription, and makes it again when the connection is re-established.
-            // Dropped here on purpose: a single-server connection has no other node to follow it to.
+            // The owner hears of it (`{:redix_rs_pubsub_ended, id, channel}`): on a cluster it
+            // subscribes again at the slot's new owner; a single-server connection ignores it.
+            OutOfBand::Ended(Event::Unsubscribed {
+                kind: Kind::Shard,
+                name,
+            }) => {
+                let mut inner = self.lock();
+                crate::cluster_pubsub::notify_ended(&mut inner.env, &self.owner, self.id, &name);
+                None
+            }
             OutOfBand::Ended(_) => None,
         };
         let mut inner = self.lock();

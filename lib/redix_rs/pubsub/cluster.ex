@@ -1,0 +1,979 @@
+defmodule RedixRs.PubSub.Cluster do
+  # The process behind a `RedixRs.PubSub` started with `:nodes`: pub/sub on a Redis Cluster.
+  #
+  # It owns one native pub/sub connection (the handle `RedixRs.PubSub.Connection` uses for one
+  # server) per node that has something to serve: the node owning the slot of each subscribed shard
+  # channel (`SSUBSCRIBE` is served by the slot's primary only), and one node, any node, for classic
+  # channels and patterns (a cluster broadcasts `PUBLISH` to every node). It is the owner of all
+  # those handles, so every message names this process, carries the subscriber's one reference, and
+  # has this process as its one sender (it runs `pubsub_drain/2` for each handle). A subscriber on
+  # another node is reached through a relay (`RedixRs.PubSub.Relay`), as with one server.
+  #
+  # The slot map comes from `CLUSTER SHARDS` (`CLUSTER SLOTS` before Redis 7), asked of one node at a
+  # time by `RedixRs.Native.cluster_pubsub_discover/2`. It is refreshed (at most once a second) when
+  # Redis ends a shard subscription on its own (`sunsubscribe` for a slot that moved: the native side
+  # tells this process `{:redix_rs_pubsub_ended, id, channel}`), when a node refuses a subscription
+  # (`MOVED`), and when a node connection fails. After each refresh, shard channels whose slot has
+  # another owner are subscribed there, and node connections that serve nothing are closed.
+  #
+  # What subscribers see (documented in `RedixRs.PubSub`): node connection failures as with one
+  # server (`:disconnected` from that node's handle, then `:ssubscribed`/`:subscribed` again once
+  # subscribed anew); a slot that moved, `:disconnected` (reason `:slot_moved`) then `:ssubscribed`
+  # from the new owner.
+  @moduledoc false
+  use GenServer
+
+  require Logger
+
+  alias RedixRs.{ConnectionError, Connector, Native}
+  alias RedixRs.PubSub.Relay
+
+  # At most one topology refresh per this many milliseconds.
+  @refresh_interval 1_000
+
+  defstruct [
+    :opts,
+    # [{host, port}] as given
+    :seeds,
+    # [{first_slot, last_slot, {host, port}}], nil before the first discovery
+    :ranges,
+    # The discovery in flight: %{ref: ref, addr: addr, rest: [addr]}
+    :discovery,
+    :last_refresh,
+    :refresh_timer,
+    :discovery_backoff,
+    # The node asked first at the next refresh (the one that ended a subscription knows the slot's
+    # new owner).
+    :hint,
+    # The node serving classic channels and patterns.
+    :classic,
+    refresh_again: false,
+    # {host, port} => %{handle, id, status: :connecting | :connected | :backoff, backoff}
+    nodes: %{},
+    # native id => {host, port}
+    ids: %{},
+    # shard channel => the node it is subscribed at
+    placed: %{},
+    # {kind, name} => MapSet of subscriber pids
+    subscriptions: %{},
+    # pid => monitor ref (the `ref` of the messages)
+    subscribers: %{},
+    # The pids the native side sends to (a local subscriber, or a remote one's relay) => the ref
+    # their messages carry: the map `Native.pubsub_drain/2` takes references from.
+    refs: %{},
+    # remote subscriber pid => its relay; a remote pid => its last relay told to stop and not yet
+    # ended; relay monitor ref => remote pid (as in `RedixRs.PubSub.Connection`)
+    relays: %{},
+    retiring: %{},
+    relay_monitors: %{},
+    # {ref, from} of pings in flight on the classic node
+    pings: %{},
+    # pings waiting for the classic node to connect
+    waiting: [],
+    connected_before: MapSet.new()
+  ]
+
+  ## Options
+
+  @doc """
+  Validates the options of a cluster pub/sub (they hold `:nodes`); returns them with `:nodes` as a
+  list of `{host, port}` and every `RedixRs.PubSub` option filled in.
+  """
+  def validate!(opts) do
+    {nodes, rest} = Keyword.pop(opts, :nodes)
+
+    for key <- [:host, :port, :sentinel], Keyword.has_key?(rest, key) do
+      raise ArgumentError,
+            "#{inspect(key)} cannot be used with :nodes (a cluster pub/sub connects to the " <>
+              "cluster's nodes)"
+    end
+
+    if Keyword.get(rest, :exit_on_disconnection, false) do
+      raise ArgumentError, ":exit_on_disconnection is not supported with :nodes"
+    end
+
+    if Keyword.get(rest, :fetch_client_id_on_connect, false) do
+      raise ArgumentError,
+            ":fetch_client_id_on_connect is not supported with :nodes (a cluster pub/sub has " <>
+              "one connection per node)"
+    end
+
+    if Keyword.get(rest, :database, 0) not in [0, "0", nil] do
+      raise ArgumentError,
+            "a Redis Cluster has database 0 only, got: database: #{inspect(rest[:database])}"
+    end
+
+    {seeds, tls?} = seeds!(nodes)
+
+    rest =
+      cond do
+        tls? and Keyword.get(rest, :ssl) == false ->
+          raise ArgumentError, "a rediss:// node needs TLS, but ssl: false was given"
+
+        tls? ->
+          Keyword.put(rest, :ssl, true)
+
+        true ->
+          rest
+      end
+
+    rest
+    |> Keyword.delete(:database)
+    |> RedixRs.Options.validate!(:pubsub)
+    |> Keyword.put(:nodes, seeds)
+  end
+
+  defp seeds!(nodes) when is_list(nodes) and nodes != [] do
+    seeds = Enum.map(nodes, &seed!/1)
+    {Enum.map(seeds, &elem(&1, 0)), Enum.any?(seeds, &elem(&1, 1))}
+  end
+
+  defp seeds!(other) do
+    raise ArgumentError,
+          "expected :nodes to be a non-empty list of URIs or [host: ..., port: ...] keyword " <>
+            "lists, got: #{inspect(RedixRs.Redact.term(other))}"
+  end
+
+  defp seed!(uri) when is_binary(uri) do
+    parsed = RedixRs.URI.to_start_options(uri)
+
+    for key <- [:username, :password], Keyword.has_key?(parsed, key) do
+      raise ArgumentError,
+            "a :nodes URI cannot hold credentials (give :username and :password as options): " <>
+              RedixRs.Redact.describe(uri)
+    end
+
+    if parsed[:host] == nil or match?({:local, _}, parsed[:host]) do
+      raise ArgumentError, "a :nodes URI must name a TCP host, got: #{inspect(uri)}"
+    end
+
+    if Keyword.get(parsed, :database, 0) != 0 do
+      raise ArgumentError, "a :nodes URI cannot select a database other than 0: #{inspect(uri)}"
+    end
+
+    {{parsed[:host], Keyword.get(parsed, :port, 6379)}, Keyword.get(parsed, :ssl, false)}
+  end
+
+  defp seed!(kw) when is_list(kw) do
+    with true <- Keyword.keyword?(kw),
+         [] <- Keyword.keys(kw) -- [:host, :port],
+         host when is_binary(host) <- Keyword.get(kw, :host, "localhost"),
+         port when is_integer(port) and port in 1..65_535 <- Keyword.get(kw, :port, 6379) do
+      {{host, port}, false}
+    else
+      _ -> bad_seed!(kw)
+    end
+  end
+
+  defp seed!(other), do: bad_seed!(other)
+
+  defp bad_seed!(seed) do
+    raise ArgumentError,
+          "expected each of :nodes to be a URI or a [host: string, port: integer] keyword list, " <>
+            "got: #{inspect(RedixRs.Redact.term(seed))}"
+  end
+
+  ## Start
+
+  def start_link(opts), do: Connector.start_link(__MODULE__, opts)
+
+  @impl true
+  def init(opts) do
+    state = %__MODULE__{opts: Keyword.delete(opts, :nodes), seeds: opts[:nodes]}
+
+    if opts[:sync_connect] do
+      case discover_synchronously(state, state.seeds, nil) do
+        {:ok, state} -> {:ok, state}
+        {:error, error} -> {:stop, error}
+      end
+    else
+      {:ok, state, {:continue, :discover}}
+    end
+  end
+
+  @impl true
+  def handle_continue(:discover, state), do: {:noreply, start_discovery(state)}
+
+  ## Calls
+
+  @impl true
+  def handle_call({action, _kind, _names, pid}, _from, state)
+      when action in [:subscribe, :unsubscribe] and pid == self() do
+    {:reply, {:refused, "a subscriber cannot be the pub/sub connection itself"}, state}
+  end
+
+  def handle_call({:subscribe, kind, names, pid}, _from, state) do
+    {ref, state} = monitor(state, pid)
+    new = Enum.filter(names, &(not Map.has_key?(state.subscriptions, {kind, &1})))
+
+    subscriptions =
+      Enum.reduce(names, state.subscriptions, fn name, acc ->
+        Map.update(acc, {kind, name}, MapSet.new([pid]), &MapSet.put(&1, pid))
+      end)
+
+    state = %{state | subscriptions: subscriptions}
+
+    state =
+      case kind do
+        :shard -> subscribe_shards(state, names, new, pid, ref)
+        _ -> subscribe_classic(state, kind, names, new, pid, ref)
+      end
+
+    {:reply, {:ok, ref}, state}
+  end
+
+  def handle_call({:unsubscribe, kind, names, pid}, _from, state) do
+    ref = Map.get(state.subscribers, pid) || make_ref()
+    # A remote pid that subscribed to nothing gets a relay for this call's messages.
+    {sender, state} = sender(state, pid)
+    {state, emptied} = remove(state, kind, names, pid)
+
+    names
+    |> Enum.group_by(&node_of(state, kind, &1))
+    |> Enum.each(fn {addr, names} ->
+      case connected_handle(state, addr) do
+        nil ->
+          Enum.each(
+            names,
+            &send(sender, {:redix_pubsub, self(), ref, unsubscribed(kind), props(kind, &1)})
+          )
+
+        handle ->
+          redis = Enum.filter(names, &(&1 in emptied))
+
+          by_slot(kind, names, redis, fn names, redis ->
+            op(state, handle, :unsubscribe, kind, names, pid, ref, redis)
+          end)
+          |> then(&drain(state, addr, &1))
+      end
+    end)
+
+    state =
+      if kind == :shard,
+        do: %{state | placed: Map.drop(state.placed, emptied)},
+        else: state
+
+    state = state |> forget_if_idle(pid) |> close_idle_nodes()
+    {:reply, :ok, state}
+  end
+
+  def handle_call(:get_client_id, _from, state) do
+    {:reply, {:error, %ConnectionError{reason: :client_id_not_stored}}, state}
+  end
+
+  # A ping goes to the node of classic subscriptions, connected to for it if need be; as on one
+  # server, one made while connecting waits for it (bounded by the caller's timeout).
+  def handle_call(:ping, from, state) do
+    case state.nodes[state.classic] do
+      %{status: :connected, handle: handle} ->
+        {:noreply, ping(state, handle, from)}
+
+      %{status: :backoff} ->
+        {:reply, {:error, %ConnectionError{reason: :closed}}, state}
+
+      _ when state.classic == nil and state.discovery == nil ->
+        {:reply, {:error, %ConnectionError{reason: :closed}}, state}
+
+      _ ->
+        {:noreply, ensure_nodes(%{state | waiting: [from | state.waiting]})}
+    end
+  end
+
+  ## Messages
+
+  @impl true
+  def handle_info({ref, result}, %{discovery: %{ref: ref}} = state) do
+    {:noreply, discovered(state, result)}
+  end
+
+  def handle_info(:refresh, state) do
+    {:noreply, start_discovery(%{state | refresh_timer: nil})}
+  end
+
+  def handle_info({:redix_rs_native, id, event}, state) do
+    case state.ids do
+      %{^id => addr} -> node_event(state, addr, event)
+      _ -> {:noreply, state}
+    end
+  end
+
+  def handle_info({:reconnect, addr}, state) do
+    case state.nodes do
+      %{^addr => %{status: :backoff}} -> {:noreply, connect_node(state, addr)}
+      _ -> {:noreply, state}
+    end
+  end
+
+  def handle_info({:redix_rs_pubsub_drain, id}, state) do
+    with %{^id => addr} <- state.ids, %{handle: handle} <- state.nodes[addr] do
+      case Native.pubsub_drain(handle, state.refs) do
+        {:more, _sent} -> send(self(), {:redix_rs_pubsub_drain, id})
+        {:done, _sent} -> :ok
+      end
+    end
+
+    {:noreply, state}
+  end
+
+  # Redis ended a shard subscription on its own: its slot moved. Subscribed again at the new owner
+  # once the slot map says which node that is.
+  def handle_info({:redix_rs_pubsub_ended, id, channel}, state) do
+    with %{^id => addr} <- state.ids,
+         %{^channel => ^addr} <- state.placed,
+         %{handle: handle} <- state.nodes[addr] do
+      pids = Map.get(state.subscriptions, {:shard, channel}, MapSet.new())
+      Enum.each(pids, &op(state, handle, :drop, :shard, [channel], &1, state.subscribers[&1], []))
+      drain_all(handle, state.refs)
+      error = %ConnectionError{reason: :slot_moved}
+
+      Enum.each(pids, fn pid ->
+        message = {:redix_pubsub, self(), state.subscribers[pid], :disconnected, %{error: error}}
+        send(target(state, pid), message)
+      end)
+
+      state = %{state | placed: Map.delete(state.placed, channel), hint: addr}
+
+      {:noreply, request_refresh(state)}
+    else
+      _ -> {:noreply, state}
+    end
+  end
+
+  # A node refused a subscription: `MOVED` (the slot map was stale) calls for a refresh, asking the
+  # node it names first (it owns the slot, so its map says so).
+  def handle_info({:redix_rs_pubsub_rejected, %RedixRs.Error{message: "MOVED " <> where}}, state) do
+    hint =
+      with [_slot, address] <- String.split(where, " "),
+           [host, port] when host != "" <- String.split(address, ":"),
+           {port, ""} <- Integer.parse(port) do
+        {host, port}
+      else
+        _ -> state.hint
+      end
+
+    {:noreply, request_refresh(%{state | hint: hint})}
+  end
+
+  def handle_info({:redix_rs_pubsub_rejected, %RedixRs.Error{message: message}}, state) do
+    Logger.error(
+      "RedixRs.PubSub #{inspect(state.opts[:name] || self())}: Redis refused a subscription: #{message}"
+    )
+
+    {:noreply, state}
+  end
+
+  def handle_info({ref, result, _reply}, state) when is_map_key(state.pings, ref) do
+    {from, pings} = Map.pop(state.pings, ref)
+
+    GenServer.reply(
+      from,
+      if(result == :ok, do: :ok, else: {:error, %ConnectionError{reason: :disconnected}})
+    )
+
+    {:noreply, %{state | pings: pings}}
+  end
+
+  def handle_info({:DOWN, ref, :process, pid, _reason}, state) do
+    case state.subscribers do
+      %{^pid => ^ref} -> {:noreply, drop_subscriber(state, pid, ref)}
+      _ -> {:noreply, relay_ended(state, ref, pid)}
+    end
+  end
+
+  def handle_info(_unexpected, state), do: {:noreply, state}
+
+  def format_status(status), do: RedixRs.Redact.status(status)
+
+  @impl true
+  def format_status(reason, pdict_and_state), do: RedixRs.Redact.status(reason, pdict_and_state)
+
+  ## Topology
+
+  defp discover_synchronously(_state, [], last_error) do
+    {:error, %ConnectionError{reason: last_error || :closed}}
+  end
+
+  defp discover_synchronously(state, [addr | rest], _last_error) do
+    ref = make_ref()
+    :ok = Native.cluster_pubsub_discover(config(state, addr, :plain), ref)
+
+    timeout =
+      if state.opts[:timeout] == :infinity, do: :infinity, else: 2 * state.opts[:timeout] + 1_000
+
+    receive do
+      {^ref, {:ok, _} = result} ->
+        {:ok, discovered(%{state | discovery: %{ref: ref, addr: addr, rest: []}}, result)}
+
+      {^ref, {:error, reason}} ->
+        Connector.emit(:failed_connection, node_opts(state, addr), %{
+          reason: %ConnectionError{reason: reason}
+        })
+
+        discover_synchronously(state, rest, reason)
+    after
+      timeout -> discover_synchronously(state, rest, :timeout)
+    end
+  end
+
+  # Asks for a refresh: now, or after the last one is a second old, or after the one in flight.
+  defp request_refresh(state) do
+    now = System.monotonic_time(:millisecond)
+
+    cond do
+      state.discovery != nil ->
+        %{state | refresh_again: true}
+
+      state.refresh_timer != nil ->
+        state
+
+      state.last_refresh == nil or now - state.last_refresh >= @refresh_interval ->
+        start_discovery(state)
+
+      true ->
+        timer =
+          Process.send_after(self(), :refresh, @refresh_interval - (now - state.last_refresh))
+
+        %{state | refresh_timer: timer}
+    end
+  end
+
+  # Asks the hinted node first, then the nodes the slot map knows, then the seeds.
+  defp start_discovery(%{discovery: nil} = state) do
+    known = for {_, _, addr} <- state.ranges || [], do: addr
+    candidates = Enum.uniq(Enum.reject([state.hint], &is_nil/1) ++ known ++ state.seeds)
+
+    state = %{
+      state
+      | hint: nil,
+        refresh_again: false,
+        last_refresh: System.monotonic_time(:millisecond)
+    }
+
+    ask(state, candidates)
+  end
+
+  defp start_discovery(state), do: %{state | refresh_again: true}
+
+  defp ask(state, [addr | rest]) do
+    ref = make_ref()
+    :ok = Native.cluster_pubsub_discover(config(state, addr, :plain), ref)
+    %{state | discovery: %{ref: ref, addr: addr, rest: rest}}
+  end
+
+  # Nobody answered: try again after a backoff.
+  defp ask(state, []) do
+    backoff = Connector.next_backoff(state.discovery_backoff, state.opts)
+    timer = Process.send_after(self(), :refresh, backoff)
+    state = %{state | discovery: nil, discovery_backoff: backoff, refresh_timer: timer}
+
+    if state.ranges == nil,
+      do: answer_waiting(state, {:error, %ConnectionError{reason: :closed}}),
+      else: state
+  end
+
+  defp discovered(%{discovery: %{addr: addr}} = state, {:ok, ranges}) do
+    ranges = for {first, last, host, port} <- ranges, do: {first, last, {host, port}}
+    state = %{state | ranges: ranges, discovery: nil, discovery_backoff: nil}
+    state = if state.classic == nil, do: %{state | classic: addr}, else: state
+    state = reconcile(state)
+
+    # While a node that serves subscriptions is down, the slot map is asked again every second: a
+    # failover gives its slots to a replica.
+    if state.refresh_again or Enum.any?(state.nodes, fn {_, node} -> node.status == :backoff end),
+      do: request_refresh(%{state | refresh_again: false}),
+      else: state
+  end
+
+  defp discovered(%{discovery: %{addr: addr, rest: rest}} = state, {:error, reason}) do
+    Connector.emit(:failed_connection, node_opts(state, addr), %{
+      reason: %ConnectionError{reason: reason}
+    })
+
+    ask(%{state | discovery: nil}, rest)
+  end
+
+  defp owner(state, slot) do
+    Enum.find_value(state.ranges || [], fn {first, last, addr} -> slot in first..last && addr end)
+  end
+
+  defp owners(state), do: state.ranges |> Enum.map(&elem(&1, 2)) |> Enum.uniq()
+
+  # Follows the slot map: shard channels go to their slot's owner, classic subscriptions to a node
+  # that is still in the cluster; nodes left serving nothing are closed.
+  defp reconcile(state) do
+    state = reconcile_classic(state)
+
+    state =
+      for({{:shard, name}, _} <- state.subscriptions, do: name)
+      |> Enum.reduce(state, fn name, state ->
+        target = owner(state, Native.key_slot(name))
+        current = Map.get(state.placed, name)
+
+        if target != nil and target != current,
+          do: move(state, name, current, target),
+          else: state
+      end)
+
+    state |> ensure_nodes() |> close_idle_nodes()
+  end
+
+  # A connected node keeps serving classic subscriptions (any node gets every PUBLISH, with slots or
+  # without); one that is down and has no slots any more (a primary that failed over, a replica
+  # given as the seed) is replaced by a primary.
+  defp reconcile_classic(state) do
+    owners = owners(state)
+
+    if owners == [] or state.classic in owners or connected_handle(state, state.classic) != nil do
+      state
+    else
+      {old, state} = pop_node(state, state.classic)
+      if old, do: Native.close(old.handle, :owner_down)
+      %{state | classic: hd(owners)}
+    end
+  end
+
+  defp move(state, name, from, to) do
+    pids = Map.get(state.subscriptions, {:shard, name}, MapSet.new())
+
+    case connected_handle(state, from) do
+      nil ->
+        :ok
+
+      handle ->
+        Enum.each(pids, &op(state, handle, :drop, :shard, [name], &1, state.subscribers[&1], []))
+        drain_all(handle, state.refs)
+    end
+
+    state = %{state | placed: Map.put(state.placed, name, to)}
+
+    case connected_handle(state, to) do
+      nil ->
+        state
+
+      handle ->
+        pids
+        |> Enum.with_index()
+        |> Enum.map(fn {pid, i} ->
+          redis = if i == 0, do: [name], else: []
+          op(state, handle, :subscribe, :shard, [name], pid, state.subscribers[pid], redis)
+        end)
+        |> then(&drain(state, to, Enum.max([0 | &1])))
+
+        state
+    end
+  end
+
+  ## Subscribing
+
+  defp subscribe_shards(state, names, new, pid, ref) do
+    # A name already subscribed stays where it is (or, when it has no node, waiting for the slot map:
+    # `reconcile/1` subscribes all its subscribers at once); a new one goes to its slot's owner when
+    # the slot map is known, otherwise once it is.
+    {state, unplaced} =
+      Enum.reduce(new, {state, false}, fn name, {state, unplaced} ->
+        case state.ranges && owner(state, Native.key_slot(name)) do
+          nil -> {state, unplaced or state.ranges != nil}
+          addr -> {%{state | placed: Map.put(state.placed, name, addr)}, unplaced}
+        end
+      end)
+
+    names
+    |> Enum.filter(&Map.has_key?(state.placed, &1))
+    |> Enum.group_by(&state.placed[&1])
+    |> Enum.each(fn {addr, names} ->
+      with handle when handle != nil <- connected_handle(state, addr) do
+        by_slot(:shard, names, Enum.filter(names, &(&1 in new)), fn names, redis ->
+          op(state, handle, :subscribe, :shard, names, pid, ref, redis)
+        end)
+        |> then(&drain(state, addr, &1))
+      end
+    end)
+
+    state = ensure_nodes(state)
+    # A slot no node owns: the slot map may be out of date.
+    if unplaced, do: request_refresh(state), else: state
+  end
+
+  defp subscribe_classic(state, kind, names, new, pid, ref) do
+    case connected_handle(state, state.classic) do
+      nil ->
+        ensure_nodes(state)
+
+      handle ->
+        queued = op(state, handle, :subscribe, kind, names, pid, ref, new)
+        drain(state, state.classic, queued)
+        state
+    end
+  end
+
+  # SSUBSCRIBE and SUNSUBSCRIBE take channels of one slot: one op per slot. Returns how many
+  # messages the last op left queued (what the caller must drain before it replies).
+  defp by_slot(:shard, names, redis, fun) do
+    names
+    |> Enum.group_by(&Native.key_slot/1)
+    |> Enum.map(fn {_slot, names} -> fun.(names, Enum.filter(redis, &(&1 in names))) end)
+    |> Enum.max(fn -> 0 end)
+  end
+
+  defp by_slot(_kind, names, redis, fun), do: fun.(names, redis)
+
+  # The node a subscription of `kind` to `name` is made at (nil: none yet).
+  defp node_of(state, :shard, name), do: Map.get(state.placed, name)
+  defp node_of(state, _kind, _name), do: state.classic
+
+  ## Nodes
+
+  defp node_opts(state, {host, port}), do: Keyword.merge(state.opts, host: host, port: port)
+
+  defp config(state, addr, mode) do
+    RedixRs.Redact.scrub(fn -> Connector.native_config(node_opts(state, addr), mode) end)
+  end
+
+  defp connected_handle(state, addr) do
+    case state.nodes[addr] do
+      %{status: :connected, handle: handle} -> handle
+      _ -> nil
+    end
+  end
+
+  # The nodes that serve something: the classic node (with subscriptions or pings waiting), and the
+  # node of each placed shard channel.
+  defp wanted(state) do
+    classic? =
+      state.classic != nil and
+        (state.waiting != [] or
+           Enum.any?(state.subscriptions, fn {{kind, _}, _} -> kind != :shard end))
+
+    shard_nodes = state.placed |> Map.values() |> MapSet.new()
+    if classic?, do: MapSet.put(shard_nodes, state.classic), else: shard_nodes
+  end
+
+  defp ensure_nodes(state) do
+    state
+    |> wanted()
+    |> Enum.reduce(state, fn addr, state ->
+      if Map.has_key?(state.nodes, addr), do: state, else: connect_node(state, addr)
+    end)
+  end
+
+  defp close_idle_nodes(state) do
+    wanted = wanted(state)
+
+    state.nodes
+    |> Map.keys()
+    |> Enum.reject(&(&1 in wanted or (&1 == state.classic and state.pings != %{})))
+    |> Enum.reduce(state, fn addr, state ->
+      {node, state} = pop_node(state, addr)
+      if node.handle, do: Native.close(node.handle, :owner_down)
+      state
+    end)
+  end
+
+  defp pop_node(state, addr) do
+    case Map.pop(state.nodes, addr) do
+      {nil, _} -> {nil, state}
+      {node, nodes} -> {node, %{state | nodes: nodes, ids: Map.delete(state.ids, node.id)}}
+    end
+  end
+
+  defp connect_node(state, addr) do
+    {handle, id} =
+      RedixRs.Redact.scrub(fn -> Connector.connect(node_opts(state, addr), :pubsub) end)
+
+    previous = state.nodes[addr]
+    ids = if previous, do: Map.delete(state.ids, previous.id), else: state.ids
+    node = %{handle: handle, id: id, status: :connecting, backoff: previous && previous.backoff}
+    %{state | nodes: Map.put(state.nodes, addr, node), ids: Map.put(ids, id, addr)}
+  end
+
+  defp node_event(state, addr, :connected) do
+    Connector.emit(:connection, node_opts(state, addr), %{
+      reconnection: addr in state.connected_before
+    })
+
+    state = update_in(state.nodes[addr], &%{&1 | status: :connected, backoff: nil})
+    state = %{state | connected_before: MapSet.put(state.connected_before, addr)}
+    resubscribe(state, addr)
+    state = if addr == state.classic, do: answer_waiting(state, :connected), else: state
+    {:noreply, state}
+  end
+
+  # The native side already told the node's subscribers `:disconnected`.
+  defp node_event(state, addr, {:disconnected, reason}) do
+    error = %ConnectionError{reason: reason}
+    Connector.emit(:disconnection, node_opts(state, addr), %{reason: error})
+    node = state.nodes[addr]
+    drain_all(node.handle, state.refs)
+
+    state =
+      if addr == state.classic do
+        Enum.each(state.pings, fn {_, from} -> GenServer.reply(from, {:error, error}) end)
+        %{state | pings: %{}}
+      else
+        state
+      end
+
+    {:noreply, state |> backoff(addr) |> request_refresh()}
+  end
+
+  defp node_event(state, addr, {:connect_failed, %RedixRs.Error{} = error}) do
+    Connector.emit(:failed_connection, node_opts(state, addr), %{
+      reason: %ConnectionError{reason: error}
+    })
+
+    {:stop, error, state}
+  end
+
+  defp node_event(state, addr, {:connect_failed, reason}) do
+    Connector.emit(:failed_connection, node_opts(state, addr), %{
+      reason: %ConnectionError{reason: reason}
+    })
+
+    state =
+      if addr == state.classic,
+        do: answer_waiting(state, {:error, %ConnectionError{reason: :closed}}),
+        else: state
+
+    {:noreply, state |> backoff(addr) |> request_refresh()}
+  end
+
+  defp node_event(state, _addr, _sentinel_event), do: {:noreply, state}
+
+  defp backoff(state, addr) do
+    node = state.nodes[addr]
+    backoff = Connector.next_backoff(node.backoff, state.opts)
+    Process.send_after(self(), {:reconnect, addr}, backoff)
+    put_in(state.nodes[addr], %{node | status: :backoff, backoff: backoff})
+  end
+
+  # Every subscription served by `addr`, again; each Redis-side name once.
+  defp resubscribe(state, addr) do
+    handle = state.nodes[addr].handle
+
+    state.subscriptions
+    |> Enum.filter(fn {{kind, name}, _} -> node_of(state, kind, name) == addr end)
+    |> Enum.flat_map(fn {{kind, name}, pids} -> Enum.map(pids, &{&1, kind, name}) end)
+    |> Enum.group_by(fn {pid, kind, _} -> {pid, kind} end, fn {_, _, name} -> name end)
+    |> Enum.reduce({MapSet.new(), 0}, fn {{pid, kind}, names}, {told, _queued} ->
+      redis = Enum.reject(names, &MapSet.member?(told, {kind, &1}))
+
+      queued =
+        by_slot(kind, names, redis, fn names, redis ->
+          op(state, handle, :subscribe, kind, names, pid, state.subscribers[pid], redis)
+        end)
+
+      {Enum.reduce(redis, told, &MapSet.put(&2, {kind, &1})), queued}
+    end)
+    |> then(fn {_told, queued} -> drain(state, addr, queued) end)
+  end
+
+  ## Pings
+
+  defp ping(state, handle, from) do
+    ref = make_ref()
+
+    case RedixRs.Call.submit_for_self(handle, ref, [["PING"]]) do
+      {:ok, _token} ->
+        %{state | pings: Map.put(state.pings, ref, from)}
+
+      {:error, _} ->
+        GenServer.reply(from, {:error, %ConnectionError{reason: :closed}})
+        state
+    end
+  end
+
+  defp answer_waiting(state, :connected) do
+    handle = connected_handle(state, state.classic)
+    Enum.reduce(Enum.reverse(state.waiting), %{state | waiting: []}, &ping(&2, handle, &1))
+  end
+
+  defp answer_waiting(state, reply) do
+    Enum.each(state.waiting, &GenServer.reply(&1, reply))
+    %{state | waiting: []}
+  end
+
+  ## Subscribers
+
+  defp monitor(state, pid) do
+    case state.subscribers do
+      %{^pid => ref} ->
+        {ref, state}
+
+      _ ->
+        ref = Process.monitor(pid)
+        {sender, state} = sender(state, pid)
+
+        {ref,
+         %{
+           state
+           | subscribers: Map.put(state.subscribers, pid, ref),
+             refs: Map.put(state.refs, sender, ref)
+         }}
+    end
+  end
+
+  # The pid the native side sends `pid`'s messages to: `pid` itself, or its relay.
+  defp target(state, pid), do: Map.get(state.relays, pid, pid)
+
+  # The process that sends `pid` its messages: itself when local, else its relay, started when it
+  # has none (after the previous one, if that one is still stopping).
+  defp sender(state, pid) when node(pid) == node(), do: {pid, state}
+
+  defp sender(state, pid) do
+    case state.relays do
+      %{^pid => relay} ->
+        {relay, state}
+
+      _ ->
+        relay = Relay.start_link(pid, Map.get(state.retiring, pid))
+        {relay, %{state | relays: Map.put(state.relays, pid, relay)}}
+    end
+  end
+
+  # `pid` has nothing left here: its relay (if any) stops once it has forwarded what it was handed.
+  defp release(state, pid) do
+    case Map.pop(state.relays, pid) do
+      {nil, _} ->
+        state
+
+      {relay, relays} ->
+        Relay.stop(relay)
+        ref = Process.monitor(relay)
+
+        %{
+          state
+          | relays: relays,
+            retiring: Map.put(state.retiring, pid, relay),
+            relay_monitors: Map.put(state.relay_monitors, ref, pid)
+        }
+    end
+  end
+
+  defp relay_ended(state, ref, relay) do
+    case Map.pop(state.relay_monitors, ref) do
+      {nil, _} ->
+        state
+
+      {pid, monitors} ->
+        retiring =
+          case state.retiring do
+            %{^pid => ^relay} -> Map.delete(state.retiring, pid)
+            retiring -> retiring
+          end
+
+        %{state | relay_monitors: monitors, retiring: retiring}
+    end
+  end
+
+  defp forget(state, pid) do
+    state = %{
+      state
+      | subscribers: Map.delete(state.subscribers, pid),
+        refs: Map.delete(state.refs, target(state, pid))
+    }
+
+    release(state, pid)
+  end
+
+  # Removes `pid` from `names`; returns the names nobody subscribes to any more.
+  defp remove(state, kind, names, pid) do
+    Enum.reduce(names, {state, []}, fn name, {state, emptied} ->
+      key = {kind, name}
+      pids = Map.get(state.subscriptions, key, MapSet.new())
+      rest = MapSet.delete(pids, pid)
+
+      cond do
+        not MapSet.member?(pids, pid) ->
+          {state, emptied}
+
+        MapSet.size(rest) == 0 ->
+          {%{state | subscriptions: Map.delete(state.subscriptions, key)}, [name | emptied]}
+
+        true ->
+          {%{state | subscriptions: Map.put(state.subscriptions, key, rest)}, emptied}
+      end
+    end)
+  end
+
+  defp forget_if_idle(state, pid) do
+    if Enum.any?(state.subscriptions, fn {_, pids} -> MapSet.member?(pids, pid) end) do
+      state
+    else
+      case Map.get(state.subscribers, pid) do
+        nil -> :ok
+        ref -> Process.demonitor(ref, [:flush])
+      end
+
+      forget(state, pid)
+    end
+  end
+
+  defp drop_subscriber(state, pid, ref) do
+    by_kind =
+      for {{kind, name}, pids} <- state.subscriptions, MapSet.member?(pids, pid), reduce: %{} do
+        acc -> Map.update(acc, kind, [name], &[name | &1])
+      end
+
+    state =
+      Enum.reduce(by_kind, state, fn {kind, names}, state ->
+        {state, emptied} = remove(state, kind, names, pid)
+
+        names
+        |> Enum.group_by(&node_of(state, kind, &1))
+        |> Enum.each(fn {addr, names} ->
+          with handle when handle != nil <- connected_handle(state, addr) do
+            redis = Enum.filter(names, &(&1 in emptied))
+
+            by_slot(kind, names, redis, fn names, redis ->
+              op(state, handle, :drop, kind, names, pid, ref, redis)
+            end)
+          end
+        end)
+
+        if kind == :shard,
+          do: %{state | placed: Map.drop(state.placed, emptied)},
+          else: state
+      end)
+
+    state |> forget(pid) |> close_idle_nodes()
+  end
+
+  ## Native operations
+
+  # The native side sends to `pid`'s target: `pid` itself, or its relay.
+  defp op(state, handle, action, kind, names, pid, ref, redis_names) do
+    Native.pubsub_op(handle, {action, kind, names, target(state, pid), ref, redis_names})
+  end
+
+  # Sends at least `count` queued messages (those up to the last op's own) before the caller gets
+  # its reply, as `RedixRs.PubSub.Connection` does; what keeps arriving after them goes out on the
+  # next wake-up.
+  defp drain(state, addr, count) do
+    %{handle: handle, id: id} = state.nodes[addr]
+
+    case Native.pubsub_drain(handle, state.refs) do
+      {:more, sent} when sent < count -> drain(state, addr, count - sent)
+      {:more, _sent} -> send(self(), {:redix_rs_pubsub_drain, id})
+      {:done, _sent} -> :ok
+    end
+  end
+
+  defp drain_all(handle, refs) do
+    case Native.pubsub_drain(handle, refs) do
+      {:more, _sent} -> drain_all(handle, refs)
+      {:done, _sent} -> :ok
+    end
+  end
+
+  defp unsubscribed(:channel), do: :unsubscribed
+  defp unsubscribed(:pattern), do: :punsubscribed
+  defp unsubscribed(:shard), do: :sunsubscribed
+
+  defp props(:pattern, name), do: %{pattern: name}
+  defp props(_kind, name), do: %{channel: name}
+end
+
+defimpl Inspect, for: RedixRs.PubSub.Cluster do
+  # The options hold the connection's passwords: shown redacted.
+  def inspect(state, opts), do: RedixRs.Redact.inspect_struct(state, opts)
+end
