@@ -10,7 +10,7 @@ defmodule RedixRs.SentinelFailoverTest do
   @moduletag timeout: 240_000
 
   alias RedixRs.ConnectionError
-  alias RedixRs.Test.SentinelSetup
+  alias RedixRs.Test.{RedisServer, SentinelSetup}
 
   @group "mymaster"
 
@@ -54,13 +54,14 @@ defmodule RedixRs.SentinelFailoverTest do
       assert SentinelSetup.failover(setup) == new_port
       assert_receive {:promoted, ^new_port, promoted_at}, 30_000
 
-      switch_at =
+      announced =
         for _ <- setup.sentinels do
           assert_receive {:switch_master, _port, at, [@group, _, old, _, new]}, 30_000
           assert {old, new} == {"#{old_port}", "#{new_port}"}
           at
         end
-        |> Enum.min()
+
+      switch_at = Enum.min(announced)
 
       wait_until(90_000, "2,000 INCRs acknowledged by the new primary", fn ->
         :counters.get(acks, 2) >= 2_000
@@ -87,7 +88,8 @@ defmodule RedixRs.SentinelFailoverTest do
       IO.puts("""
 
       [sentinel failover] 4 writers, #{per_second} INCR/s before the failover; \
-      announcement #{ms(switch_at - promoted_at)} ms after the promotion; \
+      announcement #{ms(switch_at - promoted_at)} ms after the promotion (by the last \
+      sentinel: #{ms(Enum.max(announced) - promoted_at)} ms); \
       INCRs acknowledged by the former primary after the announcement: #{old_after.(switch_at)} \
       (#{ms(old_after.(switch_at) * 1_000_000 / per_second)} ms of the stream), after the \
       promotion: #{old_after.(promoted_at)}; lost INCRs: #{lost}; failed calls: #{inspect(errors)}\
@@ -104,7 +106,178 @@ defmodule RedixRs.SentinelFailoverTest do
     end
   end
 
+  describe "following the group" do
+    test "a -READONLY reply makes the connection check ROLE and leave a demoted primary", %{
+      setup: setup
+    } do
+      other = RedisServer.start()
+      on_exit(fn -> RedisServer.stop(other) end)
+      conn = start_conn!(setup, [], backoff_max: 500)
+      attach_telemetry(conn)
+      assert port_of(conn) == setup.primary.port
+
+      # The primary becomes a replica behind Sentinel's back: nothing is announced.
+      assert SentinelSetup.query(setup.primary, ["REPLICAOF", "127.0.0.1", other.port]) == "OK"
+
+      # The reply still goes to its caller: nothing is retried.
+      assert {:error, %RedixRs.Error{message: "READONLY" <> _}} =
+               RedixRs.command(conn, ["SET", "readonly:key", "v"])
+
+      assert_receive {:telemetry, :disconnection, _,
+                      %{reason: %ConnectionError{reason: {:wrong_role, "slave"}}}}
+
+      # Sentinel may also fail the group over by now (a primary that says it is a replica
+      # counts as down); either way, once a primary is back the connection is on it.
+      assert SentinelSetup.query(setup.primary, ["REPLICAOF", "NO", "ONE"]) == "OK"
+      assert_receive {:telemetry, :connection, _, _}, 30_000
+      assert role_of(conn) == "master"
+    end
+
+    test "RedixRs.PubSub moves to the new primary and subscribes there again", %{setup: setup} do
+      {:ok, ps} =
+        RedixRs.PubSub.start_link(
+          sentinel: [sentinels: SentinelSetup.sentinel_uris(setup), group: @group],
+          sync_connect: true,
+          backoff_initial: 100
+        )
+
+      on_exit(fn -> if Process.alive?(ps), do: RedixRs.PubSub.stop(ps) end)
+      attach_telemetry(ps)
+      {:ok, ref} = RedixRs.PubSub.subscribe(ps, "news", self())
+      assert_receive {:redix_pubsub, ^ps, ^ref, :subscribed, %{channel: "news"}}
+      watcher = SentinelSetup.watch_switch_master(hd(setup.sentinels))
+
+      new_port = SentinelSetup.failover(setup)
+      assert_receive {:switch_master, _, switch_at, _}, 30_000
+      assert_receive {:redix_pubsub, ^ps, ^ref, :disconnected, %{error: %ConnectionError{}}}
+
+      assert_receive {:telemetry, :disconnection, _,
+                      %{reason: %ConnectionError{reason: :sentinel_failover}}}
+
+      address = "127.0.0.1:#{new_port}"
+      assert_receive {:telemetry, :connection, connected_at, %{address: ^address}}
+      assert_receive {:redix_pubsub, ^ps, ^ref, :subscribed, %{channel: "news"}}
+
+      # On the new primary, within seconds of the announcement (the sentinels demote the
+      # former primary, which closes its clients, only some 10 s later).
+      assert SentinelSetup.query(setup.replica, ["PUBLISH", "news", "hi"]) == 1
+      assert_receive {:redix_pubsub, ^ps, ^ref, :message, %{channel: "news", payload: "hi"}}
+      assert connected_at - switch_at < 5_000_000
+      SentinelSetup.stop_watch(watcher)
+    end
+
+    test "a role: :replica connection leaves its replica when it becomes the primary", %{
+      setup: setup
+    } do
+      %{primary: %{port: old_port}, replica: %{port: new_port}} = setup
+      conn = start_conn!(setup, [role: :replica], backoff_max: 1_000)
+      attach_telemetry(conn)
+      assert port_of(conn) == new_port
+      watcher = SentinelSetup.watch_switch_master(hd(setup.sentinels))
+
+      assert SentinelSetup.failover(setup) == new_port
+      assert_receive {:switch_master, _, switch_at, _}, 30_000
+
+      # Sentinel promotes a replica with REPLICAOF NO ONE and CLIENT KILL TYPE normal in one
+      # transaction, so the server itself usually drops the connection first (:tcp_closed); the
+      # watcher's :sentinel_failover is for a promotion that left the connection open. Either
+      # way, the connection is off the new primary at the latest right after the announcement.
+      assert_receive {:telemetry, :disconnection, left_at,
+                      %{reason: %ConnectionError{reason: why}}}
+
+      assert why in [:tcp_closed, :sentinel_failover]
+      assert left_at - switch_at < 5_000_000
+
+      # The only replica left is the former primary, once the sentinels have demoted it
+      # (some 10 s after the switch): the connection gets there.
+      address = "127.0.0.1:#{old_port}"
+      assert_receive {:telemetry, :connection, _, %{address: ^address}}, 60_000
+      assert port_of(conn) == old_port
+      assert role_of(conn) == "slave"
+      SentinelSetup.stop_watch(watcher)
+    end
+
+    test "when the watched sentinel dies, the next one is watched", %{setup: setup} do
+      [first, second, third] = setup.sentinels
+      conn = start_conn!(setup)
+      attach_telemetry(conn)
+
+      # The sentinel that named the primary (the first) is watched.
+      wait_until(10_000, "a subscriber on the first sentinel", fn ->
+        SentinelSetup.subscribers(first) == 1
+      end)
+
+      SentinelSetup.stop_sentinel(first)
+
+      wait_until(10_000, "a subscriber on the second sentinel", fn ->
+        SentinelSetup.subscribers(second) == 1
+      end)
+
+      watcher = SentinelSetup.watch_switch_master(second)
+      new_port = SentinelSetup.failover(setup, via: second, sentinels: [second, third])
+      assert_receive {:switch_master, _, switch_at, _}, 30_000
+
+      assert_receive {:telemetry, :disconnection, left_at,
+                      %{reason: %ConnectionError{reason: :sentinel_failover}}}
+
+      address = "127.0.0.1:#{new_port}"
+      assert_receive {:telemetry, :connection, _, %{address: ^address}}
+      assert left_at - switch_at < 5_000_000
+      assert port_of(conn) == new_port
+      SentinelSetup.stop_watch(watcher)
+    end
+
+    test "the watcher ends with its connection: no subscription is left after stop", %{
+      setup: setup
+    } do
+      [first | _] = setup.sentinels
+      sentinel = [sentinels: SentinelSetup.sentinel_uris(setup), group: @group]
+
+      for module <- [RedixRs, RedixRs.PubSub], _ <- 1..10 do
+        {:ok, conn} = module.start_link(sentinel: sentinel, sync_connect: true)
+
+        wait_until(10_000, "the watcher's subscription", fn ->
+          SentinelSetup.subscribers(first) == 1
+        end)
+
+        :ok = module.stop(conn)
+
+        wait_until(10_000, "the watcher's subscription to end", fn ->
+          SentinelSetup.subscribers(first) == 0
+        end)
+      end
+
+      assert Enum.map(setup.sentinels, &SentinelSetup.subscribers/1) == [0, 0, 0]
+    end
+  end
+
   ## Helpers
+
+  defp attach_telemetry(conn) do
+    test = self()
+    id = make_ref()
+
+    :telemetry.attach_many(
+      id,
+      [[:redix_rs, :connection], [:redix_rs, :disconnection]],
+      fn [:redix_rs, event], _measurements, metadata, _config ->
+        if metadata.connection == conn, do: send(test, {:telemetry, event, now_us(), metadata})
+      end,
+      nil
+    )
+
+    on_exit(fn -> :telemetry.detach(id) end)
+  end
+
+  defp role_of(conn) do
+    {:ok, [role | _]} = RedixRs.command(conn, ["ROLE"])
+    role
+  end
+
+  defp port_of(conn) do
+    {:ok, ["port", port]} = RedixRs.command(conn, ["CONFIG", "GET", "port"])
+    String.to_integer(port)
+  end
 
   defp start_conn!(setup, sentinel_opts \\ [], opts \\ []) do
     sentinel = [sentinels: SentinelSetup.sentinel_uris(setup), group: @group] ++ sentinel_opts
