@@ -63,14 +63,25 @@ where
 {
     let announced = announcements(sentinel, first, server);
     tokio::pin!(announced);
+    let mut next_check = tokio::time::Instant::now();
     loop {
+        let readonly = readonly();
         tokio::select! {
             reason = &mut announced => return reason,
-            () = readonly(), if sentinel.role == Role::Primary => {
-                if let Some(reason) = role_changed(opts, server, direct).await {
-                    return reason;
+            () = async {
+                readonly.await;
+                tokio::time::sleep_until(next_check).await;
+            }, if sentinel.role == Role::Primary => {
+                // Announcements are still heard while the check runs.
+                tokio::select! {
+                    reason = &mut announced => return reason,
+                    changed = role_changed(opts, server, direct) => {
+                        if let Some(reason) = changed {
+                            return reason;
+                        }
+                    }
                 }
-                tokio::time::sleep(ROLE_CHECK_INTERVAL).await;
+                next_check = tokio::time::Instant::now() + ROLE_CHECK_INTERVAL;
             }
         }
     }
