@@ -76,6 +76,7 @@ defmodule RedixRs.SentinelFailoverTest do
       before = Enum.count(acked, fn {t, _, _} -> t < failover_at end)
       per_second = round(before * 1_000_000 / (failover_at - first_t))
       old_after = fn since -> Enum.count(acked, &match?({t, ^old_port, _} when t > since, &1)) end
+      last_old = acked |> Enum.filter(&(elem(&1, 1) == old_port)) |> List.last() |> elem(0)
       new_values = for {_t, ^new_port, n} <- acked, do: n
       # The new primary counts on from the last INCR it replicated: a value the former primary
       # acknowledged at or above the first one the new primary gave is a write that was lost.
@@ -91,7 +92,8 @@ defmodule RedixRs.SentinelFailoverTest do
       announcement #{ms(switch_at - promoted_at)} ms after the promotion (by the last \
       sentinel: #{ms(Enum.max(announced) - promoted_at)} ms); \
       INCRs acknowledged by the former primary after the announcement: #{old_after.(switch_at)} \
-      (#{ms(old_after.(switch_at) * 1_000_000 / per_second)} ms of the stream), after the \
+      (#{ms(old_after.(switch_at) * 1_000_000 / per_second)} ms of the stream; the last one \
+      #{ms(last_old - switch_at)} ms after the announcement), after the \
       promotion: #{old_after.(promoted_at)}; lost INCRs: #{lost}; failed calls: #{inspect(errors)}\
       """)
 
