@@ -229,6 +229,22 @@ defmodule RedixRs.SentinelFailoverTest do
       SentinelSetup.stop_watch(watcher)
     end
 
+    test "without any sentinel left, the connection keeps serving its server", %{setup: setup} do
+      conn = start_conn!(setup)
+      attach_telemetry(conn)
+
+      wait_until(10_000, "a subscriber on the first sentinel", fn ->
+        SentinelSetup.subscribers(hd(setup.sentinels)) == 1
+      end)
+
+      Enum.each(setup.sentinels, &SentinelSetup.stop_sentinel/1)
+
+      # The watcher keeps trying (with a growing wait); the connection is not its business.
+      refute_receive {:telemetry, :disconnection, _, _}, 2_000
+      assert {:ok, "PONG"} = RedixRs.command(conn, ["PING"])
+      assert port_of(conn) == setup.primary.port
+    end
+
     test "the watcher ends with its connection: no subscription is left after stop", %{
       setup: setup
     } do
