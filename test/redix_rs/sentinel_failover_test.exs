@@ -10,7 +10,7 @@ defmodule RedixRs.SentinelFailoverTest do
   @moduletag timeout: 240_000
 
   alias RedixRs.ConnectionError
-  alias RedixRs.Test.{RedisServer, SentinelSetup}
+  alias RedixRs.Test.{FakeSentinel, RedisServer, SentinelSetup}
 
   @group "mymaster"
 
@@ -229,6 +229,55 @@ defmodule RedixRs.SentinelFailoverTest do
       SentinelSetup.stop_watch(watcher)
     end
 
+    # Real sentinels promote a replica with CLIENT KILL in the same transaction, so the server
+    # drops a replica connection before the announcement; a fake sentinel announces a promotion
+    # that left it open, which only the watcher catches. The data nodes are the real ones.
+    test "role: :replica leaves a replica announced as the new primary (fake sentinel)", %{
+      setup: setup
+    } do
+      %{primary: %{port: primary}, replica: %{port: replica}} = setup
+      fake = FakeSentinel.start(primary, [replica])
+      conn = start_fake_conn!(fake, role: :replica)
+      attach_telemetry(conn)
+      assert port_of(conn) == replica
+
+      wait_until(10_000, "the watcher's subscription", fn ->
+        FakeSentinel.subscribers(fake) == 1
+      end)
+
+      # The replica is announced as the primary; the only replica named is the real primary,
+      # whose ROLE says master: no replica to go to.
+      FakeSentinel.announce(fake, replica, [primary])
+
+      assert_receive {:telemetry, :disconnection, _,
+                      %{reason: %ConnectionError{reason: :sentinel_failover}}}
+
+      refute_receive {:telemetry, :connection, _, _}, 1_000
+      assert {:error, %ConnectionError{reason: :closed}} = RedixRs.command(conn, ["PING"])
+    end
+
+    test "an announcement missed while the watcher had no subscription is caught up on", %{
+      setup: setup
+    } do
+      %{primary: %{port: primary}, replica: %{port: replica}} = setup
+      fake = FakeSentinel.start(primary, [replica])
+      conn = start_fake_conn!(fake)
+      attach_telemetry(conn)
+      assert port_of(conn) == primary
+
+      wait_until(10_000, "the watcher's subscription", fn ->
+        FakeSentinel.subscribers(fake) == 1
+      end)
+
+      # The sentinel changes its mind with no subscriber to tell, and the watcher's connection
+      # drops: on its next subscription, it asks.
+      FakeSentinel.change(fake, replica, [primary])
+      FakeSentinel.drop_subscribers(fake)
+
+      assert_receive {:telemetry, :disconnection, _,
+                      %{reason: %ConnectionError{reason: :sentinel_failover}}}
+    end
+
     test "without any sentinel left, the connection keeps serving its server", %{setup: setup} do
       conn = start_conn!(setup)
       attach_telemetry(conn)
@@ -270,6 +319,15 @@ defmodule RedixRs.SentinelFailoverTest do
   end
 
   ## Helpers
+
+  defp start_fake_conn!(fake, sentinel_opts \\ []) do
+    sentinel = [sentinels: ["redis://127.0.0.1:#{fake.port}"], group: @group] ++ sentinel_opts
+
+    start_supervised!(
+      {RedixRs, sentinel: sentinel, sync_connect: true, backoff_initial: 100},
+      id: make_ref()
+    )
+  end
 
   defp attach_telemetry(conn) do
     test = self()
