@@ -163,7 +163,7 @@ defmodule RedixRs.Connection do
     if state.opts[:exit_on_disconnection] do
       {:stop, error, state}
     else
-      {:noreply, schedule_reconnect(state)}
+      {:noreply, schedule_reconnect(state, reason)}
     end
   end
 
@@ -221,8 +221,9 @@ defmodule RedixRs.Connection do
     %{state | handle: handle, id: id, status: :connecting}
   end
 
-  defp schedule_reconnect(state) do
-    %{state | status: :backoff, backoff: Connector.schedule_reconnect(state.backoff, state.opts)}
+  defp schedule_reconnect(state, reason \\ nil) do
+    backoff = Connector.schedule_reconnect(state.backoff, state.opts, reason)
+    %{state | status: :backoff, backoff: backoff}
   end
 
   # Remote callers: this process submits for them and forwards the answer.

@@ -28,6 +28,11 @@ defmodule RedixRs.ConnectionError do
     * `:write_queue_full` - more than `:write_queue_limit` bytes are waiting to be written
     * `:pubsub_backlog` - a `RedixRs.PubSub` connection had too many messages waiting to be
       delivered, and was closed (then re-established) rather than grow memory without bound
+    * `:sentinel_failover` - through Sentinel, a sentinel announced (`+switch-master`) that the
+      group's primary moved, so the connection left its server and reconnected at once (the
+      reason of the `:disconnection` telemetry event; callers in flight get `:disconnected`). A
+      connection leaves its server with `{:wrong_role, role}` when the server answered `-READONLY`
+      and `ROLE` then said it is no longer a primary
     * `{:tls_alert, {alert, message}}` - TLS failed, with the alert names of Erlang's `:ssl`
       (`message` is a string): `:unknown_ca` (the server's certificate is not signed by a trusted
       CA), `:certificate_expired`, `:handshake_failure` (among others, a certificate that does not
@@ -87,6 +92,7 @@ defmodule RedixRs.ConnectionError do
           | :write_queue_full
           | :pubsub_backlog
           | :slot_moved
+          | :sentinel_failover
           | {:tls_alert, {atom(), String.t()}}
           | {:tls_config, String.t()}
           | {:protocol_error, String.t()}
@@ -126,6 +132,9 @@ defmodule RedixRs.ConnectionError do
 
   def format_reason(:slot_moved),
     do: "the shard channel's hash slot moved to another node of the Redis Cluster"
+
+  def format_reason(:sentinel_failover),
+    do: "Sentinel announced a new primary: the connection moved to it"
 
   def format_reason(:unexpected_reply),
     do: "the server sent a reply that no command was waiting for"

@@ -62,8 +62,23 @@ defmodule RedixRs.Connector do
     end
   end
 
-  @doc "Schedules `:reconnect` to the calling process after the next backoff; returns that backoff."
-  def schedule_reconnect(previous_backoff, opts) do
+  @doc """
+  Schedules `:reconnect` to the calling process after the next backoff; returns that backoff.
+
+  After a disconnection with `reason` `:sentinel_failover` or `{:wrong_role, _}` (the native
+  side's Sentinel watcher closed the connection because the server is no longer the one to use),
+  `:reconnect` is sent at once and the backoff stays as it was: the sentinels name the new server.
+  """
+  def schedule_reconnect(previous_backoff, opts, reason \\ nil)
+
+  def schedule_reconnect(previous_backoff, _opts, reason)
+      when reason == :sentinel_failover or
+             (is_tuple(reason) and tuple_size(reason) == 2 and elem(reason, 0) == :wrong_role) do
+    send(self(), :reconnect)
+    previous_backoff
+  end
+
+  def schedule_reconnect(previous_backoff, opts, _reason) do
     backoff = next_backoff(previous_backoff, opts)
     Process.send_after(self(), :reconnect, backoff)
     backoff

@@ -387,7 +387,8 @@ defmodule RedixRs.SentinelTest do
       # SENTINEL FAILOVER promotes the replica at once but leaves the former primary alone: the
       # sentinels demote it (REPLICAOF + CLIENT KILL) only once it has reported the master role
       # for 8 s, so for about 10 s it still accepts writes from clients that stay connected to
-      # it (Redix's algorithm only asks the sentinels when it (re)connects). Those writes are
+      # it (Redix's algorithm only asks the sentinels when it (re)connects; redix_rs leaves it
+      # at the announcement, see sentinel_failover_test.exs). Those writes are
       # lost when it resyncs from the new primary, which counts on from the promotion: the same
       # INCR values come back a second time, from another server. That is Redis's behaviour,
       # reported here; within each server the values never repeat (checked above).

@@ -207,12 +207,15 @@ defmodule RedixRs.Test.SentinelSetup do
 
   Options: `:timeout` (default 30000 ms); `:await_demotion` (default `false`): also wait until
   the former primary reports the replica role (sentinels only reconfigure it some 10 s after
-  the switch; until then it still accepts writes).
+  the switch; until then it still accepts writes); `:via` (default: the first sentinel): the
+  sentinel that is sent `SENTINEL FAILOVER`; `:sentinels` (default: all): the sentinels that must
+  report the new primary (leave out the stopped ones).
   """
   @spec failover(t(), keyword()) :: :inet.port_number()
   def failover(setup, opts \\ []) do
     deadline = now() + Keyword.get(opts, :timeout, @failover_timeout)
-    [first | _] = setup.sentinels
+    first = Keyword.get_lazy(opts, :via, fn -> hd(setup.sentinels) end)
+    live = Keyword.get(opts, :sentinels, setup.sentinels)
     old_port = primary_port(setup, first) || raise "sentinel #{first.port} reports no primary"
 
     new_port =
@@ -227,7 +230,7 @@ defmodule RedixRs.Test.SentinelSetup do
     end)
 
     await!(deadline, "every sentinel to report the new primary (port #{new_port})", fn ->
-      Enum.all?(setup.sentinels, &(safe_primary_port(setup, &1) == new_port))
+      Enum.all?(live, &(safe_primary_port(setup, &1) == new_port))
     end)
 
     if Keyword.get(opts, :await_demotion, false) do
@@ -239,6 +242,155 @@ defmodule RedixRs.Test.SentinelSetup do
     end
 
     new_port
+  end
+
+  @doc """
+  Subscribes to `+switch-master` on `sentinel` over a raw socket (independent of the client
+  under test) and sends the caller `{:switch_master, sentinel_port, monotonic_us, fields}` for
+  each announcement (`fields`: `[group, old_ip, old_port, new_ip, new_port]`). Returns once the
+  subscription is confirmed, with the watcher's pid (linked to the caller; `stop_watch/1`).
+  """
+  @spec watch_switch_master(RedisServer.t()) :: pid()
+  def watch_switch_master(%RedisServer{} = sentinel) do
+    caller = self()
+    ref = make_ref()
+
+    pid =
+      spawn_link(fn ->
+        {:ok, socket} =
+          :gen_tcp.connect({127, 0, 0, 1}, sentinel.port, [:binary, active: true], 5_000)
+
+        if sentinel.password, do: :gen_tcp.send(socket, resp(["AUTH", sentinel.password]))
+        :ok = :gen_tcp.send(socket, resp(["SUBSCRIBE", "+switch-master"]))
+        switch_loop(socket, sentinel.port, caller, {ref, sentinel.password != nil}, "")
+      end)
+
+    receive do
+      {^ref, :subscribed} -> pid
+    after
+      10_000 -> raise "SentinelSetup: no subscription to +switch-master on #{sentinel.port}"
+    end
+  end
+
+  defp switch_loop(socket, port, caller, state, buffer) do
+    receive do
+      {:tcp, ^socket, data} ->
+        {values, rest} = decode_all(buffer <> data, [])
+
+        state =
+          Enum.reduce(values, state, fn
+            "OK", state ->
+              state
+
+            ["subscribe", "+switch-master", 1], {ref, _auth} ->
+              send(caller, {ref, :subscribed})
+              nil
+
+            ["message", "+switch-master", payload], state ->
+              at = System.monotonic_time(:microsecond)
+              send(caller, {:switch_master, port, at, String.split(payload, " ")})
+              state
+          end)
+
+        switch_loop(socket, port, caller, state, rest)
+
+      {:tcp_closed, ^socket} ->
+        :ok
+    end
+  end
+
+  @doc """
+  Polls `ROLE` on `server` every 2 ms over a raw socket and sends the caller
+  `{:promoted, port, monotonic_us}` as soon as it says "master" (then stops). The first answer is
+  awaited before this returns the poller's pid (linked; `stop_watch/1`).
+  """
+  @spec watch_promotion(RedisServer.t()) :: pid()
+  def watch_promotion(%RedisServer{} = server) do
+    caller = self()
+    ref = make_ref()
+
+    pid = spawn_link(fn -> role_loop(nil, server, caller, ref) end)
+
+    receive do
+      {^ref, :polling} -> pid
+    after
+      10_000 -> raise "SentinelSetup: no ROLE answer from #{server.port}"
+    end
+  end
+
+  # Sentinel promotes a replica with `CLIENT KILL TYPE normal` after `REPLICAOF NO ONE`, in one
+  # transaction: a connection closed under the poller is opened again.
+  defp role_loop(nil, server, caller, ref) do
+    {:ok, socket} = :gen_tcp.connect({127, 0, 0, 1}, server.port, [:binary, active: false], 5_000)
+
+    if server.password do
+      :ok = :gen_tcp.send(socket, resp(["AUTH", server.password]))
+      {:ok, "+OK\r\n"} = :gen_tcp.recv(socket, 0, 5_000)
+    end
+
+    role_loop(socket, server, caller, ref)
+  end
+
+  defp role_loop(socket, server, caller, ref) do
+    at = System.monotonic_time(:microsecond)
+
+    with :ok <- :gen_tcp.send(socket, resp(["ROLE"])),
+         {:ok, [[role | _]]} <- recv_values(socket, "") do
+      if ref, do: send(caller, {ref, :polling})
+
+      if role == "master" do
+        send(caller, {:promoted, server.port, at})
+      else
+        Process.sleep(2)
+        role_loop(socket, server, caller, nil)
+      end
+    else
+      {:error, _closed} ->
+        :gen_tcp.close(socket)
+        role_loop(nil, server, caller, ref)
+    end
+  end
+
+  defp recv_values(socket, buffer) do
+    with {:ok, data} <- :gen_tcp.recv(socket, 0, 5_000) do
+      case decode_all(buffer <> data, []) do
+        {[], rest} -> recv_values(socket, rest)
+        {values, ""} -> {:ok, values}
+      end
+    end
+  end
+
+  @doc "Stops a watcher started by `watch_switch_master/1` or `watch_promotion/1`."
+  @spec stop_watch(pid()) :: :ok
+  def stop_watch(pid) do
+    Process.unlink(pid)
+    Process.exit(pid, :kill)
+    :ok
+  end
+
+  @doc """
+  The number of clients of `sentinel` subscribed to something (`CLIENT LIST` entries with
+  `sub` or `psub` above 0): the watchers of redix_rs connections, and those of
+  `watch_switch_master/1`.
+  """
+  @spec subscribers(RedisServer.t()) :: non_neg_integer()
+  def subscribers(sentinel) do
+    sentinel
+    |> query(["CLIENT", "LIST"])
+    |> String.split("\n", trim: true)
+    |> Enum.count(&(&1 =~ ~r/ (sub|psub)=[1-9]/))
+  end
+
+  defp resp(args) do
+    ["*#{length(args)}\r\n" | Enum.map(args, &"$#{byte_size(&1)}\r\n#{&1}\r\n")]
+  end
+
+  # Every complete value at the front of `buffer`, and the rest.
+  defp decode_all(buffer, acc) do
+    {value, rest} = decode(buffer)
+    decode_all(rest, [value | acc])
+  rescue
+    _incomplete in [MatchError, FunctionClauseError] -> {Enum.reverse(acc), buffer}
   end
 
   @doc """

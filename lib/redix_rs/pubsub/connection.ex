@@ -213,7 +213,7 @@ defmodule RedixRs.PubSub.Connection do
     if state.opts[:exit_on_disconnection] do
       {:stop, error, state}
     else
-      {:noreply, schedule_reconnect(state)}
+      {:noreply, schedule_reconnect(state, reason)}
     end
   end
 
@@ -327,8 +327,9 @@ defmodule RedixRs.PubSub.Connection do
     %{state | handle: handle, id: id, status: :connecting}
   end
 
-  defp schedule_reconnect(state) do
-    %{state | status: :backoff, backoff: Connector.schedule_reconnect(state.backoff, state.opts)}
+  defp schedule_reconnect(state, reason \\ nil) do
+    backoff = Connector.schedule_reconnect(state.backoff, state.opts, reason)
+    %{state | status: :backoff, backoff: backoff}
   end
 
   # Subscribers.

@@ -41,6 +41,9 @@ pub enum Reason {
     Redis(String),
     /// The server a sentinel named has another role (`{:wrong_role, role}`).
     WrongRole(String),
+    /// Sentinel announced that the group's primary moved: the connection leaves its server for the
+    /// new one (`:sentinel_failover`).
+    SentinelFailover,
     /// TLS settings that cannot be used: an unreadable `certfile`, ... (`{:tls_config, message}`).
     TlsConfig(String),
     /// An I/O error with no POSIX name (`{:io_error, message}`).
@@ -200,6 +203,7 @@ impl Reason {
             }
             Reason::Redis(m) => Tagged("redis_error", m),
             Reason::WrongRole(role) => Tagged("wrong_role", role),
+            Reason::SentinelFailover => Atom("sentinel_failover"),
             Reason::TlsConfig(m) => Tagged(TLS_CONFIG, m),
             Reason::Io(m) => Tagged("io_error", m),
             Reason::Panic(m) => Tagged("panic", m),

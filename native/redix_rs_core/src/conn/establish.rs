@@ -6,10 +6,10 @@
 use bytes::BytesMut;
 
 use super::handshake::handshake;
-use super::sentinel::{establish_via_sentinels, Attempt, SentinelEvent};
+use super::sentinel::{establish_via_sentinels, follow, Attempt, SentinelEvent};
 use super::tls;
 use super::transport::{connect, Stream};
-use super::{ConnectError, ConnectOptions, Protocol};
+use super::{Address, ConnectError, ConnectOptions, Protocol, Reason, SentinelOptions};
 
 /// Opens the socket and runs the handshake, all within `opts.timeout`; through the sentinels first
 /// when `opts.sentinel` is set (their events are dropped: see `establish_with`).
@@ -55,6 +55,23 @@ fn handshake_sends_commands(opts: &ConnectOptions) -> bool {
         || opts.database.is_some()
         || opts.client_name.is_some()
         || opts.readonly
+}
+
+/// While connected through sentinels to `server` (named by the sentinel at `index`): resolves when
+/// the connection must move to another server, with the reason to close it with (see
+/// `sentinel::watch`). `readonly` resolves at each `-READONLY` reply of the connection.
+pub(crate) async fn sentinel_follow<R, F>(
+    opts: &ConnectOptions,
+    sentinel: &SentinelOptions,
+    index: usize,
+    server: &Address,
+    readonly: R,
+) -> Reason
+where
+    R: FnMut() -> F,
+    F: std::future::Future<Output = ()>,
+{
+    follow(opts, sentinel, index, server, direct, readonly).await
 }
 
 /// `establish_direct` with owned options, as Sentinel calls it.

@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 
+use super::establish::sentinel_follow;
 use super::{
     establish_with, ConnectError, ConnectOptions, Multiplexer, Reason, SentinelEvent, Waiter,
 };
@@ -53,7 +54,14 @@ async fn serve<W: Waiter, L: LifecycleListener>(
     opts: ConnectOptions,
     listener: Arc<L>,
 ) {
-    let mut on_sentinel = |event: SentinelEvent| listener.event(Lifecycle::Sentinel(event));
+    // Through sentinels: which one named the server, and the server, for the watcher.
+    let mut named = None;
+    let mut on_sentinel = |event: SentinelEvent| {
+        if let SentinelEvent::Answered { index, server } = &event {
+            named = Some((*index, server.clone()));
+        }
+        listener.event(Lifecycle::Sentinel(event))
+    };
     let attempt = tokio::select! {
         result = establish_with(&opts, &mut on_sentinel) => result,
         _closed = mux.closed_by_owner() => Err(ConnectError::Closed),
@@ -61,7 +69,25 @@ async fn serve<W: Waiter, L: LifecycleListener>(
     match attempt {
         Ok((stream, leftover)) => {
             listener.event(Lifecycle::Connected);
-            let reason = mux.run(stream, leftover).await;
+            let run = mux.run(stream, leftover);
+            let reason = match (&opts.sentinel, named) {
+                // The watcher runs as long as the connection, in this task: when it says the
+                // connection must move, the connection is closed with its reason (and `run`
+                // returns); when the connection ends first, the watcher is dropped.
+                (Some(sentinel), Some((index, server))) => {
+                    let watch = async {
+                        let readonly = || mux.readonly_reply();
+                        let follow = sentinel_follow(&opts, sentinel, index, &server, readonly);
+                        mux.close(follow.await);
+                        std::future::pending::<()>().await
+                    };
+                    tokio::select! {
+                        reason = run => reason,
+                        () = watch => unreachable!("the watcher never ends by itself"),
+                    }
+                }
+                _ => run.await,
+            };
             listener.event(Lifecycle::Disconnected(reason));
         }
         Err(err) => {

@@ -1,7 +1,8 @@
 //! Finding the server through Redis Sentinel, as Redis's guidelines for Sentinel clients say: ask the
 //! sentinels in order (each within a short timeout) for the group's primary (or a replica), connect to
 //! it, and confirm with `ROLE` that it is what was asked for. Done again at every (re)connection, so
-//! after a failover the client follows the new primary.
+//! after a failover the client follows the new primary; while connected, `watch` listens to the
+//! sentinels' announcements so that the connection moves as soon as a failover is announced.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -16,6 +17,9 @@ use super::{
     Address, ConnectError, ConnectOptions, Reason, SentinelFailure, Stream, TcpOptions, TlsOptions,
 };
 use crate::resp::Frame;
+
+mod watch;
+pub(crate) use watch::follow;
 
 /// Which server of the group to connect to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,19 +118,33 @@ pub async fn establish_via_sentinels(
 
 /// Asks one sentinel where the server is.
 async fn ask(one: &Sentinel, sentinel: &SentinelOptions) -> Result<Address, ConnectError> {
-    let opts = ConnectOptions {
+    ask_as(one, sentinel, sentinel.role).await
+}
+
+/// How to connect to one sentinel.
+fn sentinel_connect_options(one: &Sentinel, sentinel: &SentinelOptions) -> ConnectOptions {
+    ConnectOptions {
         tcp: sentinel.tcp.clone(),
         tls: sentinel.tls.clone(),
         timeout: sentinel.timeout,
         ..ConnectOptions::tcp(one.host.clone(), one.port)
-    };
+    }
+}
+
+/// Asks one sentinel where the server with `role` is.
+async fn ask_as(
+    one: &Sentinel,
+    sentinel: &SentinelOptions,
+    role: Role,
+) -> Result<Address, ConnectError> {
+    let opts = sentinel_connect_options(one, sentinel);
     let query = async {
         let mut stream = connect(&opts).await?;
         let mut io = Exchange::new(&mut stream, BytesMut::new());
         if let Some(password) = one.password.as_ref().or(sentinel.password.as_ref()) {
             io.auth(None, password).await?;
         }
-        match sentinel.role {
+        match role {
             Role::Primary => primary(&mut io, &sentinel.group).await,
             Role::Replica => replica(&mut io, &sentinel.group).await,
         }

@@ -185,6 +185,9 @@ impl<W: Waiter> Multiplexer<W> {
                 }
             }
         };
+        if matches!(&frame, Frame::Error(msg) if msg.starts_with(b"READONLY")) {
+            self.shared.readonly_reply.notify_one();
+        }
         if waiter.reply(frame) {
             done.push(waiter);
         } else {

@@ -244,6 +244,8 @@ struct Shared<W> {
     state: Mutex<State<W>>,
     wake_writer: Notify,
     wake_closer: Notify,
+    /// Signalled at each `-READONLY` reply (see `readonly_reply`).
+    readonly_reply: Notify,
     max_queued_bytes: usize,
     mode: Mode,
     sink: Option<Arc<dyn OutOfBandSink>>,
@@ -292,6 +294,7 @@ impl<W: Waiter> Multiplexer<W> {
             state: Mutex::new(state),
             wake_writer: Notify::new(),
             wake_closer: Notify::new(),
+            readonly_reply: Notify::new(),
             max_queued_bytes,
             mode,
             sink,
@@ -330,6 +333,12 @@ impl<W: Waiter> Multiplexer<W> {
     /// and fails every queued waiter with `reason`.
     pub fn abort(&self, reason: &Reason) {
         self.fail_all(None, reason);
+    }
+
+    /// Resolves once a `-READONLY` error reply has been read since the last call (the reply still
+    /// goes to its caller): what Sentinel's watcher checks `ROLE` on.
+    pub async fn readonly_reply(&self) {
+        self.shared.readonly_reply.notified().await;
     }
 
     /// True once the connection has ended or been asked to (for tests and introspection).
