@@ -1,9 +1,14 @@
-# Scenarios a and b through bench/latency_proxy (0.5 ms each way by default), redix_rs and eredis side
-# by side, with p50/p99 per call. `LATENCY_ROUNDS` rounds (default 5) alternating clients; the table
-# shows the median round (by ops/s) of each client, and the p50/p99 of all its calls in all rounds.
+# Scenarios a and b (and b20: b with 20 callers) through bench/latency_proxy (0.5 ms each way by
+# default), redix_rs and eredis side by side, with p50/p99 per call. `LATENCY_ROUNDS` rounds (default
+# 5) alternating clients; the table shows the median round (by ops/s) of each client, and the p50/p99
+# of all its calls in all rounds. The proxy's own precision (how late it released chunks) is printed
+# on stderr per connection.
 #
 #     MIX_ENV=bench mix run bench/latency.exs
 #     LATENCY_DELAY_US=250 LATENCY_ROUNDS=3 MIX_ENV=bench mix run bench/latency.exs
+#
+# eredis runs with its default socket options, which do not set TCP_NODELAY (Nagle's algorithm may
+# hold a small write until the previous one is acknowledged); redix_rs sets it.
 alias RedixRs.Bench.Latency
 
 rounds = String.to_integer(System.get_env("LATENCY_ROUNDS", "5"))
