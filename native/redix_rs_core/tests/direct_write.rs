@@ -256,8 +256,7 @@ async fn commands_queued_behind_an_awaited_reply_go_out_when_it_arrives() {
     let conn = Conn::open(&server.tcp_opts()).await;
     assert_eq!(cmd(&conn.mux, &["PING"]).await, simple("PONG"));
 
-    // With a reply awaited, later submissions do not wake the writer: the reader hands them over when
-    // that reply arrives. None may be left behind, whatever the timing.
+    // Submitted while a reply is awaited: none may be left behind, whatever the timing.
     let blocked = send(&conn.mux, &["BLPOP", "direct:none", "0.2"]);
     let queued: Vec<_> = (0..50)
         .map(|i| {
@@ -271,4 +270,46 @@ async fn commands_queued_behind_an_awaited_reply_go_out_when_it_arrives() {
     }
     assert_eq!(conn.mux.pending(), 0);
     conn.task.abort();
+}
+
+/// The unwritten bytes Redis holds for client `id` (its query buffer): a blocked client's later
+/// commands wait there.
+async fn query_buffer(side: &Conn, id: i64) -> usize {
+    let id = id.to_string();
+    let list = text(&cmd(&side.mux, &["CLIENT", "LIST", "ID", id.as_str()]).await);
+    let qbuf = list
+        .split(' ')
+        .find_map(|field| field.strip_prefix("qbuf="))
+        .unwrap_or_else(|| panic!("no qbuf in {list:?}"));
+    qbuf.parse().expect("qbuf is a number")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_behind_an_awaited_reply_is_written_before_that_reply_arrives() {
+    let server = RedisServer::start();
+    let conn = Conn::open(&server.tcp_opts()).await;
+    let side = Conn::open(&server.tcp_opts()).await;
+    let Frame::Integer(id) = cmd(&conn.mux, &["CLIENT", "ID"]).await else {
+        panic!("CLIENT ID is an integer")
+    };
+
+    // The BLPOP's reply does not come until it is unblocked below; an ECHO submitted meanwhile must
+    // reach Redis all the same (it waits in the blocked client's query buffer), not only once that
+    // reply has been read: on a network, that wait would be a round trip added to an unrelated call.
+    let blocked = send(&conn.mux, &["BLPOP", "handover:none", "0"]);
+    let echo = send(&conn.mux, &["ECHO", "written"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while query_buffer(&side, id).await == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the ECHO was not written while the BLPOP's reply was awaited"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let unblocked = cmd(&side.mux, &["CLIENT", "UNBLOCK", id.to_string().as_str()]).await;
+    assert_eq!(unblocked, Frame::Integer(1));
+    assert_eq!(reply(blocked).await, Frame::NullArray);
+    assert_eq!(reply(echo).await, bulk("written"));
+    conn.task.abort();
+    side.task.abort();
 }

@@ -120,8 +120,10 @@ impl<W: Waiter> Multiplexer<W> {
         }
     }
 
-    /// After a read that answered `answered` callers: commands queued while replies were awaited go
-    /// out now (a wake-up of this same task, not of another thread).
+    /// After a read that answered `answered` callers: remembered, to tell a lone caller (who writes
+    /// its command itself) from callers under load. A submission wakes the writer itself when it
+    /// needs to; should one ever leave bytes queued with the writer idle, they go out now rather
+    /// than never (a wake-up of this same task, not of another thread).
     fn after_read(&self, answered: usize) {
         let queued = {
             let mut st = self.lock();

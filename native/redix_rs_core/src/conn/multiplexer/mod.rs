@@ -18,9 +18,14 @@
 //!   finds the whole queue (chunks and tail) unwritten and the writer idle, up to `DIRECT_MAX` bytes;
 //! - a long pipeline on an idle writer and an empty queue goes to the socket in pieces while it is
 //!   being encoded;
-//! - under load, a submission behind awaited replies wakes nobody: the reader, woken by the next reply
-//!   anyway, hands the queue to the writer after each read;
-//! - otherwise the first submission on an empty queue wakes the writer.
+//! - otherwise the first submission on an empty queue wakes the writer, unless it is writing (it takes
+//!   the queue again when done): the submissions made meanwhile go out with it in one write.
+//!
+//! A submission never waits for a reply before its bytes are written. (It once did under load: queued
+//! behind awaited replies, it woke nobody and the reader handed the queue to the writer after its next
+//! read. That saved a wake-up per batch on loopback, where the next read is microseconds away, but on a
+//! network it added up to a round trip to every call: through a proxy adding 0.5 ms each way, 200
+//! callers on one connection waited ~2 round trips per call.)
 
 use std::collections::VecDeque;
 use std::os::fd::RawFd;

@@ -1,5 +1,5 @@
 //! Submitting: encoded commands and their waiters go into the queue under one lock; who writes them
-//! (the submitter itself, the writer task, or the reader's next hand-over) is decided here.
+//! (the submitter itself or the writer task) is decided here.
 
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::MutexGuard;
@@ -27,22 +27,23 @@ impl<W: Waiter> Multiplexer<W> {
         if queued > 0 && queued + bytes.len() > self.shared.max_queued_bytes {
             return Err(SubmitError::Full(waiter));
         }
-        let idle = st.waiters.is_empty();
         if bytes.len() <= COPY_MAX {
             st.out.push_copy(&bytes);
         } else {
             st.out.push_chunk(bytes);
         }
         st.waiters.push_back(Pending::Waiter(waiter));
-        self.write_or_wake(st, queued == 0 && idle, true);
+        let first = queued == 0 && !st.writing;
+        self.write_or_wake(st, first, true);
         Ok(())
     }
 
     /// Ends a submission: writes the queue to the socket now if the writer is idle and it is worth it
-    /// (`direct`), and wakes the writer for whatever is left if `first`: the queue was empty and no
-    /// reply was awaited. Otherwise the writer has been woken already, or a reply is on its way and the
-    /// reader hands the queue to the writer once it has dispatched it (the reader's wake-up then serves
-    /// both: no cross-thread wake-up per command under load).
+    /// (`direct`), and wakes the writer for whatever is left if `first`: the queue was empty and the
+    /// writer idle. Otherwise the writer has been woken already, or is writing and takes the queue
+    /// when it is done. Whether replies are awaited does not matter: a submission never waits for an
+    /// unrelated reply before its bytes go out (on a real network that is a whole round trip). Under
+    /// load, submissions made while the woken writer gets going still go out in one write.
     fn write_or_wake(&self, mut st: MutexGuard<'_, State<W>>, first: bool, direct: bool) {
         if direct {
             if let Some(fd) = st.direct_socket() {
@@ -137,10 +138,12 @@ impl<W: Waiter> Multiplexer<W> {
         }
         st.waiters.push_back(Pending::Waiter(waiter));
         // A lone caller (the last read answered one caller, and none waits now) writes at once: nobody
-        // else will add to this write. Under load, the reader's next wake-up carries the queue instead.
+        // else will add to this write. Under load, the writer is woken instead, and takes whatever was
+        // submitted by the time it runs.
         let lone = idle && st.last_batch <= 1;
         let write_now = direct && (flushed || lone || st.out.len() >= DIRECT_CHUNK);
-        self.write_or_wake(st, queued == 0 && idle, write_now);
+        let first = queued == 0 && !st.writing;
+        self.write_or_wake(st, first, write_now);
         Ok(())
     }
 }
