@@ -40,7 +40,9 @@ fn connect<'a>(env: Env<'a>, config: Term<'a>, owner: LocalPid) -> NifResult<Ter
             config.max_backlog_bytes,
         ))
     } else {
-        ResourceArc::new(ConnectionHandle::new(config.max_queued_bytes))
+        let mut handle = ConnectionHandle::new(config.max_queued_bytes);
+        handle.side_pool = config.side_pool;
+        ResourceArc::new(handle)
     };
     handle.mux.set_reply_limits(config.reply_limits);
     env.monitor(&handle, &owner);
@@ -58,7 +60,9 @@ fn connect<'a>(env: Env<'a>, config: Term<'a>, owner: LocalPid) -> NifResult<Ter
 /// `{reference, :ok, replies}` or `{reference, :error, reason}`.
 ///
 /// Returns `{:ok, token}` (the token is for `cancel/1`), `{:error, :closed | :full}`, `:dirty` when the input is too large for a normal
-/// scheduler (call `submit_dirty/3`), or `:normalize` when the input needs Elixir's validation first.
+/// scheduler (call `submit_dirty/3`), or `:normalize` when the input needs Elixir's validation first;
+/// or, with nothing queued, `{:side, pool}` when it holds a blocking command and the connection has
+/// side connections (`side.rs`).
 #[rustler::nif]
 fn submit<'a>(
     env: Env<'a>,
@@ -74,6 +78,9 @@ fn submit<'a>(
         Ok(n) => n,
         Err(stop) => return Ok(stop_term(env, stop)),
     };
+    if let Some(term) = side_term(env, &handle, commands) {
+        return Ok(term);
+    }
     let lengths = if count > STREAMED_PIPELINE {
         match check_submission(commands, Budget::NORMAL) {
             Ok(lengths) => Some(lengths),
@@ -112,6 +119,9 @@ fn submit_dirty<'a>(
         Ok(n) => n,
         Err(stop) => return Ok(stop_term(env, stop)),
     };
+    if let Some(term) = side_term(env, &handle, commands) {
+        return Ok(term);
+    }
     let mut out = BytesMut::new();
     let mut detached = Outgoing::detached(&mut out);
     let unlimited = Encoding::Within(Budget::UNLIMITED);
@@ -238,6 +248,13 @@ fn waiter<'a>(
         ReplyWaiter::new(state, env.pid(), reference, kind.expect(count)),
         token,
     ))
+}
+
+/// `{:side, pool}` if `commands` go to a side connection (`side.rs`).
+#[inline]
+fn side_term<'a>(env: Env<'a>, handle: &ConnectionHandle, commands: Term<'a>) -> Option<Term<'a>> {
+    let pool = handle.side_pool.as_ref()?;
+    crate::side::blocking(commands).then(|| (atoms::side(), *pool).encode(env))
 }
 
 /// `{:ok, token}` for an accepted submission.
