@@ -59,7 +59,8 @@ defmodule RedixRs.Call do
   # borrowed from `pool` (`RedixRs.SideConnections`), within the same timeout. Checked first, so
   # that invalid commands raise before anything is borrowed or emitted.
   defp run_on_side(conn, pool, owner, commands, kind, timeout, trace) do
-    commands = Command.normalize_pipeline!(commands)
+    normalized = Command.normalize_pipeline!(commands)
+    # Telemetry reports the commands as given, as on the shared connection.
     span = trace && start_event(trace, conn, owner, commands, kind)
     started = System.monotonic_time(:millisecond)
 
@@ -69,7 +70,7 @@ defmodule RedixRs.Call do
           ref = make_ref()
 
           result =
-            case native_submit(side, ref, commands, kind) do
+            case native_submit(side, ref, normalized, kind) do
               {:ok, token} -> await(ref, token, owner, remaining(timeout, started))
               {:error, reason} -> {:error, %ConnectionError{reason: refusal(reason)}}
             end

@@ -273,6 +273,35 @@ defmodule RedixRs.SideConnectionsTest do
     assert Enum.sort(flagged -- shared) == Enum.sort(to_side)
   end
 
+  def forward(event, _measurements, metadata, {test_pid, name}) do
+    if metadata[:connection_name] == name, do: send(test_pid, {:telemetry, event, metadata})
+  end
+
+  test "calls on side connections emit pipeline events; side connections emit no connection events",
+       %{name: name, key: key, admin: admin} do
+    registered = String.to_atom(name)
+    events = for e <- [:connection, :disconnection, :failed_connection], do: [:redix_rs, e]
+    events = events ++ [[:redix_rs, :pipeline, :start], [:redix_rs, :pipeline, :stop]]
+    :ok = :telemetry.attach_many(name, events, &__MODULE__.forward/4, {self(), registered})
+    on_exit(fn -> :telemetry.detach(name) end)
+
+    conn = start(name, name: registered)
+    assert_receive {:telemetry, [:redix_rs, :connection], %{connection: ^conn}}
+    task = blpop_task(registered, key <> "q")
+    assert eventually(fn -> length(blocked(admin, name)) == 1 end)
+    [side] = blocked(admin, name)
+    RedixRs.command!(admin, ["CLIENT", "KILL", "ID", side["id"]])
+    assert Task.await(task) == {:error, %ConnectionError{reason: :disconnected}}
+
+    assert_receive {:telemetry, [:redix_rs, :pipeline, :start],
+                    %{connection: ^conn, commands: [["BLPOP", _, 0]]}}
+
+    assert_receive {:telemetry, [:redix_rs, :pipeline, :stop],
+                    %{connection: ^conn, kind: :error, reason: %{reason: :disconnected}}}
+
+    refute_receive {:telemetry, [:redix_rs, _], _}, 300
+  end
+
   test "WAIT stays on the shared connection", %{name: name} do
     conn = start(name)
     {:ok, main_id} = RedixRs.command(conn, ["CLIENT", "ID"])
