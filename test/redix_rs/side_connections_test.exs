@@ -173,6 +173,47 @@ defmodule RedixRs.SideConnectionsTest do
     assert Task.await(task) == {:ok, [key <> "q", "x"]}
   end
 
+  # The first password asked for is right, the later ones wrong.
+  def password_once(agent) do
+    if Agent.get_and_update(agent, &{&1, &1 + 1}) == 0, do: "s3cret", else: "wrong"
+  end
+
+  test "a side connection that cannot be opened answers its caller with why",
+       %{name: name, key: key} do
+    {:ok, agent} = Agent.start_link(fn -> 0 end)
+    port = Servers.port(:password)
+    conn = start(name, port: port, password: {__MODULE__, :password_once, [agent]})
+
+    assert {:error, %ConnectionError{reason: %RedixRs.Error{message: "WRONGPASS" <> _}}} =
+             RedixRs.command(conn, ["BLPOP", key <> "q", 0])
+
+    # The shared connection is not concerned.
+    assert RedixRs.command(conn, ["PING"]) == {:ok, "PONG"}
+  end
+
+  test "a caller in BLPOP when its connection stops exits as a Redix caller does",
+       %{name: name, key: key, admin: admin} do
+    {:ok, conn} = RedixRs.start_link(port: Servers.port(), sync_connect: true, client_name: name)
+
+    Process.unlink(conn)
+    test_pid = self()
+
+    caller =
+      spawn(fn ->
+        try do
+          RedixRs.command(conn, ["BLPOP", key <> "q", 0], timeout: :infinity)
+        catch
+          :exit, reason -> send(test_pid, {:exited, reason})
+        end
+      end)
+
+    assert eventually(fn -> length(blocked(admin, name)) == 1 end)
+    :ok = RedixRs.stop(conn)
+    assert_receive {:exited, {:redix_exited_during_call, :normal}}
+    refute Process.alive?(caller)
+    assert eventually(fn -> clients(admin, name) == [] end)
+  end
+
   test "a pipeline or transaction holding a blocking command goes to a side connection",
        %{name: name, key: key, admin: admin} do
     conn = start(name)
