@@ -241,6 +241,28 @@ defmodule RedixRs.SideConnectionsTest do
     assert side_id != main_id
   end
 
+  test "blocking commands are recognised as atoms, in long pipelines and in large ones",
+       %{name: name, key: key, admin: admin} do
+    conn = start(name, max_side_connections: 3)
+    q = key <> "q"
+    # An atom name; the tail of a pipeline of 40 commands (checked whole before it is sent); the
+    # tail of one too long for a normal scheduler (5,000 commands: looked at on a dirty one).
+    atom = Task.async(fn -> RedixRs.command(conn, [:blpop, q, 0]) end)
+    sets = for i <- 1..39, do: ["SET", key <> "#{i}", i]
+    long = Task.async(fn -> RedixRs.pipeline(conn, sets ++ [["BLPOP", q, 0]]) end)
+    many = for i <- 1..5_000, do: ["SET", key <> "many", i]
+    large = Task.async(fn -> RedixRs.pipeline(conn, many ++ [["BLPOP", q, 0]]) end)
+    assert eventually(fn -> length(blocked(admin, name)) == 3 end)
+    assert RedixRs.command(conn, ["GET", key <> "39"], timeout: 1_000) == {:ok, "39"}
+
+    RedixRs.command!(admin, ["RPUSH", q, "a", "b", "c"])
+    assert {:ok, [^q, _]} = Task.await(atom)
+    assert {:ok, replies} = Task.await(long)
+    assert length(replies) == 40
+    assert {:ok, replies} = Task.await(large)
+    assert length(replies) == 5_001 and match?([^q, _], List.last(replies))
+  end
+
   test "XREAD and XREADGROUP go to a side connection only with BLOCK",
        %{name: name, key: key, admin: admin} do
     conn = start(name)

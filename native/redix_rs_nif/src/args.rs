@@ -7,6 +7,7 @@
 //! never has to reproduce Redix's error messages.
 
 use bytes::BytesMut;
+use redix_rs_core::conn::side::Scan;
 pub use redix_rs_core::conn::submission::SubmissionKind as Kind;
 use redix_rs_core::conn::submission::{Refusal, Refused};
 use redix_rs_core::conn::Outgoing;
@@ -102,13 +103,19 @@ pub fn count_commands(commands: Term<'_>, max: usize) -> Result<usize, EncodeSto
 /// Everything the encoder would refuse in `commands` (already counted: a proper, non-empty list), found
 /// before a byte is queued, so that the encoding can go to the socket while it proceeds. Sizes are
 /// counted as payload plus the most framing RESP can add, so a submission that passes never exceeds
-/// `budget`. Returns the length of each command.
-pub fn check_submission(commands: Term<'_>, budget: Budget) -> Result<Vec<u32>, EncodeStop> {
+/// `budget`. Returns the length of each command, and whether one of them is a blocking command
+/// (`side.rs`), found in the same walk.
+pub fn check_submission(
+    commands: Term<'_>,
+    budget: Budget,
+) -> Result<(Vec<u32>, bool), EncodeStop> {
     let (mut elements, mut bytes) = (0usize, 0usize);
     let mut lengths = Vec::new();
+    let mut blocking = false;
     let mut rest = commands;
     while let Ok((command, tail)) = rest.list_get_cell() {
-        let (len, size) = check_command(command, budget.elements.saturating_sub(elements))?;
+        let (len, size, blocks) = check_command(command, budget.elements.saturating_sub(elements))?;
+        blocking |= blocks;
         lengths.push(u32::try_from(len).map_err(|_| EncodeStop::OverBudget)?);
         elements += len;
         bytes += size;
@@ -117,20 +124,28 @@ pub fn check_submission(commands: Term<'_>, budget: Budget) -> Result<Vec<u32>, 
         }
         rest = tail;
     }
-    Ok(lengths)
+    Ok((lengths, blocking))
 }
 
 /// Checks one command (a proper, non-empty list of at most `max_elements` valid elements) in one walk;
-/// returns its length and its size with the most framing RESP can add.
-fn check_command(command: Term<'_>, max_elements: usize) -> Result<(usize, usize), EncodeStop> {
+/// returns its length, its size with the most framing RESP can add, and whether it blocks.
+fn check_command(
+    command: Term<'_>,
+    max_elements: usize,
+) -> Result<(usize, usize, bool), EncodeStop> {
     let mut bytes = 24; // `*<len>\r\n`
     let mut len = 0;
     let mut refusal = Refusal::default();
+    let mut scan = Scan::default();
+    let mut scanning = true;
     let mut rest = command;
     while let Ok((element, tail)) = rest.list_get_cell() {
         len += 1;
         if len > max_elements {
             return Err(EncodeStop::OverBudget);
+        }
+        if scanning {
+            scanning = crate::side::scan_element(&mut scan, element);
         }
         let size = if let Ok(bin) = element.decode::<Binary>() {
             refusal.element(bin.as_slice())?;
@@ -154,7 +169,7 @@ fn check_command(command: Term<'_>, max_elements: usize) -> Result<(usize, usize
         return Err(EncodeStop::Normalize);
     }
     refusal.finish()?;
-    Ok((len, bytes))
+    Ok((len, bytes, scan.blocks()))
 }
 
 /// Encodes the commands of a checked submission, `lengths` long each, handing large chunks to the

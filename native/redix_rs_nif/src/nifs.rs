@@ -78,15 +78,22 @@ fn submit<'a>(
         Ok(n) => n,
         Err(stop) => return Ok(stop_term(env, stop)),
     };
-    if let Some(term) = side_term(env, &handle, commands) {
-        return Ok(term);
-    }
+    // A blocking command sends the submission to a side connection (`side.rs`): looked for in the
+    // walk that checks a long pipeline, or on its own for a short one.
     let lengths = if count > STREAMED_PIPELINE {
         match check_submission(commands, Budget::NORMAL) {
-            Ok(lengths) => Some(lengths),
+            Ok((lengths, blocking)) => {
+                if let Some(term) = side_pool_term(env, &handle).filter(|_| blocking) {
+                    return Ok(term);
+                }
+                Some(lengths)
+            }
             Err(stop) => return Ok(stop_term(env, stop)),
         }
     } else {
+        if let Some(term) = side_term(env, &handle, commands) {
+            return Ok(term);
+        }
         None
     };
     let encoding = match &lengths {
@@ -253,8 +260,14 @@ fn waiter<'a>(
 /// `{:side, pool}` if `commands` go to a side connection (`side.rs`).
 #[inline]
 fn side_term<'a>(env: Env<'a>, handle: &ConnectionHandle, commands: Term<'a>) -> Option<Term<'a>> {
+    handle.side_pool.as_ref()?;
+    crate::side::blocking(commands).then(|| side_pool_term(env, handle))?
+}
+
+/// `{:side, pool}` if the connection has side connections.
+fn side_pool_term<'a>(env: Env<'a>, handle: &ConnectionHandle) -> Option<Term<'a>> {
     let pool = handle.side_pool.as_ref()?;
-    crate::side::blocking(commands).then(|| (atoms::side(), *pool).encode(env))
+    Some((atoms::side(), *pool).encode(env))
 }
 
 /// `{:ok, token}` for an accepted submission.

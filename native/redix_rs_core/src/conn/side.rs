@@ -86,16 +86,60 @@ pub fn stream_argument(arg: &[u8]) -> StreamArgument {
 }
 
 /// Whether a command given as its elements (name first) blocks the connection it runs on.
-pub fn blocks<'a>(mut command: impl Iterator<Item = &'a [u8]>) -> bool {
-    match command.next().and_then(classify) {
-        Some(Blocking::Always) => true,
-        Some(Blocking::WithBlockArgument) => {
-            command
-                .map(stream_argument)
-                .find(|a| *a != StreamArgument::Other)
-                == Some(StreamArgument::Block)
+pub fn blocks<'a>(command: impl Iterator<Item = &'a [u8]>) -> bool {
+    let mut scan = Scan::default();
+    for element in command {
+        if !scan.element(element) {
+            break;
         }
-        None => false,
+    }
+    scan.blocks()
+}
+
+/// Reads one command's elements as they come (for an encoder that walks them anyway), and says
+/// whether it blocks. Elements that are not text (integers) count as text that is neither a
+/// blocking name nor `BLOCK`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Scan {
+    state: ScanState,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum ScanState {
+    /// Nothing seen yet.
+    #[default]
+    Name,
+    /// `XREAD`/`XREADGROUP`, `BLOCK` not seen yet.
+    StreamOptions,
+    Blocks,
+    DoesNotBlock,
+}
+
+impl Scan {
+    /// Takes the command's next element; returns false once the answer is known (later elements
+    /// change nothing).
+    #[inline]
+    pub fn element(&mut self, text: &[u8]) -> bool {
+        self.state = match self.state {
+            ScanState::Name => match classify(text) {
+                Some(Blocking::Always) => ScanState::Blocks,
+                Some(Blocking::WithBlockArgument) => ScanState::StreamOptions,
+                None => ScanState::DoesNotBlock,
+            },
+            ScanState::StreamOptions => match stream_argument(text) {
+                StreamArgument::Block => ScanState::Blocks,
+                StreamArgument::Streams => ScanState::DoesNotBlock,
+                StreamArgument::Other => ScanState::StreamOptions,
+            },
+            settled => settled,
+        };
+        self.state == ScanState::StreamOptions
+    }
+
+    /// Whether the elements taken so far make the command blocking.
+    #[inline]
+    pub fn blocks(&self) -> bool {
+        self.state == ScanState::Blocks
     }
 }
 
