@@ -371,3 +371,35 @@ defmodule RedixRs.SideConnectionsTest do
     assert {:ok, [0, ^main_id]} = RedixRs.pipeline(conn, [["WAIT", 0, 0], ["CLIENT", "ID"]])
   end
 end
+
+defmodule RedixRs.SideConnectionsRemoteTest do
+  # A blocking command sent to a connection on another node runs there on a side connection too
+  # (the connection process runs it for the remote caller, in a process of its own). Not async: it
+  # makes this VM a distributed node.
+  use ExUnit.Case, async: false
+
+  alias RedixRs.Test.Servers
+
+  test "a BLPOP through a connection on another node does not stall that connection" do
+    {_peer, node} = RedixRs.Test.PeerNode.start!()
+    name = "sideremote#{System.unique_integer([:positive])}"
+    opts = [port: Servers.port(), sync_connect: true, client_name: name]
+    spec = Map.put(RedixRs.child_spec(opts), :id, make_ref())
+    {:ok, conn} = :erpc.call(node, Supervisor, :start_child, [RedixRs.Supervisor, spec])
+    q = name <> ":q"
+
+    task = Task.async(fn -> RedixRs.command(conn, ["BLPOP", q, 0], timeout: 10_000) end)
+
+    assert RedixRs.Test.Helpers.eventually(fn ->
+             {:ok, list} = RedixRs.command(conn, ["CLIENT", "LIST"], timeout: 1_000)
+
+             list
+             |> String.split("\n")
+             |> Enum.any?(&(&1 =~ "name=#{name} " and &1 =~ "cmd=blpop"))
+           end)
+
+    assert RedixRs.command(conn, ["PING"], timeout: 1_000) == {:ok, "PONG"}
+    RedixRs.command!(conn, ["RPUSH", q, "x"])
+    assert Task.await(task) == {:ok, [q, "x"]}
+  end
+end

@@ -41,6 +41,9 @@ pub enum EncodeStop {
     Normalize,
     /// Too large for this scheduler: retry on a dirty one.
     OverBudget,
+    /// A blocking command, when asked to stop at one (`side.rs`): nothing is queued, and the
+    /// submission goes to a side connection.
+    Blocking,
 }
 
 /// A refused command is left to the Elixir side, which raises Redix's `ArgumentError`.
@@ -75,18 +78,21 @@ pub enum Encoding<'a> {
     Checked(&'a [u32]),
 }
 
-/// Encodes a whole submission of `kind`: wrappers, then the user's commands between them.
+/// Encodes a whole submission of `kind`: wrappers, then the user's commands between them. With
+/// `stop_at_blocking`, a blocking command stops it with `Blocking` (read from the bytes it encodes
+/// anyway: no extra walk; checked submissions were looked at by `check_submission`).
 pub fn encode_submission(
     kind: Kind,
     commands: Term<'_>,
     out: &mut Outgoing<'_>,
     encoding: Encoding<'_>,
+    stop_at_blocking: bool,
 ) -> Result<(), EncodeStop> {
     let (before, after) = kind.wrappers();
     out.buf().extend_from_slice(before);
     match encoding {
         Encoding::Checked(lengths) => encode_checked_pipeline(commands, lengths, out)?,
-        Encoding::Within(budget) => encode_pipeline(commands, out, budget)?,
+        Encoding::Within(budget) => encode_pipeline(commands, out, budget, stop_at_blocking)?,
     }
     out.buf().extend_from_slice(after);
     Ok(())
@@ -200,6 +206,7 @@ fn encode_pipeline(
     commands: Term<'_>,
     out: &mut Outgoing<'_>,
     budget: Budget,
+    stop_at_blocking: bool,
 ) -> Result<(), EncodeStop> {
     let mut encoded = 0usize;
     let mut elements = 0usize;
@@ -211,7 +218,7 @@ fn encode_pipeline(
         };
         let buf = out.buf();
         let start = buf.len();
-        elements += encode_command(command, buf, left)?;
+        elements += encode_command(command, buf, left, stop_at_blocking)?;
         encoded += buf.len() - start;
         rest = tail;
     }
@@ -223,6 +230,7 @@ fn encode_command(
     command: Term<'_>,
     out: &mut BytesMut,
     budget: Budget,
+    stop_at_blocking: bool,
 ) -> Result<usize, EncodeStop> {
     let len = bounded_len(command, budget.elements)?;
     if len == 0 {
@@ -232,10 +240,19 @@ fn encode_command(
     encode_array_header(len, out);
     let mut rest = command;
     let mut refusal = Refusal::default();
+    let mut scan = Scan::default();
+    let mut scanning = stop_at_blocking;
     while let Ok((element, tail)) = rest.list_get_cell() {
         let written_from = out.len();
         encode_element(element, out, budget.bytes.saturating_sub(out.len() - start))?;
-        refusal.element(bulk_payload(&out[written_from..]))?;
+        let payload = bulk_payload(&out[written_from..]);
+        refusal.element(payload)?;
+        if scanning {
+            scanning = scan.element(payload);
+            if scan.blocks() {
+                return Err(EncodeStop::Blocking);
+            }
+        }
         rest = tail;
     }
     refusal.finish()?;

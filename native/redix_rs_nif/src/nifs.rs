@@ -82,18 +82,11 @@ fn submit<'a>(
     // walk that checks a long pipeline, or on its own for a short one.
     let lengths = if count > STREAMED_PIPELINE {
         match check_submission(commands, Budget::NORMAL) {
-            Ok((lengths, blocking)) => {
-                if let Some(term) = side_pool_term(env, &handle).filter(|_| blocking) {
-                    return Ok(term);
-                }
-                Some(lengths)
-            }
+            Ok((_, true)) if handle.side_pool.is_some() => return Ok(side_term(env, &handle)),
+            Ok((lengths, _)) => Some(lengths),
             Err(stop) => return Ok(stop_term(env, stop)),
         }
     } else {
-        if let Some(term) = side_term(env, &handle, commands) {
-            return Ok(term);
-        }
         None
     };
     let encoding = match &lengths {
@@ -104,9 +97,14 @@ fn submit<'a>(
         Ok(made) => made,
         Err(full) => return Ok(full),
     };
-    let encode = |out: &mut Outgoing<'_>| encode_submission(kind, commands, out, encoding);
+    // A short submission is looked at for blocking commands as it is encoded (`side.rs`); nothing
+    // is queued if one is found.
+    let stop_at_blocking = handle.side_pool.is_some();
+    let encode =
+        |out: &mut Outgoing<'_>| encode_submission(kind, commands, out, encoding, stop_at_blocking);
     Ok(match handle.mux.submit_with(waiter, encode) {
         Ok(()) => accepted_term(env, token),
+        Err(SubmitError::Encode(_, EncodeStop::Blocking)) => side_term(env, &handle),
         Err(SubmitError::Encode(_, stop)) => stop_term(env, stop),
         Err(e) => refused_term(env, e),
     })
@@ -126,14 +124,14 @@ fn submit_dirty<'a>(
         Ok(n) => n,
         Err(stop) => return Ok(stop_term(env, stop)),
     };
-    if let Some(term) = side_term(env, &handle, commands) {
-        return Ok(term);
-    }
     let mut out = BytesMut::new();
     let mut detached = Outgoing::detached(&mut out);
     let unlimited = Encoding::Within(Budget::UNLIMITED);
-    if let Err(stop) = encode_submission(kind, commands, &mut detached, unlimited) {
-        return Ok(stop_term(env, stop));
+    let stop_at_blocking = handle.side_pool.is_some();
+    match encode_submission(kind, commands, &mut detached, unlimited, stop_at_blocking) {
+        Ok(()) => {}
+        Err(EncodeStop::Blocking) => return Ok(side_term(env, &handle)),
+        Err(stop) => return Ok(stop_term(env, stop)),
     }
     let (waiter, token) = match waiter(env, reference, kind, count) {
         Ok(made) => made,
@@ -257,17 +255,13 @@ fn waiter<'a>(
     ))
 }
 
-/// `{:side, pool}` if `commands` go to a side connection (`side.rs`).
-#[inline]
-fn side_term<'a>(env: Env<'a>, handle: &ConnectionHandle, commands: Term<'a>) -> Option<Term<'a>> {
-    handle.side_pool.as_ref()?;
-    crate::side::blocking(commands).then(|| side_pool_term(env, handle))?
-}
-
-/// `{:side, pool}` if the connection has side connections.
-fn side_pool_term<'a>(env: Env<'a>, handle: &ConnectionHandle) -> Option<Term<'a>> {
-    let pool = handle.side_pool.as_ref()?;
-    Some((atoms::side(), *pool).encode(env))
+/// `{:side, pool}`: the submission goes to a side connection (`side.rs`); only asked for when the
+/// handle has a pool (`nil` otherwise, never seen).
+fn side_term<'a>(env: Env<'a>, handle: &ConnectionHandle) -> Term<'a> {
+    match handle.side_pool {
+        Some(pool) => (atoms::side(), pool).encode(env),
+        None => atoms::nil().encode(env),
+    }
 }
 
 /// `{:ok, token}` for an accepted submission.
@@ -279,6 +273,8 @@ fn stop_term(env: Env<'_>, stop: EncodeStop) -> Term<'_> {
     match stop {
         EncodeStop::Normalize => atoms::normalize().encode(env),
         EncodeStop::OverBudget => atoms::dirty().encode(env),
+        // Handled by the callers (`side_term`), which alone ask for it.
+        EncodeStop::Blocking => atoms::nil().encode(env),
     }
 }
 

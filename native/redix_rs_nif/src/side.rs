@@ -1,45 +1,19 @@
 //! Side connections, as the submit NIFs see them: a submission holding a blocking command
 //! (`redix_rs_core::conn::side`) is not queued on a handle that has a side pool; `submit` answers
-//! `{:side, pool_pid}` instead, and the caller runs it on a side connection that the pool process
-//! (`RedixRs.SideConnections`) lends it. Nothing else of side connections lives here: opening,
+//! `{:side, pool_pid}` instead. The commands are looked at in the walks the NIFs make anyway: the
+//! encoder of short submissions reads each element's bytes as it encodes them (and stops, with
+//! nothing queued, at a blocking command: `args::encode_submission`), and the check of long
+//! pipelines looks at them as it checks them (`args::check_submission`). So a GET pays a length
+//! test, not a second walk. The caller then runs the submission on a side connection that the pool
+//! process (`RedixRs.SideConnections`) lends it. Nothing else of side connections lives here: opening,
 //! lending, closing when idle and watching callers are the pool process's job, since they are about
 //! processes, monitors and timers, and a blocking call can afford a message round trip.
 
 use redix_rs_core::conn::side::{self, Scan};
 use rustler::{Binary, Term};
 
-/// True if one of `commands` (a list of commands, already counted) blocks the connection it runs
-/// on. Binary and atom elements are read (atoms are encoded as their names, as the encoder does);
-/// anything else counts as neither a blocking name nor `BLOCK` (integers), or is converted by the
-/// Elixir side first (`:normalize`), and the converted commands are looked at again when they come
-/// back. Reads the head of each command (one length test for a GET); `XREAD`/`XREADGROUP` also
-/// their options, up to `STREAMS`. Long pipelines are looked at by `args::check_submission`
-/// instead, in the walk it makes anyway.
-#[inline]
-pub fn blocking(commands: Term<'_>) -> bool {
-    let mut rest = commands;
-    while let Ok((command, tail)) = rest.list_get_cell() {
-        if command_blocks(command) {
-            return true;
-        }
-        rest = tail;
-    }
-    false
-}
-
-fn command_blocks(command: Term<'_>) -> bool {
-    let mut scan = Scan::default();
-    let mut rest = command;
-    while let Ok((element, tail)) = rest.list_get_cell() {
-        if !scan_element(&mut scan, element) {
-            break;
-        }
-        rest = tail;
-    }
-    scan.blocks()
-}
-
-/// Feeds one element to `scan`; returns whether it wants more.
+/// Feeds one element (a term not encoded yet) to `scan`, reading binaries and atoms as the encoder
+/// writes them; returns whether it wants more.
 #[inline]
 pub fn scan_element(scan: &mut Scan, element: Term<'_>) -> bool {
     if let Ok(bin) = element.decode::<Binary>() {
