@@ -80,6 +80,11 @@ defmodule RedixRs.Call do
 
         {:error, _} = error ->
           error
+
+        # The connection (and its pool with it) stopped while this caller waited: it exits as the
+        # callers in flight do.
+        :gone ->
+          exit({:redix_exited_during_call, Handles.exit_reason(owner)})
       end
 
     if span, do: Telemetry.pipeline_stop(span, result), else: result

@@ -38,7 +38,8 @@ defmodule RedixRs.SideConnections do
 
   @doc """
   Borrows a side connection for the calling process, waiting at most `timeout` ms: `{:ok, handle,
-  id}` (give it back with `checkin/3`) or `{:error, %RedixRs.ConnectionError{}}`.
+  id}` (give it back with `checkin/3`), `{:error, %RedixRs.ConnectionError{}}`, or `:gone` when
+  the pool ended (with its connection) meanwhile.
   """
   def checkout(pool, timeout) do
     ref = Process.monitor(pool)
@@ -50,7 +51,7 @@ defmodule RedixRs.SideConnections do
         reply
 
       {:DOWN, ^ref, :process, _, _} ->
-        {:error, %ConnectionError{reason: :closed}}
+        :gone
     after
       timeout -> cancel(pool, ref)
     end

@@ -191,26 +191,37 @@ defmodule RedixRs.SideConnectionsTest do
     assert RedixRs.command(conn, ["PING"]) == {:ok, "PONG"}
   end
 
-  test "a caller in BLPOP when its connection stops exits as a Redix caller does",
+  test "callers in BLPOP, or waiting for a side connection, when the connection stops exit as Redix callers do",
        %{name: name, key: key, admin: admin} do
-    {:ok, conn} = RedixRs.start_link(port: Servers.port(), sync_connect: true, client_name: name)
+    {:ok, conn} =
+      RedixRs.start_link(
+        port: Servers.port(),
+        sync_connect: true,
+        client_name: name,
+        max_side_connections: 1
+      )
 
     Process.unlink(conn)
     test_pid = self()
 
-    caller =
+    call = fn ->
       spawn(fn ->
         try do
           RedixRs.command(conn, ["BLPOP", key <> "q", 0], timeout: :infinity)
         catch
-          :exit, reason -> send(test_pid, {:exited, reason})
+          :exit, reason -> send(test_pid, {:exited, self(), reason})
         end
       end)
+    end
 
+    blocked_caller = call.()
     assert eventually(fn -> length(blocked(admin, name)) == 1 end)
+    waiting_caller = call.()
+    assert eventually(fn -> Process.info(waiting_caller, :status) == {:status, :waiting} end)
+
     :ok = RedixRs.stop(conn)
-    assert_receive {:exited, {:redix_exited_during_call, :normal}}
-    refute Process.alive?(caller)
+    assert_receive {:exited, ^blocked_caller, {:redix_exited_during_call, :normal}}
+    assert_receive {:exited, ^waiting_caller, {:redix_exited_during_call, :normal}}
     assert eventually(fn -> clients(admin, name) == [] end)
   end
 
