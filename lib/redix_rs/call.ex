@@ -4,7 +4,7 @@ defmodule RedixRs.Call do
   # not published (connecting, disconnected) or lives on another node.
   @moduledoc false
 
-  alias RedixRs.{Command, ConnectionError, Handles, Native, Telemetry}
+  alias RedixRs.{Command, ConnectionError, Handles, Native, SideConnections, Telemetry}
 
   @default_timeout 5_000
 
@@ -37,13 +37,54 @@ defmodule RedixRs.Call do
   # input raises with no event at all.
   defp run_fast(conn, handle, owner, commands, kind, timeout, trace) do
     ref = make_ref()
-    queued = enqueue(handle, ref, commands, kind)
+
+    case enqueue(handle, ref, commands, kind) do
+      {:side, pool} ->
+        run_on_side(conn, pool, owner, commands, kind, timeout, trace)
+
+      queued ->
+        span = trace && start_event(trace, conn, owner, commands, kind)
+
+        result =
+          case queued do
+            {:ok, token} -> await(ref, token, owner, timeout)
+            {:error, reason} -> {:error, %ConnectionError{reason: refusal(reason)}}
+          end
+
+        if span, do: Telemetry.pipeline_stop(span, result), else: result
+    end
+  end
+
+  # A submission holding a blocking command, which the NIF did not queue: on a side connection
+  # borrowed from `pool` (`RedixRs.SideConnections`), within the same timeout. Checked first, so
+  # that invalid commands raise before anything is borrowed or emitted.
+  defp run_on_side(conn, pool, owner, commands, kind, timeout, trace) do
+    normalized = Command.normalize_pipeline!(commands)
+    # Telemetry reports the commands as given, as on the shared connection.
     span = trace && start_event(trace, conn, owner, commands, kind)
+    started = System.monotonic_time(:millisecond)
 
     result =
-      case queued do
-        {:ok, token} -> await(ref, token, owner, timeout)
-        {:error, reason} -> {:error, %ConnectionError{reason: refusal(reason)}}
+      case SideConnections.checkout(pool, timeout) do
+        {:ok, side, id} ->
+          ref = make_ref()
+
+          result =
+            case native_submit(side, ref, normalized, kind) do
+              {:ok, token} -> await(ref, token, owner, remaining(timeout, started))
+              {:error, reason} -> {:error, %ConnectionError{reason: refusal(reason)}}
+            end
+
+          SideConnections.checkin(pool, id, result)
+          result
+
+        {:error, _} = error ->
+          error
+
+        # The connection (and its pool with it) stopped while this caller waited: it exits as the
+        # callers in flight do.
+        :gone ->
+          exit({:redix_exited_during_call, Handles.exit_reason(owner)})
       end
 
     if span, do: Telemetry.pipeline_stop(span, result), else: result
@@ -101,6 +142,8 @@ defmodule RedixRs.Call do
   def submit_for_self(handle, ref, commands, kind \\ :pipeline) do
     case native_submit(handle, ref, commands, kind) do
       {:ok, token} -> {:ok, token}
+      # Not submitted: it goes to a side connection (`run/4` does that).
+      {:side, pool} -> {:side, pool}
       {:error, reason} -> {:error, %ConnectionError{reason: refusal(reason)}}
       :normalize -> raise ArgumentError, "invalid Redis commands: #{inspect(commands)}"
     end
@@ -188,8 +231,23 @@ defmodule RedixRs.Call do
             ref = make_ref()
 
             case enqueue(handle, ref, normalized, kind) do
-              {:ok, token} -> await(ref, token, owner, remaining(timeout, asked_at))
-              {:error, reason} -> {:error, %ConnectionError{reason: refusal(reason)}}
+              {:ok, token} ->
+                await(ref, token, owner, remaining(timeout, asked_at))
+
+              {:error, reason} ->
+                {:error, %ConnectionError{reason: refusal(reason)}}
+
+              {:side, pool} ->
+                # The span (if any) is this function's: none from run_on_side/7.
+                run_on_side(
+                  conn,
+                  pool,
+                  owner,
+                  normalized,
+                  kind,
+                  remaining(timeout, asked_at),
+                  nil
+                )
             end
           end
 

@@ -30,7 +30,7 @@ defmodule RedixRs.Connection do
     keys = if is_atom(name) and name != nil, do: [self(), name], else: [self()]
     Handles.watch()
 
-    state = %__MODULE__{opts: opts, keys: keys, status: :connecting}
+    state = %__MODULE__{opts: start_side_connections(opts), keys: keys, status: :connecting}
 
     if opts[:sync_connect] do
       connect_synchronously(state)
@@ -51,9 +51,9 @@ defmodule RedixRs.Connection do
     end
   end
 
-  def handle_call({:run, commands, kind, _timeout}, from, state) do
+  def handle_call({:run, commands, kind, timeout}, from, state) do
     if state.status == :connected do
-      {:noreply, run_for_remote_caller(commands, kind, from, state)}
+      {:noreply, run_for_remote_caller(commands, kind, timeout, from, state)}
     else
       {:reply, {:error, %ConnectionError{reason: :closed}}, state}
     end
@@ -211,6 +211,18 @@ defmodule RedixRs.Connection do
 
   defp closed, do: {:error, %ConnectionError{reason: :closed}}
 
+  # Blocking commands go to side connections, lent by a process of their own (`:side_pool`).
+  defp start_side_connections(opts) do
+    case opts[:max_side_connections] do
+      max when is_integer(max) and max > 0 ->
+        {:ok, pool} = RedixRs.SideConnections.start_link(opts)
+        Keyword.put(opts, :side_pool, pool)
+
+      _off ->
+        opts
+    end
+  end
+
   defp answer_waiting(state, reply) do
     Enum.each(state.waiting, &GenServer.reply(&1, reply))
     %{state | waiting: []}
@@ -227,12 +239,22 @@ defmodule RedixRs.Connection do
   end
 
   # Remote callers: this process submits for them and forwards the answer.
-  defp run_for_remote_caller(commands, kind, from, state) do
+  defp run_for_remote_caller(commands, kind, timeout, from, state) do
     ref = make_ref()
 
     case RedixRs.Call.submit_for_self(state.handle, ref, commands, kind) do
       {:ok, _token} ->
         %{state | remote_calls: Map.put(state.remote_calls, ref, from)}
+
+      # A blocking command: run on a side connection by a process of its own, not this one.
+      {:side, _pool} ->
+        conn = self()
+
+        spawn(fn ->
+          GenServer.reply(from, RedixRs.Call.run(conn, commands, kind, timeout: timeout))
+        end)
+
+        state
 
       {:error, _} = error ->
         GenServer.reply(from, error)

@@ -191,7 +191,9 @@ defmodule RedixRs.Connector do
       pubsub: mode == :pubsub,
       max_backlog_bytes: opts[:backlog_limit] || 0,
       # With exit_on_disconnection the process exits instead, and subscribers are not told (Redix).
-      notify_disconnection: not opts[:exit_on_disconnection]
+      notify_disconnection: not opts[:exit_on_disconnection],
+      # The process lending side connections for blocking commands (`RedixRs.SideConnections`).
+      side_pool: opts[:side_pool]
     })
   end
 

@@ -25,7 +25,7 @@ defmodule RedixRs.Native do
            reference(), [binary()]}
 
   @typedoc "How `submit/4` and `submit_dirty/4` answer."
-  @type submitted() :: {:ok, token()} | {:error, :closed | :full} | :normalize
+  @type submitted() :: {:ok, token()} | {:error, :closed | :full} | :normalize | {:side, pid()}
 
   @doc false
   @spec load_nif() :: :ok | {:error, {:reload_refused, String.t()}}
@@ -85,6 +85,10 @@ defmodule RedixRs.Native do
 
   @spec cluster_pubsub_discover(map(), reference()) :: :ok
   def cluster_pubsub_discover(_config, _ref), do: :erlang.nif_error(not_loaded())
+
+  # The blocking commands sent to side connections, and those kept on the shared one.
+  @spec blocking_commands() :: {[String.t()], [String.t()]}
+  def blocking_commands, do: :erlang.nif_error(not_loaded())
 
   # Raised by the stubs (`:erlang.nif_error/1` raises it as it is).
   defp not_loaded do

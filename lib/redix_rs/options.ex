@@ -133,6 +133,23 @@ defmodule RedixRs.Options do
           "(`:bulk_too_long`, `:aggregate_too_long`, `:too_deep` for the others), the connection " <>
           "is closed and re-established, and other callers in flight get `:disconnected`"
     ],
+    max_side_connections: [
+      type: :non_neg_integer,
+      default: 8,
+      doc:
+        "how many side connections the connection may open for blocking commands (`BLPOP`, " <>
+          "`BRPOP`, `BRPOPLPUSH`, `BLMOVE`, `BLMPOP`, `BZPOPMIN`, `BZPOPMAX`, `BZMPOP`, and " <>
+          "`XREAD`/`XREADGROUP` with `BLOCK`) and for pipelines and transactions holding one, so " <>
+          "that they never stall the other callers; opened on demand with the same settings, one " <>
+          "call at a time each; when all are busy a blocking call waits for one within its " <>
+          "`:timeout`. `0` sends everything over the shared connection, as Redix does (see " <>
+          "\"Blocking commands\" in the README)"
+    ],
+    side_connection_idle_timeout: [
+      type: :timeout,
+      default: 30_000,
+      doc: "milliseconds after which an unused side connection is closed"
+    ],
     name: [
       type: :name,
       default: nil,
@@ -171,7 +188,15 @@ defmodule RedixRs.Options do
 
   defp schema(:plain), do: @schema
   # Health checks are for RedixRs connections (as in Redix 1.6).
-  defp schema(:pubsub), do: Keyword.delete(@schema, :health_check_interval) ++ @pubsub_schema
+  # Side connections too: a pub/sub connection sends no blocking command.
+  defp schema(:pubsub),
+    do:
+      Keyword.drop(@schema, [
+        :health_check_interval,
+        :max_side_connections,
+        :side_connection_idle_timeout
+      ]) ++ @pubsub_schema
+
   defp schema(:pubsub_only), do: @pubsub_schema
 
   @doc "Markdown describing every start option of a `:plain` or `:pubsub` connection."

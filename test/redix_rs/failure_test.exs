@@ -169,7 +169,9 @@ defmodule RedixRs.FailureTest do
 
   test "CLIENT KILL during in-flight DEBUG SLEEPs: one answer per caller, then a reconnect" do
     server = start_server()
-    {:ok, conn} = RedixRs.start_link(port: server.port, sync_connect: true, backoff_initial: 100)
+    # No side connections: the BLPOP below must block this connection.
+    opts = [port: server.port, sync_connect: true, backoff_initial: 100, max_side_connections: 0]
+    {:ok, conn} = RedixRs.start_link(opts)
     id = client_id(conn)
 
     # The first DEBUG SLEEP runs (and blocks the server); a BLPOP behind it blocks this client once
@@ -348,7 +350,9 @@ defmodule RedixRs.FailureTest do
 
   test "RedixRs.stop/1 with calls in flight: callers exit with :normal or get an answer" do
     server = start_server()
-    {:ok, conn} = RedixRs.start_link(port: server.port, sync_connect: true)
+    # No side connections: the BLPOP below must block this connection.
+    {:ok, conn} =
+      RedixRs.start_link(port: server.port, sync_connect: true, max_side_connections: 0)
 
     # A few calls answered quickly, then 50 blocked behind a BLPOP that never returns.
     quick = for i <- 1..10, do: call_task(conn, ["ECHO", "#{i}"])

@@ -58,8 +58,14 @@ defmodule RedixRs.HealthCheckTest do
   test "a connection blocked in BLPOP 0 is not declared dead", %{server: server} do
     # 300 ms: a probe (a fresh connection and a PING, within one interval) answers in time on a
     # loaded machine.
+    # No side connections: the BLPOP must block this connection (Redix's behaviour).
     {:ok, conn} =
-      RedixRs.start_link(port: server.port, health_check_interval: 300, sync_connect: true)
+      RedixRs.start_link(
+        port: server.port,
+        health_check_interval: 300,
+        sync_connect: true,
+        max_side_connections: 0
+      )
 
     blocked =
       Task.async(fn ->

@@ -233,6 +233,29 @@ defmodule RedixRs.TLSTest do
   end
 
   describe "a verified TLS connection" do
+    test "runs blocking commands on TLS side connections", %{
+      server: server,
+      certs: certs,
+      key: key
+    } do
+      name = "tls#{System.unique_integer([:positive])}"
+      {:ok, conn} = start(server, trusted(certs, client_name: name))
+      task = Task.async(fn -> RedixRs.command(conn, ["BLPOP", key, 0]) end)
+
+      # The side connection (the server takes TLS only on this port) sits in BLPOP; the shared one
+      # still answers.
+      assert RedixRs.Test.Helpers.eventually(fn ->
+               {:ok, list} = RedixRs.command(conn, ["CLIENT", "LIST"], timeout: 1_000)
+
+               list
+               |> String.split("\n")
+               |> Enum.any?(&(&1 =~ "name=#{name} " and &1 =~ "cmd=blpop"))
+             end)
+
+      RedixRs.command!(conn, ["RPUSH", key, "x"])
+      assert Task.await(task) == {:ok, [key, "x"]}
+    end
+
     test "runs commands, pipelines and large values", %{server: server, certs: certs, key: key} do
       {:ok, conn} = start(server, trusted(certs))
 

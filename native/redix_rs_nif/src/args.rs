@@ -7,6 +7,7 @@
 //! never has to reproduce Redix's error messages.
 
 use bytes::BytesMut;
+use redix_rs_core::conn::side::Scan;
 pub use redix_rs_core::conn::submission::SubmissionKind as Kind;
 use redix_rs_core::conn::submission::{Refusal, Refused};
 use redix_rs_core::conn::Outgoing;
@@ -40,6 +41,9 @@ pub enum EncodeStop {
     Normalize,
     /// Too large for this scheduler: retry on a dirty one.
     OverBudget,
+    /// A blocking command, when asked to stop at one (`side.rs`): nothing is queued, and the
+    /// submission goes to a side connection.
+    Blocking,
 }
 
 /// A refused command is left to the Elixir side, which raises Redix's `ArgumentError`.
@@ -74,18 +78,21 @@ pub enum Encoding<'a> {
     Checked(&'a [u32]),
 }
 
-/// Encodes a whole submission of `kind`: wrappers, then the user's commands between them.
+/// Encodes a whole submission of `kind`: wrappers, then the user's commands between them. With
+/// `stop_at_blocking`, a blocking command stops it with `Blocking` (read from the bytes it encodes
+/// anyway: no extra walk; checked submissions were looked at by `check_submission`).
 pub fn encode_submission(
     kind: Kind,
     commands: Term<'_>,
     out: &mut Outgoing<'_>,
     encoding: Encoding<'_>,
+    stop_at_blocking: bool,
 ) -> Result<(), EncodeStop> {
     let (before, after) = kind.wrappers();
     out.buf().extend_from_slice(before);
     match encoding {
         Encoding::Checked(lengths) => encode_checked_pipeline(commands, lengths, out)?,
-        Encoding::Within(budget) => encode_pipeline(commands, out, budget)?,
+        Encoding::Within(budget) => encode_pipeline(commands, out, budget, stop_at_blocking)?,
     }
     out.buf().extend_from_slice(after);
     Ok(())
@@ -102,13 +109,19 @@ pub fn count_commands(commands: Term<'_>, max: usize) -> Result<usize, EncodeSto
 /// Everything the encoder would refuse in `commands` (already counted: a proper, non-empty list), found
 /// before a byte is queued, so that the encoding can go to the socket while it proceeds. Sizes are
 /// counted as payload plus the most framing RESP can add, so a submission that passes never exceeds
-/// `budget`. Returns the length of each command.
-pub fn check_submission(commands: Term<'_>, budget: Budget) -> Result<Vec<u32>, EncodeStop> {
+/// `budget`. Returns the length of each command, and whether one of them is a blocking command
+/// (`side.rs`), found in the same walk.
+pub fn check_submission(
+    commands: Term<'_>,
+    budget: Budget,
+) -> Result<(Vec<u32>, bool), EncodeStop> {
     let (mut elements, mut bytes) = (0usize, 0usize);
     let mut lengths = Vec::new();
+    let mut blocking = false;
     let mut rest = commands;
     while let Ok((command, tail)) = rest.list_get_cell() {
-        let (len, size) = check_command(command, budget.elements.saturating_sub(elements))?;
+        let (len, size, blocks) = check_command(command, budget.elements.saturating_sub(elements))?;
+        blocking |= blocks;
         lengths.push(u32::try_from(len).map_err(|_| EncodeStop::OverBudget)?);
         elements += len;
         bytes += size;
@@ -117,20 +130,28 @@ pub fn check_submission(commands: Term<'_>, budget: Budget) -> Result<Vec<u32>, 
         }
         rest = tail;
     }
-    Ok(lengths)
+    Ok((lengths, blocking))
 }
 
 /// Checks one command (a proper, non-empty list of at most `max_elements` valid elements) in one walk;
-/// returns its length and its size with the most framing RESP can add.
-fn check_command(command: Term<'_>, max_elements: usize) -> Result<(usize, usize), EncodeStop> {
+/// returns its length, its size with the most framing RESP can add, and whether it blocks.
+fn check_command(
+    command: Term<'_>,
+    max_elements: usize,
+) -> Result<(usize, usize, bool), EncodeStop> {
     let mut bytes = 24; // `*<len>\r\n`
     let mut len = 0;
     let mut refusal = Refusal::default();
+    let mut scan = Scan::default();
+    let mut scanning = true;
     let mut rest = command;
     while let Ok((element, tail)) = rest.list_get_cell() {
         len += 1;
         if len > max_elements {
             return Err(EncodeStop::OverBudget);
+        }
+        if scanning {
+            scanning = crate::side::scan_element(&mut scan, element);
         }
         let size = if let Ok(bin) = element.decode::<Binary>() {
             refusal.element(bin.as_slice())?;
@@ -154,7 +175,7 @@ fn check_command(command: Term<'_>, max_elements: usize) -> Result<(usize, usize
         return Err(EncodeStop::Normalize);
     }
     refusal.finish()?;
-    Ok((len, bytes))
+    Ok((len, bytes, scan.blocks()))
 }
 
 /// Encodes the commands of a checked submission, `lengths` long each, handing large chunks to the
@@ -185,6 +206,7 @@ fn encode_pipeline(
     commands: Term<'_>,
     out: &mut Outgoing<'_>,
     budget: Budget,
+    stop_at_blocking: bool,
 ) -> Result<(), EncodeStop> {
     let mut encoded = 0usize;
     let mut elements = 0usize;
@@ -196,7 +218,7 @@ fn encode_pipeline(
         };
         let buf = out.buf();
         let start = buf.len();
-        elements += encode_command(command, buf, left)?;
+        elements += encode_command(command, buf, left, stop_at_blocking)?;
         encoded += buf.len() - start;
         rest = tail;
     }
@@ -208,6 +230,7 @@ fn encode_command(
     command: Term<'_>,
     out: &mut BytesMut,
     budget: Budget,
+    stop_at_blocking: bool,
 ) -> Result<usize, EncodeStop> {
     let len = bounded_len(command, budget.elements)?;
     if len == 0 {
@@ -217,10 +240,19 @@ fn encode_command(
     encode_array_header(len, out);
     let mut rest = command;
     let mut refusal = Refusal::default();
+    let mut scan = Scan::default();
+    let mut scanning = stop_at_blocking;
     while let Ok((element, tail)) = rest.list_get_cell() {
         let written_from = out.len();
         encode_element(element, out, budget.bytes.saturating_sub(out.len() - start))?;
-        refusal.element(bulk_payload(&out[written_from..]))?;
+        let payload = bulk_payload(&out[written_from..]);
+        refusal.element(payload)?;
+        if scanning {
+            scanning = scan.element(payload);
+            if scan.blocks() {
+                return Err(EncodeStop::Blocking);
+            }
+        }
         rest = tail;
     }
     refusal.finish()?;

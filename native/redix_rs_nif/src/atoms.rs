@@ -44,4 +44,5 @@ rustler::atoms! {
     pipeline,
     noreply,
     transaction,
+    side,
 }

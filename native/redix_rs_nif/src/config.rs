@@ -30,6 +30,9 @@ pub struct NativeConfig {
     /// Whether subscribers get `:disconnected` when the connection ends (not with
     /// `exit_on_disconnection`, as in Redix).
     pub notify_disconnection: bool,
+    /// The process lending side connections for blocking commands (`side_pool`, absent or `nil`:
+    /// none).
+    pub side_pool: Option<rustler::LocalPid>,
 }
 
 pub fn decode(map: Term<'_>) -> NifResult<NativeConfig> {
@@ -58,6 +61,9 @@ pub fn decode(map: Term<'_>) -> NifResult<NativeConfig> {
     let pubsub = get("pubsub")?.decode()?;
     let max_backlog_bytes = get("max_backlog_bytes")?.decode()?;
     let notify_disconnection = get("notify_disconnection")?.decode()?;
+    let side_pool = get("side_pool")
+        .ok()
+        .and_then(|pid| pid.decode::<rustler::LocalPid>().ok());
     Ok(NativeConfig {
         connect,
         max_queued_bytes,
@@ -65,6 +71,7 @@ pub fn decode(map: Term<'_>) -> NifResult<NativeConfig> {
         pubsub,
         max_backlog_bytes,
         notify_disconnection,
+        side_pool,
     })
 }
 

@@ -23,6 +23,10 @@ pub struct ConnectionHandle {
     pub id: u64,
     /// The pub/sub side (pub/sub connections only).
     pub pubsub: Option<PubSubSide>,
+    /// The process that lends side connections, for submissions holding a blocking command
+    /// (`side.rs`); `None` when they stay on this connection (`max_side_connections: 0`, pub/sub,
+    /// and side connections themselves).
+    pub side_pool: Option<LocalPid>,
 }
 
 /// The pub/sub side: the fan-out whose outbox the owner drains.
@@ -37,6 +41,7 @@ impl ConnectionHandle {
             mux: Multiplexer::new(max_queued_bytes),
             id: next_id(),
             pubsub: None,
+            side_pool: None,
         }
     }
 
@@ -56,7 +61,12 @@ impl ConnectionHandle {
         ));
         let mux = Multiplexer::with_sink(max_queued_bytes, Mode::Subscribed, fanout.clone());
         let pubsub = Some(PubSubSide { fanout });
-        ConnectionHandle { mux, id, pubsub }
+        ConnectionHandle {
+            mux,
+            id,
+            pubsub,
+            side_pool: None,
+        }
     }
 }
 

@@ -13,6 +13,7 @@ mod nifs;
 mod pubsub;
 mod reply;
 mod runtime;
+mod side;
 
 // Only a `load` callback (rustler's): the library has no `upgrade` or `reload` callback, on purpose. Its
 // state (the tokio runtime, the call-state table, the resource types that live handles belong to) cannot

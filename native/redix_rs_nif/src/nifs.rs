@@ -40,7 +40,9 @@ fn connect<'a>(env: Env<'a>, config: Term<'a>, owner: LocalPid) -> NifResult<Ter
             config.max_backlog_bytes,
         ))
     } else {
-        ResourceArc::new(ConnectionHandle::new(config.max_queued_bytes))
+        let mut handle = ConnectionHandle::new(config.max_queued_bytes);
+        handle.side_pool = config.side_pool;
+        ResourceArc::new(handle)
     };
     handle.mux.set_reply_limits(config.reply_limits);
     env.monitor(&handle, &owner);
@@ -58,7 +60,9 @@ fn connect<'a>(env: Env<'a>, config: Term<'a>, owner: LocalPid) -> NifResult<Ter
 /// `{reference, :ok, replies}` or `{reference, :error, reason}`.
 ///
 /// Returns `{:ok, token}` (the token is for `cancel/1`), `{:error, :closed | :full}`, `:dirty` when the input is too large for a normal
-/// scheduler (call `submit_dirty/3`), or `:normalize` when the input needs Elixir's validation first.
+/// scheduler (call `submit_dirty/3`), or `:normalize` when the input needs Elixir's validation first;
+/// or, with nothing queued, `{:side, pool}` when it holds a blocking command and the connection has
+/// side connections (`side.rs`).
 #[rustler::nif]
 fn submit<'a>(
     env: Env<'a>,
@@ -74,9 +78,12 @@ fn submit<'a>(
         Ok(n) => n,
         Err(stop) => return Ok(stop_term(env, stop)),
     };
+    // A blocking command sends the submission to a side connection (`side.rs`): looked for in the
+    // walk that checks a long pipeline, or on its own for a short one.
     let lengths = if count > STREAMED_PIPELINE {
         match check_submission(commands, Budget::NORMAL) {
-            Ok(lengths) => Some(lengths),
+            Ok((_, true)) if handle.side_pool.is_some() => return Ok(side_term(env, &handle)),
+            Ok((lengths, _)) => Some(lengths),
             Err(stop) => return Ok(stop_term(env, stop)),
         }
     } else {
@@ -90,9 +97,14 @@ fn submit<'a>(
         Ok(made) => made,
         Err(full) => return Ok(full),
     };
-    let encode = |out: &mut Outgoing<'_>| encode_submission(kind, commands, out, encoding);
+    // A short submission is looked at for blocking commands as it is encoded (`side.rs`); nothing
+    // is queued if one is found.
+    let stop_at_blocking = handle.side_pool.is_some();
+    let encode =
+        |out: &mut Outgoing<'_>| encode_submission(kind, commands, out, encoding, stop_at_blocking);
     Ok(match handle.mux.submit_with(waiter, encode) {
         Ok(()) => accepted_term(env, token),
+        Err(SubmitError::Encode(_, EncodeStop::Blocking)) => side_term(env, &handle),
         Err(SubmitError::Encode(_, stop)) => stop_term(env, stop),
         Err(e) => refused_term(env, e),
     })
@@ -115,8 +127,11 @@ fn submit_dirty<'a>(
     let mut out = BytesMut::new();
     let mut detached = Outgoing::detached(&mut out);
     let unlimited = Encoding::Within(Budget::UNLIMITED);
-    if let Err(stop) = encode_submission(kind, commands, &mut detached, unlimited) {
-        return Ok(stop_term(env, stop));
+    let stop_at_blocking = handle.side_pool.is_some();
+    match encode_submission(kind, commands, &mut detached, unlimited, stop_at_blocking) {
+        Ok(()) => {}
+        Err(EncodeStop::Blocking) => return Ok(side_term(env, &handle)),
+        Err(stop) => return Ok(stop_term(env, stop)),
     }
     let (waiter, token) = match waiter(env, reference, kind, count) {
         Ok(made) => made,
@@ -240,6 +255,15 @@ fn waiter<'a>(
     ))
 }
 
+/// `{:side, pool}`: the submission goes to a side connection (`side.rs`); only asked for when the
+/// handle has a pool (`nil` otherwise, never seen).
+fn side_term<'a>(env: Env<'a>, handle: &ConnectionHandle) -> Term<'a> {
+    match handle.side_pool {
+        Some(pool) => (atoms::side(), pool).encode(env),
+        None => atoms::nil().encode(env),
+    }
+}
+
 /// `{:ok, token}` for an accepted submission.
 fn accepted_term(env: Env<'_>, token: Token) -> Term<'_> {
     (atoms::ok(), (token.index, token.generation)).encode(env)
@@ -249,6 +273,8 @@ fn stop_term(env: Env<'_>, stop: EncodeStop) -> Term<'_> {
     match stop {
         EncodeStop::Normalize => atoms::normalize().encode(env),
         EncodeStop::OverBudget => atoms::dirty().encode(env),
+        // Handled by the callers (`side_term`), which alone ask for it.
+        EncodeStop::Blocking => atoms::nil().encode(env),
     }
 }
 

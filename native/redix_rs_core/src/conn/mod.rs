@@ -15,6 +15,7 @@ mod multiplexer;
 mod options;
 pub mod out_of_band;
 mod sentinel;
+pub mod side;
 pub mod submission;
 mod tls;
 mod transport;
