@@ -11,7 +11,7 @@ defmodule RedixRs.Call do
   # The hot path's helpers, compiled into it.
   @compile {:inline, enqueue: 4, await: 4, native_submit: 4}
 
-  @type kind() :: :pipeline | :noreply | :transaction
+  @type kind() :: :pipeline | :noreply | :transaction | :cached
 
   @doc """
   Runs `commands` as a submission of `kind`; returns every reply (wrappers included for
@@ -61,13 +61,17 @@ defmodule RedixRs.Call do
 
         case native_submit(handle, ref, commands, kind) do
           :normalize -> raise ArgumentError, "invalid Redis commands: #{inspect(commands)}"
-          result -> result
+          result -> cacheable!(result)
         end
 
       result ->
-        result
+        cacheable!(result)
     end
   end
+
+  # A `cache: true` read the connection cannot cache (see RedixRs.Cache).
+  defp cacheable!({:not_cacheable, message}), do: raise(ArgumentError, message)
+  defp cacheable!(result), do: result
 
   defp await(ref, token, owner, timeout) do
     # `timeout: 0` always times out, as in Redix, even if the reply is already in the mailbox.
@@ -103,6 +107,8 @@ defmodule RedixRs.Call do
       {:ok, token} -> {:ok, token}
       {:error, reason} -> {:error, %ConnectionError{reason: refusal(reason)}}
       :normalize -> raise ArgumentError, "invalid Redis commands: #{inspect(commands)}"
+      # A remote caller's `cache: true` read: raised in that caller, not here.
+      {:not_cacheable, message} -> {:error, %ArgumentError{message: message}}
     end
   end
 
@@ -222,6 +228,9 @@ defmodule RedixRs.Call do
       exit({:redix_exited_during_call, reason})
   end
 
+  @doc "Validates per-call options (`:timeout`, `:telemetry_metadata`); raises `ArgumentError`."
+  def options!(opts), do: call_options!(opts)
+
   defp call_options!([]), do: {@default_timeout, %{}}
 
   defp call_options!(opts) when is_list(opts) do
@@ -241,6 +250,11 @@ defmodule RedixRs.Call do
         raise ArgumentError,
               "invalid value for :telemetry_metadata option: expected a map, got: #{inspect(meta)}"
 
+      {:cache, _}, _ ->
+        raise ArgumentError,
+              "the :cache option is for RedixRs.command/3 only: pipelines and transactions " <>
+                "are never answered from the client-side cache"
+
       {key, _}, _ ->
         raise ArgumentError,
               "unknown options #{inspect([key])}, valid options are: [:timeout, :telemetry_metadata]"
@@ -259,6 +273,7 @@ defmodule RedixRs.Call do
         :noreply -> [~w(CLIENT REPLY OFF)] ++ commands ++ [~w(CLIENT REPLY ON)]
         :transaction -> [["MULTI"]] ++ commands ++ [["EXEC"]]
         :pipeline -> commands
+        :cached -> commands
       end
 
     RedixRs.Redact.commands(wrapped)

@@ -29,6 +29,7 @@ defmodule RedixRs.Connection do
     name = opts[:name]
     keys = if is_atom(name) and name != nil, do: [self(), name], else: [self()]
     Handles.watch()
+    opts = RedixRs.Cache.setup(opts)
 
     state = %__MODULE__{opts: opts, keys: keys, status: :connecting}
 
@@ -49,6 +50,10 @@ defmodule RedixRs.Connection do
       :connecting -> {:noreply, %{state | waiting: [from | state.waiting]}}
       :backoff -> {:reply, {:error, %ConnectionError{reason: :closed}}, state}
     end
+  end
+
+  def handle_call(:cache_stats, _from, state) do
+    {:reply, RedixRs.Cache.stats_of(state.opts), state}
   end
 
   def handle_call({:run, commands, kind, _timeout}, from, state) do

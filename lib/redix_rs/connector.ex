@@ -81,6 +81,9 @@ defmodule RedixRs.Connector do
   gets `ping_timeout`. Returns `:ok` or `{:error, reason}`; the connection dies with the caller.
   """
   def probe(opts, ping_timeout) do
+    # The probe is a plain connection: no tracking, and the cache is not its sink.
+    opts = Keyword.delete(opts, :cache_resource)
+
     opts =
       case opts[:sentinel_server] do
         {host, port} ->
@@ -175,7 +178,8 @@ defmodule RedixRs.Connector do
       pubsub: mode == :pubsub,
       max_backlog_bytes: opts[:backlog_limit] || 0,
       # With exit_on_disconnection the process exits instead, and subscribers are not told (Redix).
-      notify_disconnection: not opts[:exit_on_disconnection]
+      notify_disconnection: not opts[:exit_on_disconnection],
+      cache: opts[:cache_resource]
     })
   end
 

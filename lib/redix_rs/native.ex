@@ -61,7 +61,8 @@ defmodule RedixRs.Native do
   @spec connect(map(), pid()) :: {:ok, handle(), non_neg_integer()}
   def connect(_config, _owner), do: :erlang.nif_error(not_loaded())
 
-  @spec submit(handle(), reference(), list(), RedixRs.Call.kind()) :: submitted() | :dirty
+  @spec submit(handle(), reference(), list(), RedixRs.Call.kind()) ::
+          submitted() | :dirty | {:not_cacheable, String.t()}
   def submit(_handle, _ref, _commands, _kind), do: :erlang.nif_error(not_loaded())
 
   @spec submit_dirty(handle(), reference(), list(), RedixRs.Call.kind()) :: submitted()
@@ -79,6 +80,19 @@ defmodule RedixRs.Native do
 
   @spec close(handle(), :owner_down | :health_check_timeout) :: :ok
   def close(_handle, _why), do: :erlang.nif_error(not_loaded())
+
+  @typedoc "A client-side cache (a NIF resource), kept by its connection process."
+  @type cache() :: reference()
+
+  @spec cache_new(map()) :: cache()
+  def cache_new(_config), do: :erlang.nif_error(not_loaded())
+
+  @spec cache_get(handle(), list()) ::
+          {:ok, term()} | :miss | :normalize | {:not_cacheable, String.t()}
+  def cache_get(_handle, _command), do: :erlang.nif_error(not_loaded())
+
+  @spec cache_stats(cache()) :: %{atom() => non_neg_integer()}
+  def cache_stats(_cache), do: :erlang.nif_error(not_loaded())
 
   # Raised by the stubs (`:erlang.nif_error/1` raises it as it is).
   defp not_loaded do

@@ -133,6 +133,19 @@ defmodule RedixRs.Options do
           "(`:bulk_too_long`, `:aggregate_too_long`, `:too_deep` for the others), the connection " <>
           "is closed and re-established, and other callers in flight get `:disconnected`"
     ],
+    client_cache: [
+      type: :client_cache,
+      default: nil,
+      doc:
+        "client-side caching (needs `protocol: :resp3` given explicitly, else `ArgumentError`): " <>
+          "`[max_entries: 10_000, max_bytes: 64 MiB, mode: :optin]`, or `mode: :broadcast, " <>
+          "prefixes: [\"user:\", ...]`. Turns `CLIENT TRACKING on` at every (re)connection (`OPTIN`, " <>
+          "or `BCAST PREFIX ...`; never `NOLOOP`), so that reads sent with `cache: true` (see " <>
+          "`command/3`) are answered from memory in the calling process until Redis says their " <>
+          "keys changed. `max_entries` and `max_bytes` (cache keys plus cached replies) bound it; " <>
+          "S3-FIFO eviction keeps keys that are read again. The cache is emptied when the " <>
+          "connection drops and when it is re-established. See \"Client-side caching\" in the README"
+    ],
     name: [
       type: :name,
       default: nil,
@@ -171,7 +184,9 @@ defmodule RedixRs.Options do
 
   defp schema(:plain), do: @schema
   # Health checks are for RedixRs connections (as in Redix 1.6).
-  defp schema(:pubsub), do: Keyword.delete(@schema, :health_check_interval) ++ @pubsub_schema
+  defp schema(:pubsub),
+    do: Keyword.drop(@schema, [:health_check_interval, :client_cache]) ++ @pubsub_schema
+
   defp schema(:pubsub_only), do: @pubsub_schema
 
   @doc "Markdown describing every start option of a `:plain` or `:pubsub` connection."
@@ -216,7 +231,11 @@ defmodule RedixRs.Options do
         {key, check!(spec[:type], key, value, spec[:default])}
       end)
 
-    validated |> check_unix_port!() |> check_tls!() |> check_sentinel!(opts)
+    validated
+    |> check_unix_port!()
+    |> check_tls!()
+    |> check_sentinel!(opts)
+    |> check_client_cache!(opts)
   end
 
   def validate!(other, _mode) do
@@ -313,6 +332,7 @@ defmodule RedixRs.Options do
   end
 
   defp valid(:socket_opts, opts), do: {:ok, RedixRs.Options.Socket.validate!(opts)}
+  defp valid(:client_cache, opts), do: RedixRs.Cache.validate(opts)
 
   defp invalid!(key, expected, value) do
     shown = if key == :password, do: RedixRs.Redact.describe(value), else: inspect(value)
@@ -348,6 +368,18 @@ defmodule RedixRs.Options do
   defp check_sentinel!(validated, given) do
     if validated[:sentinel] && (Keyword.has_key?(given, :host) or Keyword.has_key?(given, :port)) do
       raise ArgumentError, ":host or :port can't be passed as option if :sentinel is used"
+    end
+
+    validated
+  end
+
+  # Invalidations arrive on the connection itself only with RESP3: RESP2 would need a second,
+  # redirected connection, which the cache's correctness argument does not cover.
+  defp check_client_cache!(validated, given) do
+    if validated[:client_cache] && Keyword.get(given, :protocol) != :resp3 do
+      raise ArgumentError,
+            "the :client_cache option needs protocol: :resp3 given explicitly (Redis pushes " <>
+              "the invalidations the cache relies on over RESP3, on the same connection)"
     end
 
     validated

@@ -13,7 +13,11 @@ use redix_rs_core::conn::{
     TcpOptions, TlsOptions,
 };
 use redix_rs_core::resp::Limits;
-use rustler::{Binary, Error, NifResult, Term};
+use rustler::{Binary, Error, NifResult, ResourceArc, Term};
+use std::sync::Arc;
+
+use crate::cache::CacheResource;
+use redix_rs_core::cache::{ClientCache, Tracking};
 
 use redix_rs_core::conn::{CertChain, KeyFormat, PrivateKey, TlsVersion};
 
@@ -30,6 +34,8 @@ pub struct NativeConfig {
     /// Whether subscribers get `:disconnected` when the connection ends (not with
     /// `exit_on_disconnection`, as in Redix).
     pub notify_disconnection: bool,
+    /// The client-side cache (`:client_cache`), absent or `nil` without one.
+    pub cache: Option<Arc<ClientCache>>,
 }
 
 pub fn decode(map: Term<'_>) -> NifResult<NativeConfig> {
@@ -52,12 +58,21 @@ pub fn decode(map: Term<'_>) -> NifResult<NativeConfig> {
         readonly: get("readonly")?.decode()?,
         sentinel: decode_sentinel(get("sentinel")?)?,
         timeout: Duration::from_millis(get("timeout")?.decode()?),
+        tracking: None,
     };
     let max_queued_bytes = get("max_queued_bytes")?.decode()?;
     let reply_limits = decode_reply_limits(get("reply_limits")?)?;
     let pubsub = get("pubsub")?.decode()?;
     let max_backlog_bytes = get("max_backlog_bytes")?.decode()?;
     let notify_disconnection = get("notify_disconnection")?.decode()?;
+    let cache = match get("cache") {
+        Ok(term) if !term.is_atom() => {
+            Some(term.decode::<ResourceArc<CacheResource>>()?.cache.clone())
+        }
+        _ => None,
+    };
+    let mut connect = connect;
+    connect.tracking = cache.clone().map(Tracking);
     Ok(NativeConfig {
         connect,
         max_queued_bytes,
@@ -65,6 +80,7 @@ pub fn decode(map: Term<'_>) -> NifResult<NativeConfig> {
         pubsub,
         max_backlog_bytes,
         notify_disconnection,
+        cache,
     })
 }
 

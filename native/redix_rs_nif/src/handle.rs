@@ -3,11 +3,13 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use redix_rs_core::cache::ClientCache;
 use redix_rs_core::conn::submission::Expect;
-use redix_rs_core::conn::{Mode, Multiplexer, Reason, Waiter};
+use redix_rs_core::conn::{Mode, Multiplexer, OutOfBandSink, Reason, Waiter};
 use redix_rs_core::resp::Frame;
 use rustler::{Encoder, Env, LocalPid, Monitor, Resource, Term};
 
+use crate::cache::Fill;
 use crate::message_env::{Kept, MessageEnv, OffVmThread};
 use crate::pubsub::PubSubFanout;
 use crate::{atoms, reply};
@@ -23,6 +25,8 @@ pub struct ConnectionHandle {
     pub id: u64,
     /// The pub/sub side (pub/sub connections only).
     pub pubsub: Option<PubSubSide>,
+    /// The client-side cache (connections with `:client_cache` only); also the out-of-band sink.
+    pub cache: Option<Arc<ClientCache>>,
 }
 
 /// The pub/sub side: the fan-out whose outbox the owner drains.
@@ -37,6 +41,18 @@ impl ConnectionHandle {
             mux: Multiplexer::new(max_queued_bytes),
             id: next_id(),
             pubsub: None,
+            cache: None,
+        }
+    }
+
+    /// A plain connection with a client-side cache, which takes its invalidations.
+    pub fn cached(max_queued_bytes: usize, cache: Arc<ClientCache>) -> Self {
+        let sink = cache.clone() as Arc<dyn OutOfBandSink>;
+        ConnectionHandle {
+            mux: Multiplexer::with_sink(max_queued_bytes, Mode::Commands, sink),
+            id: next_id(),
+            pubsub: None,
+            cache: Some(cache),
         }
     }
 
@@ -56,7 +72,12 @@ impl ConnectionHandle {
         ));
         let mux = Multiplexer::with_sink(max_queued_bytes, Mode::Subscribed, fanout.clone());
         let pubsub = Some(PubSubSide { fanout });
-        ConnectionHandle { mux, id, pubsub }
+        ConnectionHandle {
+            mux,
+            id,
+            pubsub,
+            cache: None,
+        }
     }
 }
 
@@ -93,6 +114,8 @@ pub struct ReplyWaiter {
     received: usize,
     /// The replies so far, newest first.
     replies: Kept,
+    /// A cached read's fill (see `cache::Fill`).
+    fill: Option<Fill>,
 }
 
 impl ReplyWaiter {
@@ -110,7 +133,14 @@ impl ReplyWaiter {
             expect,
             received: 0,
             replies,
+            fill: None,
         }
+    }
+
+    /// A cached read's waiter, which fills the cache as its reply arrives.
+    pub fn with_fill(mut self, fill: Fill) -> Self {
+        self.fill = Some(fill);
+        self
     }
 
     /// Answers the caller, once. The thread is checked before the call's slot is claimed: a claimed
@@ -165,6 +195,11 @@ impl Drop for ReplyWaiter {
 impl Waiter for ReplyWaiter {
     fn reply(&mut self, frame: Frame) -> bool {
         self.received += 1;
+        if let Some(fill) = &mut self.fill {
+            if !fill.reply(&frame) {
+                return self.expect.is_last(self.received, false);
+            }
+        }
         // A caller that gave up does not need its replies built (they are still counted, to stay in
         // step with the connection).
         if let Some(env) = self.env.as_ref().filter(|_| !self.state.cancelled()) {

@@ -39,6 +39,8 @@ fn connect<'a>(env: Env<'a>, config: Term<'a>, owner: LocalPid) -> NifResult<Ter
             config.notify_disconnection,
             config.max_backlog_bytes,
         ))
+    } else if let Some(cache) = config.cache {
+        ResourceArc::new(ConnectionHandle::cached(config.max_queued_bytes, cache))
     } else {
         ResourceArc::new(ConnectionHandle::new(config.max_queued_bytes))
     };
@@ -67,7 +69,10 @@ fn submit<'a>(
     commands: Term<'a>,
     kind: Term<'a>,
 ) -> NifResult<Term<'a>> {
-    let kind = decode_kind(kind).ok_or(Error::BadArg)?;
+    let Some(kind) = decode_kind(kind) else {
+        // `:cached`: a read for the client-side cache (see `cache::submit`).
+        return crate::cache::submit(env, &handle, reference, commands, kind);
+    };
     // A long pipeline is checked whole first, so that it can go to the socket while it is encoded; a
     // short one is checked as it is encoded (and can be taken back from the queue).
     let count = match count_commands(commands, Budget::NORMAL.elements) {

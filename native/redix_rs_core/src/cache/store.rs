@@ -250,18 +250,31 @@ impl Store {
 
     /// The cached reply to `command` (a cache key from `encode_key`), counted as a hit or a miss.
     pub fn get(&self, command: &[u8]) -> Option<Reply> {
+        let found = self.lookup(command);
+        if found.is_none() {
+            self.count_miss(command);
+        }
+        found
+    }
+
+    /// The cached reply to `command`, counted as a hit if there is one; a miss is not counted (the
+    /// caller counts it with [`Store::count_miss`] once it knows the read could have been cached).
+    pub fn lookup(&self, command: &[u8]) -> Option<Reply> {
         let shard = self.shard(self.hash(command));
         let found = read(&shard.map).get(command).map(|reply| {
             reply.touch();
             reply.clone()
         });
-        let counter = if found.is_some() {
-            &shard.hits
-        } else {
-            &shard.misses
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
+        if found.is_some() {
+            shard.hits.fetch_add(1, Ordering::Relaxed);
+        }
         found
+    }
+
+    /// Counts a lookup of `command` that found nothing.
+    pub fn count_miss(&self, command: &[u8]) {
+        let shard = self.shard(self.hash(command));
+        shard.misses.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Records what a read of `keys` by `command` (its cache key) must not miss: take it before the
