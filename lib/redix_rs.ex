@@ -188,7 +188,12 @@ defmodule RedixRs do
   """
   @spec command(connection(), command(), keyword()) ::
           {:ok, redis_value()} | {:error, RedixRs.Error.t() | ConnectionError.t()}
-  def command(conn, command, opts \\ []) do
+  def command(conn, command, opts \\ [])
+
+  # The hot path of a cached read.
+  def command(conn, command, cache: true), do: RedixRs.Cache.command(conn, command, [])
+
+  def command(conn, command, opts) do
     if is_list(opts) and :lists.keymember(:cache, 1, opts) do
       case Keyword.pop(opts, :cache) do
         {true, opts} -> RedixRs.Cache.command(conn, command, opts)

@@ -1,13 +1,13 @@
 defmodule RedixRs.Cache do
   # Client-side caching, the Elixir side: the `:client_cache` option, the cache resource its
   # connection process creates once and keeps across reconnections, and `command/3` with
-  # `cache: true`. A hit is one NIF call in the caller's process (`Native.cache_get/2`, which builds
-  # the reply's term from the cached bytes); a miss is an ordinary call of kind `:cached`, whose
+  # `cache: true`. A hit is a `:persistent_term` read and one NIF call in the caller's process
+  # (`Native.cache_get/2`, which builds the reply's term from the cached frame); a miss is an ordinary call of kind `:cached`, whose
   # waiter fills the cache on the connection's reader, in wire order (see "Client-side caching" in
   # the README for why fills are correct).
   @moduledoc false
 
-  alias RedixRs.{Call, Handles, Native}
+  alias RedixRs.{Call, Native}
 
   @defaults [max_entries: 10_000, max_bytes: 64 * 1024 * 1024, mode: :optin, prefixes: []]
   @keys Keyword.keys(@defaults)
@@ -63,6 +63,40 @@ defmodule RedixRs.Cache do
     end
   end
 
+  @doc """
+  Publishes the cache of the calling connection process under `keys` (its pid, and its name when it
+  has one) for hits. In `:persistent_term`: a hit then costs no ETS lookup and no copy. Written once
+  per connection process (not per reconnection), erased when it stops (`forget/1`). A leftover entry
+  (a killed process's) holds a cache its connection flushed when it closed: it answers only `:miss`.
+  """
+  @spec publish([term()], keyword()) :: :ok
+  def publish(keys, opts) do
+    if cache = opts[:cache_resource] do
+      Enum.each(keys, &:persistent_term.put({__MODULE__, &1}, cache))
+    end
+
+    :ok
+  end
+
+  @doc "Withdraws what `publish/2` published under `keys` (when it is still this process's cache)."
+  @spec forget([term()], keyword()) :: :ok
+  def forget(keys, opts) do
+    if cache = opts[:cache_resource] do
+      for key <- keys, :persistent_term.get({__MODULE__, key}, nil) == cache do
+        :persistent_term.erase({__MODULE__, key})
+      end
+    end
+
+    :ok
+  end
+
+  @doc "Withdraws the cache published under `pid` (its process is gone; see `RedixRs.Handles`)."
+  @spec forget_pid(pid()) :: :ok
+  def forget_pid(pid) do
+    :persistent_term.erase({__MODULE__, pid})
+    :ok
+  end
+
   @doc "The connection process's answer to `:cache_stats`."
   @spec stats_of(keyword()) :: {:ok, map()} | :no_cache
   def stats_of(opts) do
@@ -94,17 +128,27 @@ defmodule RedixRs.Cache do
   def command(conn, command, opts) do
     if opts != [], do: Call.options!(opts)
 
-    case lookup(conn) do
-      {:ok, handle, _owner} ->
-        case Native.cache_get(handle, command) do
-          {:ok, value} -> {:ok, value}
-          :miss -> miss(conn, command, opts)
-          :normalize -> miss(conn, command, opts)
-          {:not_cacheable, message} -> raise ArgumentError, message
-        end
-
-      :error ->
+    case :persistent_term.get({__MODULE__, conn}, nil) do
+      nil ->
         miss(conn, command, opts)
+
+      cache ->
+        case Native.cache_get(cache, command) do
+          {:ok, value} ->
+            {:ok, value}
+
+          :miss ->
+            miss(conn, command, opts)
+
+          # Elements to convert (floats, structs): converted (or refused) as for command/3.
+          :normalize ->
+            [command] = RedixRs.Command.normalize_pipeline!([command])
+
+            case Native.cache_get(cache, command) do
+              {:ok, value} -> {:ok, value}
+              _ -> miss(conn, command, opts)
+            end
+        end
     end
   end
 
@@ -118,7 +162,4 @@ defmodule RedixRs.Cache do
       {:error, _} = error -> error
     end
   end
-
-  defp lookup(conn) when is_pid(conn) or is_atom(conn), do: Handles.lookup(conn)
-  defp lookup(_conn), do: :error
 end

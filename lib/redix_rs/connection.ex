@@ -30,6 +30,7 @@ defmodule RedixRs.Connection do
     keys = if is_atom(name) and name != nil, do: [self(), name], else: [self()]
     Handles.watch()
     opts = RedixRs.Cache.setup(opts)
+    RedixRs.Cache.publish(keys, opts)
 
     state = %__MODULE__{opts: opts, keys: keys, status: :connecting}
 
@@ -133,6 +134,7 @@ defmodule RedixRs.Connection do
   @impl true
   def terminate(_reason, state) do
     Handles.delete(state.keys)
+    RedixRs.Cache.forget(state.keys, state.opts)
     # Callers in flight learn this process's exit reason through RedixRs.Handles.
     if state.handle, do: Native.close(state.handle, :owner_down)
   end

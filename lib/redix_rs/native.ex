@@ -87,9 +87,8 @@ defmodule RedixRs.Native do
   @spec cache_new(map()) :: cache()
   def cache_new(_config), do: :erlang.nif_error(not_loaded())
 
-  @spec cache_get(handle(), list()) ::
-          {:ok, term()} | :miss | :normalize | {:not_cacheable, String.t()}
-  def cache_get(_handle, _command), do: :erlang.nif_error(not_loaded())
+  @spec cache_get(cache(), list()) :: {:ok, term()} | :miss | :normalize
+  def cache_get(_cache, _command), do: :erlang.nif_error(not_loaded())
 
   @spec cache_stats(cache()) :: %{atom() => non_neg_integer()}
   def cache_stats(_cache), do: :erlang.nif_error(not_loaded())

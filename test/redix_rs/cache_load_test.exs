@@ -144,7 +144,7 @@ defmodule RedixRs.CacheLoadTest do
     # Redis forgets (and invalidates) tracked keys past 100,000: its memory stays small, and those
     # invalidations are handled along the way.
     server = start_server(["--tracking-table-max-keys", "100000"])
-    limits = [max_entries: 2_000, max_bytes: 1_500_000]
+    limits = [max_entries: 500, max_bytes: 300_000]
     a = cached(server, limits)
     test = self()
     watcher = spawn_link(fn -> watch_bounds(a, limits, test) end)
@@ -153,6 +153,7 @@ defmodule RedixRs.CacheLoadTest do
     # long ones (the byte count binds).
     long = String.duplicate("x", 200)
     read_all(a, 1..100, &"s:#{&1}")
+    %{evictions: evicted_short} = RedixRs.Cache.stats(a)
     read_all(a, 101..200, &"l:#{long}:#{&1}")
 
     send(watcher, {:stop, self()})
@@ -166,11 +167,14 @@ defmodule RedixRs.CacheLoadTest do
     assert cached > 20_000, inspect(stats)
     assert stats.evictions + stats.invalidations + stats.entries == cached, inspect(stats)
     assert stats.evictions > 10_000, inspect(stats)
-    assert stats.entries <= 2_000 and stats.bytes <= 1_500_000, inspect(stats)
+    assert stats.entries <= 500 and stats.bytes <= 300_000, inspect(stats)
     assert samples > 5
-    # Both limits were reached at some point.
-    assert max_entries_seen == 2_000, inspect({max_entries_seen, max_bytes_seen})
-    assert max_bytes_seen > 1_200_000, inspect({max_entries_seen, max_bytes_seen})
+    # Both limits were reached: 500 short entries (about 320 bytes each); then long ones (about
+    # 1,350 bytes each), evicted by bytes at about 220 entries.
+    assert max_entries_seen == 500, inspect({max_entries_seen, max_bytes_seen})
+    assert max_bytes_seen > 250_000, inspect({max_entries_seen, max_bytes_seen})
+    assert stats.evictions > evicted_short, inspect(stats)
+    assert stats.entries <= 250 and stats.bytes > 250_000, inspect(stats)
   end
 
   # Cached MGETs of 5 keys, 1,000 per chunk (`name` makes a key of a number: 5,000 keys per chunk),

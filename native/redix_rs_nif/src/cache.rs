@@ -1,6 +1,7 @@
 //! Client-side caching, the NIF side: the cache resource a `RedixRs` connection process holds across
-//! reconnections (`cache_new`, `cache_stats`), hits answered in the caller's process (`cache_get`:
-//! the reply's term is built from the cached frame, no message, no other thread), and the submission
+//! reconnections (`cache_new`, `cache_stats`), hits answered in the caller's process (`cache_get`,
+//! on that resource: the reply's term is built from the cached frame, no message, no other thread,
+//! no lookup of the connection's handle), and the submission
 //! of a miss (`submit`, called by `nifs::submit` for the kind `:cached`) whose waiter fills the cache
 //! on the connection's reader, in wire order, before the caller is answered ([`Fill`]).
 
@@ -9,11 +10,9 @@ use std::cell::RefCell;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use redix_rs_core::cache::{
-    encode_key, ClientCache, Limits, Refusal, Ticket, TrackingMode, CACHING_YES,
-};
+use redix_rs_core::cache::{ClientCache, Limits, Refusal, Ticket, TrackingMode, CACHING_YES};
 use redix_rs_core::conn::{Outgoing, SubmitError};
-use redix_rs_core::resp::{encode_command, Frame};
+use redix_rs_core::resp::{encode_array_header, encode_bulk, encode_command, Frame};
 use rustler::{Binary, Encoder, Env, Error, NifResult, ResourceArc, Term};
 
 use crate::handle::{ConnectionHandle, ReplyWaiter};
@@ -53,7 +52,7 @@ impl rustler::Resource for CacheResource {}
 
 /// `cache_new(%{max_entries: n, max_bytes: n, mode: :optin | :broadcast, prefixes: [binary]})`.
 #[rustler::nif]
-fn cache_new(config: Term<'_>) -> NifResult<ResourceArc<CacheResource>> {
+fn cache_new(config: Term<'_>) -> NifResult<Term<'_>> {
     let env = config.get_env();
     let get =
         |key: &str| -> NifResult<Term<'_>> { config.map_get(rustler::Atom::from_str(env, key)?) };
@@ -76,9 +75,11 @@ fn cache_new(config: Term<'_>) -> NifResult<ResourceArc<CacheResource>> {
         return Err(Error::BadArg);
     };
     let cache = ClientCache::new(limits, mode).map_err(|_| Error::BadArg)?;
-    Ok(ResourceArc::new(CacheResource {
+    // Returned as a term: the resource holds locks, which are not `RefUnwindSafe`.
+    let resource = ResourceArc::new(CacheResource {
         cache: Arc::new(cache),
-    }))
+    });
+    Ok(resource.encode(env))
 }
 
 /// `%{hits:, misses:, evictions:, invalidations:, refused_fills:, entries:, bytes:}`.
@@ -113,35 +114,83 @@ thread_local! {
     static KEY: RefCell<BytesMut> = RefCell::new(BytesMut::with_capacity(256));
 }
 
-/// Answers a cached read from the cache of `handle`'s connection: `{:ok, value}` on a hit, `:miss`
-/// (submit it with the kind `:cached`), `{:not_cacheable, message}` when the connection has no
-/// cache, and `:normalize` when the command needs Elixir's conversion first. Nothing waits: one read
-/// lock of one shard, released before the term is built.
+/// Replies up to this size become terms with their shard's read lock held (no reference count to
+/// bump on a hot entry); larger ones are cloned out first, so that no writer waits for a big copy.
+const BUILD_UNDER_LOCK: usize = 4096;
+
+/// Answers a cached read from `cache` (the connection's, which its process publishes): `{:ok,
+/// value}` on a hit, `:miss` (submit it with the kind `:cached`), `:normalize` when the command
+/// needs Elixir's conversion first. Nothing waits: one read lock of one shard, no allocation for a
+/// command of binaries and integers.
 #[rustler::nif]
-fn cache_get<'a>(
-    env: Env<'a>,
-    handle: ResourceArc<ConnectionHandle>,
-    command: Term<'a>,
-) -> NifResult<Term<'a>> {
-    let Some(cache) = &handle.cache else {
-        return Ok(no_cache(env));
-    };
-    let args = match decode_command(command) {
-        Ok(args) => args,
-        Err(Stop::Normalize) => return Ok(atoms::normalize().encode(env)),
-        // Never cached: `submit` says why.
-        Err(Stop::TooLarge) => return Ok(ca::miss().encode(env)),
-    };
+fn cache_get<'a>(env: Env<'a>, resource: Term<'a>, command: Term<'a>) -> NifResult<Term<'a>> {
+    // Borrowed, not a `ResourceArc`: no reference count to bump, a cache line every scheduler
+    // would otherwise write on every hit.
+    let resource: &CacheResource = resource.decode()?;
+    enum Found<'a> {
+        Term(Term<'a>),
+        Large(redix_rs_core::cache::Reply),
+    }
     let found = KEY.with(|buf| {
         let mut buf = buf.borrow_mut();
         buf.clear();
-        encode_key(&args, &mut buf);
-        cache.get(&buf)
+        encode_key_terms(command, &mut buf)?;
+        Ok(resource.cache.get_with(&buf, |cached| {
+            if cached.size() <= BUILD_UNDER_LOCK {
+                Found::Term(reply::frame(env, cached.frame()))
+            } else {
+                Found::Large(cached.clone())
+            }
+        }))
     });
     Ok(match found {
-        Some(cached) => (atoms::ok(), reply::frame(env, cached.frame())).encode(env),
-        None => ca::miss().encode(env),
+        Ok(Some(Found::Term(term))) => (atoms::ok(), term).encode(env),
+        Ok(Some(Found::Large(cached))) => {
+            (atoms::ok(), reply::frame(env, cached.frame())).encode(env)
+        }
+        Ok(None) | Err(Stop::TooLarge) => ca::miss().encode(env),
+        Err(Stop::Normalize) => atoms::normalize().encode(env),
     })
+}
+
+/// `encode_key` of a command given as a term, element by element (no vector of arguments).
+fn encode_key_terms(command: Term<'_>, out: &mut BytesMut) -> Result<(), Stop> {
+    let len = command.list_length().map_err(|_| Stop::Normalize)?;
+    if len == 0 {
+        return Err(Stop::Normalize);
+    }
+    if len > MAX_ELEMENTS {
+        return Err(Stop::TooLarge);
+    }
+    encode_array_header(len, out);
+    let mut first = true;
+    for element in command.into_list_iterator().map_err(|_| Stop::Normalize)? {
+        let start = out.len();
+        if let Ok(bin) = Binary::from_term(element) {
+            encode_bulk(bin.as_slice(), out);
+        } else if let Ok(i) = element.decode::<i64>() {
+            encode_bulk(i.to_string().as_bytes(), out);
+        } else if element.is_atom() {
+            let name = element.atom_to_string().map_err(|_| Stop::Normalize)?;
+            encode_bulk(if name == "nil" { b"" } else { name.as_bytes() }, out);
+        } else {
+            return Err(Stop::Normalize);
+        }
+        if first {
+            // The name, upper-cased as `encode_key` does: between its header and the CRLF.
+            first = false;
+            let end = out.len() - 2;
+            let header = out[start..]
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(0, |i| i + 1);
+            out[start + header..end].make_ascii_uppercase();
+        }
+        if out.len() > MAX_BYTES {
+            return Err(Stop::TooLarge);
+        }
+    }
+    Ok(())
 }
 
 /// Submits a cached read that missed (`commands` is `[command]`): checks that it may be cached, takes

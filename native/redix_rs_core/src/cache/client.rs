@@ -95,6 +95,12 @@ impl ClientCache {
         self.store.lookup(key)
     }
 
+    /// [`ClientCache::get`], handing the reply to `f` under its shard's read lock (see
+    /// [`Store::lookup_with`]).
+    pub fn get_with<T>(&self, key: &[u8], f: impl FnOnce(&Reply) -> T) -> Option<T> {
+        self.store.lookup_with(key, f)
+    }
+
     /// Checks that `command` may be cached, counts a miss, and takes the ticket its fill needs.
     /// Call it before the read is queued for the socket.
     pub fn prepare<A: AsRef<[u8]>>(&self, command: &[A]) -> Result<Ticket, Refusal> {

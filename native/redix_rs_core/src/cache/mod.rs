@@ -23,6 +23,7 @@ mod policy;
 mod reply;
 mod sink;
 pub mod store;
+mod striped;
 
 #[cfg(test)]
 mod proptests;
