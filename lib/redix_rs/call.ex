@@ -15,10 +15,11 @@ defmodule RedixRs.Call do
 
   @doc """
   Runs `commands` as a submission of `kind`; returns every reply (wrappers included for
-  `:transaction`, just CLIENT REPLY ON's for `:noreply`).
+  `:transaction`, just CLIENT REPLY ON's for `:noreply`). `{:error, %ArgumentError{}}` only for a
+  `:cached` read its connection, on another node, could not cache (raised by the caller).
   """
   @spec run(GenServer.server(), term(), kind(), keyword()) ::
-          {:ok, [term()]} | {:error, ConnectionError.t()}
+          {:ok, [term()]} | {:error, ConnectionError.t() | %ArgumentError{}}
   def run(conn, commands, kind, opts) do
     {timeout, metadata} = call_options!(opts)
     # `nil`: no events.
