@@ -155,7 +155,16 @@ defmodule RedixRs do
   Sends one command and returns its reply.
 
   A Redis error reply becomes `{:error, %RedixRs.Error{}}`; a connection problem
-  `{:error, %RedixRs.ConnectionError{}}`. Options: `:timeout` (milliseconds, default `5000`).
+  `{:error, %RedixRs.ConnectionError{}}`. Options: `:timeout` (milliseconds, default `5000`),
+  `:telemetry_metadata`, and `cache: true`.
+
+  `cache: true` marks a read that may be answered from the connection's client-side cache (a
+  connection started with `:client_cache`, see "Client-side caching" in the README): a hit is
+  answered in the calling process without a round trip (and without telemetry events: nothing is
+  sent); a miss is sent as usual and its reply cached for later calls. It raises `ArgumentError` on
+  a connection without `:client_cache` and for a command that cannot be cached (only reads whose
+  reply depends on their keys' contents alone can: `GET`, `HGETALL`, `MGET`, `SMEMBERS`, `ZRANGE`,
+  ... but not `TTL`, `SRANDMEMBER` or `SET`), and, in broadcast mode, for keys outside its prefixes.
 
   ## Examples
 
@@ -166,15 +175,70 @@ defmodule RedixRs do
       iex> RedixRs.command(:redix, ["GET", "no such key"])
       {:ok, nil}
       iex> {:error, %RedixRs.Error{message: "ERR unknown command" <> _}} = RedixRs.command(:redix, ["NOPE"])
+
+  A cached read:
+
+      iex> {:ok, conn} = RedixRs.start_link(port: RedixRs.Doctest.port(), protocol: :resp3, client_cache: [], sync_connect: true)
+      iex> RedixRs.command(conn, ["SET", "greeting", "hello"])
+      {:ok, "OK"}
+      iex> RedixRs.command(conn, ["GET", "greeting"], cache: true)
+      {:ok, "hello"}
+      iex> RedixRs.command(conn, ["GET", "greeting"], cache: true)
+      {:ok, "hello"}
   """
   @spec command(connection(), command(), keyword()) ::
           {:ok, redis_value()} | {:error, RedixRs.Error.t() | ConnectionError.t()}
-  def command(conn, command, opts \\ []) do
+  def command(conn, command, opts \\ [])
+
+  # The hot path of a cached read.
+  def command(conn, command, cache: true), do: RedixRs.Cache.command(conn, command, [])
+
+  def command(conn, command, opts) do
+    if is_list(opts) and :lists.keymember(:cache, 1, opts) do
+      case Keyword.pop(opts, :cache) do
+        {true, opts} -> RedixRs.Cache.command(conn, command, opts)
+        {false, opts} -> uncached_command(conn, command, opts)
+        {other, _} -> raise ArgumentError, "expected cache: true or false, got: #{inspect(other)}"
+      end
+    else
+      uncached_command(conn, command, opts)
+    end
+  end
+
+  defp uncached_command(conn, command, opts) do
     case pipeline(conn, [command], opts) do
       {:ok, [%RedixRs.Error{} = error]} -> {:error, error}
       {:ok, [value]} -> {:ok, value}
       {:error, _} = error -> error
     end
+  end
+
+  @doc """
+  The counters of the client-side cache of `conn` (a connection started with `:client_cache`),
+  since it started: `:hits` (reads answered from the cache), `:misses` (cacheable reads sent to
+  Redis), `:evictions` (entries dropped to stay within `max_entries`/`max_bytes`) and
+  `:invalidations` (entries dropped because Redis said a key changed, or the connection dropped).
+
+  Raises `ArgumentError` on a connection without `:client_cache`.
+
+  ## Examples
+
+      iex> {:ok, conn} = RedixRs.start_link(port: RedixRs.Doctest.port(), protocol: :resp3, client_cache: [max_entries: 100], sync_connect: true)
+      iex> RedixRs.command(conn, ["GET", "stats:key"], cache: true)
+      {:ok, nil}
+      iex> RedixRs.command(conn, ["GET", "stats:key"], cache: true)
+      {:ok, nil}
+      iex> RedixRs.cache_stats(conn)
+      %{hits: 1, misses: 1, evictions: 0, invalidations: 0}
+  """
+  @spec cache_stats(connection()) :: %{
+          hits: non_neg_integer(),
+          misses: non_neg_integer(),
+          evictions: non_neg_integer(),
+          invalidations: non_neg_integer()
+        }
+  def cache_stats(conn) do
+    conn |> RedixRs.Cache.stats() |> Map.take([:hits, :misses, :evictions, :invalidations])
   end
 
   @doc """

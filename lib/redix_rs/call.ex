@@ -11,14 +11,15 @@ defmodule RedixRs.Call do
   # The hot path's helpers, compiled into it.
   @compile {:inline, enqueue: 4, await: 4, native_submit: 4}
 
-  @type kind() :: :pipeline | :noreply | :transaction
+  @type kind() :: :pipeline | :noreply | :transaction | :cached
 
   @doc """
   Runs `commands` as a submission of `kind`; returns every reply (wrappers included for
-  `:transaction`, just CLIENT REPLY ON's for `:noreply`).
+  `:transaction`, just CLIENT REPLY ON's for `:noreply`). `{:error, %ArgumentError{}}` only for a
+  `:cached` read its connection, on another node, could not cache (raised by the caller).
   """
   @spec run(GenServer.server(), term(), kind(), keyword()) ::
-          {:ok, [term()]} | {:error, ConnectionError.t()}
+          {:ok, [term()]} | {:error, ConnectionError.t() | %ArgumentError{}}
   def run(conn, commands, kind, opts) do
     {timeout, metadata} = call_options!(opts)
     # `nil`: no events.
@@ -102,13 +103,17 @@ defmodule RedixRs.Call do
 
         case native_submit(handle, ref, commands, kind) do
           :normalize -> raise ArgumentError, "invalid Redis commands: #{inspect(commands)}"
-          result -> result
+          result -> cacheable!(result)
         end
 
       result ->
-        result
+        cacheable!(result)
     end
   end
+
+  # A `cache: true` read the connection cannot cache (see RedixRs.Cache).
+  defp cacheable!({:not_cacheable, message}), do: raise(ArgumentError, message)
+  defp cacheable!(result), do: result
 
   defp await(ref, token, owner, timeout) do
     # `timeout: 0` always times out, as in Redix, even if the reply is already in the mailbox.
@@ -146,6 +151,8 @@ defmodule RedixRs.Call do
       {:side, pool} -> {:side, pool}
       {:error, reason} -> {:error, %ConnectionError{reason: refusal(reason)}}
       :normalize -> raise ArgumentError, "invalid Redis commands: #{inspect(commands)}"
+      # A remote caller's `cache: true` read: raised in that caller, not here.
+      {:not_cacheable, message} -> {:error, %ArgumentError{message: message}}
     end
   end
 
@@ -280,6 +287,9 @@ defmodule RedixRs.Call do
       exit({:redix_exited_during_call, reason})
   end
 
+  @doc "Validates per-call options (`:timeout`, `:telemetry_metadata`); raises `ArgumentError`."
+  def options!(opts), do: call_options!(opts)
+
   defp call_options!([]), do: {@default_timeout, %{}}
 
   defp call_options!(opts) when is_list(opts) do
@@ -299,6 +309,11 @@ defmodule RedixRs.Call do
         raise ArgumentError,
               "invalid value for :telemetry_metadata option: expected a map, got: #{inspect(meta)}"
 
+      {:cache, _}, _ ->
+        raise ArgumentError,
+              "the :cache option is for RedixRs.command/3 only: pipelines and transactions " <>
+                "are never answered from the client-side cache"
+
       {key, _}, _ ->
         raise ArgumentError,
               "unknown options #{inspect([key])}, valid options are: [:timeout, :telemetry_metadata]"
@@ -317,6 +332,7 @@ defmodule RedixRs.Call do
         :noreply -> [~w(CLIENT REPLY OFF)] ++ commands ++ [~w(CLIENT REPLY ON)]
         :transaction -> [["MULTI"]] ++ commands ++ [["EXEC"]]
         :pipeline -> commands
+        :cached -> commands
       end
 
     RedixRs.Redact.commands(wrapped)

@@ -29,6 +29,8 @@ defmodule RedixRs.Connection do
     name = opts[:name]
     keys = if is_atom(name) and name != nil, do: [self(), name], else: [self()]
     Handles.watch()
+    opts = RedixRs.Cache.setup(opts)
+    RedixRs.Cache.publish(keys, opts)
 
     state = %__MODULE__{opts: start_side_connections(opts), keys: keys, status: :connecting}
 
@@ -49,6 +51,10 @@ defmodule RedixRs.Connection do
       :connecting -> {:noreply, %{state | waiting: [from | state.waiting]}}
       :backoff -> {:reply, {:error, %ConnectionError{reason: :closed}}, state}
     end
+  end
+
+  def handle_call(:cache_stats, _from, state) do
+    {:reply, RedixRs.Cache.stats_of(state.opts), state}
   end
 
   def handle_call({:run, commands, kind, timeout}, from, state) do
@@ -128,6 +134,7 @@ defmodule RedixRs.Connection do
   @impl true
   def terminate(_reason, state) do
     Handles.delete(state.keys)
+    RedixRs.Cache.forget(state.keys, state.opts)
     # Callers in flight learn this process's exit reason through RedixRs.Handles.
     if state.handle, do: Native.close(state.handle, :owner_down)
   end

@@ -96,6 +96,9 @@ defmodule RedixRs.Connector do
   gets `ping_timeout`. Returns `:ok` or `{:error, reason}`; the connection dies with the caller.
   """
   def probe(opts, ping_timeout) do
+    # The probe is a plain connection: no tracking, and the cache is not its sink.
+    opts = Keyword.delete(opts, :cache_resource)
+
     opts =
       case opts[:sentinel_server] do
         {host, port} ->
@@ -193,7 +196,8 @@ defmodule RedixRs.Connector do
       # With exit_on_disconnection the process exits instead, and subscribers are not told (Redix).
       notify_disconnection: not opts[:exit_on_disconnection],
       # The process lending side connections for blocking commands (`RedixRs.SideConnections`).
-      side_pool: opts[:side_pool]
+      side_pool: opts[:side_pool],
+      cache: opts[:cache_resource]
     })
   end
 

@@ -63,6 +63,7 @@ defmodule RedixRs.Handles do
   @impl true
   def handle_info({:DOWN, _ref, :process, pid, reason}, state) do
     :ets.match_delete(@table, {:_, :_, pid})
+    RedixRs.Cache.forget_pid(pid)
     {asking, remaining} = Map.pop(state.asking, pid, [])
     Enum.each(asking, &GenServer.reply(&1, reason))
     Process.send_after(self(), {:forget, pid}, @remember_exit_ms)

@@ -61,7 +61,8 @@ defmodule RedixRs.Native do
   @spec connect(map(), pid()) :: {:ok, handle(), non_neg_integer()}
   def connect(_config, _owner), do: :erlang.nif_error(not_loaded())
 
-  @spec submit(handle(), reference(), list(), RedixRs.Call.kind()) :: submitted() | :dirty
+  @spec submit(handle(), reference(), list(), RedixRs.Call.kind()) ::
+          submitted() | :dirty | {:not_cacheable, String.t()}
   def submit(_handle, _ref, _commands, _kind), do: :erlang.nif_error(not_loaded())
 
   @spec submit_dirty(handle(), reference(), list(), RedixRs.Call.kind()) :: submitted()
@@ -89,6 +90,18 @@ defmodule RedixRs.Native do
   # The blocking commands sent to side connections, and those kept on the shared one.
   @spec blocking_commands() :: {[String.t()], [String.t()]}
   def blocking_commands, do: :erlang.nif_error(not_loaded())
+
+  @typedoc "A client-side cache (a NIF resource), kept by its connection process."
+  @type cache() :: reference()
+
+  @spec cache_new(map()) :: cache()
+  def cache_new(_config), do: :erlang.nif_error(not_loaded())
+
+  @spec cache_get(cache(), list()) :: {:ok, term()} | :miss | :normalize
+  def cache_get(_cache, _command), do: :erlang.nif_error(not_loaded())
+
+  @spec cache_stats(cache()) :: %{atom() => non_neg_integer()}
+  def cache_stats(_cache), do: :erlang.nif_error(not_loaded())
 
   # Raised by the stubs (`:erlang.nif_error/1` raises it as it is).
   defp not_loaded do

@@ -150,6 +150,19 @@ defmodule RedixRs.Options do
       default: 30_000,
       doc: "milliseconds after which an unused side connection is closed"
     ],
+    client_cache: [
+      type: :client_cache,
+      default: nil,
+      doc:
+        "client-side caching (needs `protocol: :resp3` given explicitly, else `ArgumentError`): " <>
+          "`[max_entries: 10_000, max_bytes: 64 MiB, mode: :optin]`, or `mode: :broadcast, " <>
+          "prefixes: [\"user:\", ...]`. Turns `CLIENT TRACKING on` at every (re)connection (`OPTIN`, " <>
+          "or `BCAST PREFIX ...`; never `NOLOOP`), so that reads sent with `cache: true` (see " <>
+          "`command/3`) are answered from memory in the calling process until Redis says their " <>
+          "keys changed. `max_entries` and `max_bytes` (cache keys plus cached replies) bound it; " <>
+          "S3-FIFO eviction keeps keys that are read again. The cache is emptied when the " <>
+          "connection drops and when it is re-established. See \"Client-side caching\" in the README"
+    ],
     name: [
       type: :name,
       default: nil,
@@ -194,7 +207,8 @@ defmodule RedixRs.Options do
       Keyword.drop(@schema, [
         :health_check_interval,
         :max_side_connections,
-        :side_connection_idle_timeout
+        :side_connection_idle_timeout,
+        :client_cache
       ]) ++ @pubsub_schema
 
   defp schema(:pubsub_only), do: @pubsub_schema
@@ -241,7 +255,11 @@ defmodule RedixRs.Options do
         {key, check!(spec[:type], key, value, spec[:default])}
       end)
 
-    validated |> check_unix_port!() |> check_tls!() |> check_sentinel!(opts)
+    validated
+    |> check_unix_port!()
+    |> check_tls!()
+    |> check_sentinel!(opts)
+    |> check_client_cache!(opts)
   end
 
   def validate!(other, _mode) do
@@ -338,6 +356,7 @@ defmodule RedixRs.Options do
   end
 
   defp valid(:socket_opts, opts), do: {:ok, RedixRs.Options.Socket.validate!(opts)}
+  defp valid(:client_cache, opts), do: RedixRs.Cache.validate(opts)
 
   defp invalid!(key, expected, value) do
     shown = if key == :password, do: RedixRs.Redact.describe(value), else: inspect(value)
@@ -373,6 +392,18 @@ defmodule RedixRs.Options do
   defp check_sentinel!(validated, given) do
     if validated[:sentinel] && (Keyword.has_key?(given, :host) or Keyword.has_key?(given, :port)) do
       raise ArgumentError, ":host or :port can't be passed as option if :sentinel is used"
+    end
+
+    validated
+  end
+
+  # Invalidations arrive on the connection itself only with RESP3: RESP2 would need a second,
+  # redirected connection, which the cache's correctness argument does not cover.
+  defp check_client_cache!(validated, given) do
+    if validated[:client_cache] && Keyword.get(given, :protocol) != :resp3 do
+      raise ArgumentError,
+            "the :client_cache option needs protocol: :resp3 given explicitly (Redis pushes " <>
+              "the invalidations the cache relies on over RESP3, on the same connection)"
     end
 
     validated

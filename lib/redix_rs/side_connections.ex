@@ -91,7 +91,12 @@ defmodule RedixRs.SideConnections do
   def init({parent, opts}) do
     Process.monitor(parent)
     # The side connections themselves have none, and never exit their owner (this process).
-    side_opts = Keyword.merge(opts, side_pool: nil, exit_on_disconnection: false)
+    # A side connection shares neither the pool nor the client-side cache (its tracking would empty
+    # the shared cache whenever it closed).
+    side_opts =
+      opts
+      |> Keyword.delete(:cache_resource)
+      |> Keyword.merge(side_pool: nil, exit_on_disconnection: false)
 
     state = %__MODULE__{
       parent: parent,

@@ -13,7 +13,11 @@ use redix_rs_core::conn::{
     TcpOptions, TlsOptions,
 };
 use redix_rs_core::resp::Limits;
-use rustler::{Binary, Error, NifResult, Term};
+use rustler::{Binary, Error, NifResult, ResourceArc, Term};
+use std::sync::Arc;
+
+use crate::cache::CacheResource;
+use redix_rs_core::cache::{ClientCache, Tracking};
 
 use redix_rs_core::conn::{CertChain, KeyFormat, PrivateKey, TlsVersion};
 
@@ -33,6 +37,8 @@ pub struct NativeConfig {
     /// The process lending side connections for blocking commands (`side_pool`, absent or `nil`:
     /// none).
     pub side_pool: Option<rustler::LocalPid>,
+    /// The client-side cache (`:client_cache`), absent or `nil` without one.
+    pub cache: Option<Arc<ClientCache>>,
 }
 
 pub fn decode(map: Term<'_>) -> NifResult<NativeConfig> {
@@ -55,6 +61,7 @@ pub fn decode(map: Term<'_>) -> NifResult<NativeConfig> {
         readonly: get("readonly")?.decode()?,
         sentinel: decode_sentinel(get("sentinel")?)?,
         timeout: Duration::from_millis(get("timeout")?.decode()?),
+        tracking: None,
     };
     let max_queued_bytes = get("max_queued_bytes")?.decode()?;
     let reply_limits = decode_reply_limits(get("reply_limits")?)?;
@@ -64,6 +71,14 @@ pub fn decode(map: Term<'_>) -> NifResult<NativeConfig> {
     let side_pool = get("side_pool")
         .ok()
         .and_then(|pid| pid.decode::<rustler::LocalPid>().ok());
+    let cache = match get("cache") {
+        Ok(term) if !term.is_atom() => {
+            Some(term.decode::<ResourceArc<CacheResource>>()?.cache.clone())
+        }
+        _ => None,
+    };
+    let mut connect = connect;
+    connect.tracking = cache.clone().map(Tracking);
     Ok(NativeConfig {
         connect,
         max_queued_bytes,
@@ -72,6 +87,7 @@ pub fn decode(map: Term<'_>) -> NifResult<NativeConfig> {
         max_backlog_bytes,
         notify_disconnection,
         side_pool,
+        cache,
     })
 }
 

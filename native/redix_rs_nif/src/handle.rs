@@ -3,11 +3,13 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use redix_rs_core::cache::ClientCache;
 use redix_rs_core::conn::submission::Expect;
-use redix_rs_core::conn::{Mode, Multiplexer, Reason, Waiter};
+use redix_rs_core::conn::{Mode, Multiplexer, OutOfBandSink, Reason, Waiter};
 use redix_rs_core::resp::Frame;
 use rustler::{Encoder, Env, LocalPid, Monitor, Resource, Term};
 
+use crate::cache::Fill;
 use crate::message_env::{Kept, MessageEnv, OffVmThread};
 use crate::pubsub::PubSubFanout;
 use crate::{atoms, reply};
@@ -27,6 +29,8 @@ pub struct ConnectionHandle {
     /// (`side.rs`); `None` when they stay on this connection (`max_side_connections: 0`, pub/sub,
     /// and side connections themselves).
     pub side_pool: Option<LocalPid>,
+    /// The client-side cache (connections with `:client_cache` only); also the out-of-band sink.
+    pub cache: Option<Arc<ClientCache>>,
 }
 
 /// The pub/sub side: the fan-out whose outbox the owner drains.
@@ -42,6 +46,19 @@ impl ConnectionHandle {
             id: next_id(),
             pubsub: None,
             side_pool: None,
+            cache: None,
+        }
+    }
+
+    /// A plain connection with a client-side cache, which takes its invalidations.
+    pub fn cached(max_queued_bytes: usize, cache: Arc<ClientCache>) -> Self {
+        let sink = cache.clone() as Arc<dyn OutOfBandSink>;
+        ConnectionHandle {
+            mux: Multiplexer::with_sink(max_queued_bytes, Mode::Commands, sink),
+            id: next_id(),
+            pubsub: None,
+            side_pool: None,
+            cache: Some(cache),
         }
     }
 
@@ -66,6 +83,7 @@ impl ConnectionHandle {
             id,
             pubsub,
             side_pool: None,
+            cache: None,
         }
     }
 }
@@ -103,6 +121,8 @@ pub struct ReplyWaiter {
     received: usize,
     /// The replies so far, newest first.
     replies: Kept,
+    /// A cached read's fill (see `cache::Fill`).
+    fill: Option<Fill>,
 }
 
 impl ReplyWaiter {
@@ -120,7 +140,14 @@ impl ReplyWaiter {
             expect,
             received: 0,
             replies,
+            fill: None,
         }
+    }
+
+    /// A cached read's waiter, which fills the cache as its reply arrives.
+    pub fn with_fill(mut self, fill: Fill) -> Self {
+        self.fill = Some(fill);
+        self
     }
 
     /// Answers the caller, once. The thread is checked before the call's slot is claimed: a claimed
@@ -175,6 +202,11 @@ impl Drop for ReplyWaiter {
 impl Waiter for ReplyWaiter {
     fn reply(&mut self, frame: Frame) -> bool {
         self.received += 1;
+        if let Some(fill) = &mut self.fill {
+            if !fill.reply(&frame) {
+                return self.expect.is_last(self.received, false);
+            }
+        }
         // A caller that gave up does not need its replies built (they are still counted, to stay in
         // step with the connection).
         if let Some(env) = self.env.as_ref().filter(|_| !self.state.cancelled()) {

@@ -5,6 +5,7 @@
 
 mod args;
 mod atoms;
+mod cache;
 mod cluster_pubsub;
 mod config;
 mod handle;

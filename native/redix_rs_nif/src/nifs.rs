@@ -40,7 +40,10 @@ fn connect<'a>(env: Env<'a>, config: Term<'a>, owner: LocalPid) -> NifResult<Ter
             config.max_backlog_bytes,
         ))
     } else {
-        let mut handle = ConnectionHandle::new(config.max_queued_bytes);
+        let mut handle = match config.cache {
+            Some(cache) => ConnectionHandle::cached(config.max_queued_bytes, cache),
+            None => ConnectionHandle::new(config.max_queued_bytes),
+        };
         handle.side_pool = config.side_pool;
         ResourceArc::new(handle)
     };
@@ -71,7 +74,10 @@ fn submit<'a>(
     commands: Term<'a>,
     kind: Term<'a>,
 ) -> NifResult<Term<'a>> {
-    let kind = decode_kind(kind).ok_or(Error::BadArg)?;
+    let Some(kind) = decode_kind(kind) else {
+        // `:cached`: a read for the client-side cache (see `cache::submit`).
+        return crate::cache::submit(env, &handle, reference, commands, kind);
+    };
     // A long pipeline is checked whole first, so that it can go to the socket while it is encoded; a
     // short one is checked as it is encoded (and can be taken back from the queue).
     let count = match count_commands(commands, Budget::NORMAL.elements) {

@@ -6,6 +6,8 @@
 //!   their keys (its header says why), bounded in entries and bytes.
 //! * `encode_key`: a command's cache key.
 //! * [`Reply`]: a cached reply, re-packed to own exactly its bytes.
+//! * [`ClientCache`]: the store with what the connection needs around it (which commands are
+//!   cacheable, the tracking mode); what the NIF crate and the handshake use.
 //!
 //! A connection with a cache speaks RESP3, turns `CLIENT TRACKING on OPTIN` on at every (re)connect,
 //! sends `CLIENT CACHING yes` right before each cacheable read, and gives its [`Store`] to its
@@ -13,6 +15,7 @@
 //! wire order and a disconnection flushes it.
 
 pub mod cacheable;
+mod client;
 mod epochs;
 mod ghost;
 mod key;
@@ -20,6 +23,7 @@ mod policy;
 mod reply;
 mod sink;
 pub mod store;
+mod striped;
 
 #[cfg(test)]
 mod proptests;
@@ -27,6 +31,7 @@ mod proptests;
 mod tests;
 
 pub use cacheable::{Cacheable, CommandInfoError, Exclusion, NotCacheable};
+pub use client::{ClientCache, Refusal, Tracking, TrackingMode, CACHING_YES};
 pub use epochs::Ticket;
 pub use key::encode_key;
 pub use reply::{Reply, ReplyError};

@@ -49,18 +49,18 @@
 //! # Threads
 //!
 //! Hits come from many callers at once; fills, invalidations and evictions are rarer and mostly
-//! from the connection's reader. So readers see only `SHARDS` maps, each under its own `RwLock`
-//! (a hit takes one read lock, bumps an atomic frequency, clones an `Arc` and lets go: no lock is
-//! held while a reply is copied into a term), and everything else is under one writer `Mutex`,
-//! taken before any shard's write lock, briefly, to change that shard's map. Sharding spreads
-//! concurrent readers over several lock words; a hit never waits for the writer lock, and waits for
-//! a shard's write lock only while one entry is added or removed.
+//! from the connection's reader. So readers see only `SHARDS` maps, each under its own striped
+//! reader-writer lock (`striped`: a reader takes only its thread's stripe, so hot keys read from
+//! every core do not bounce one lock word between them). A hit takes one read lock, reads an atomic
+//! frequency, and either clones an `Arc` or (`lookup_with`, for small replies) builds its term under
+//! the read lock; hits are counted per thread. Everything else is under one writer `Mutex`, taken
+//! before any shard's write lock, briefly, to change that shard's map. A hit never waits for the
+//! writer lock, and waits for a shard's write lock only while one entry is added or removed.
 
-use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Mutex, MutexGuard};
 
 use bytes::Bytes;
 use thiserror::Error;
@@ -68,6 +68,7 @@ use thiserror::Error;
 use super::epochs::{Epochs, KeyHash, Moved, Ticket};
 use super::policy::{Budget, Id, NewNode, Policy};
 use super::reply::{Reply, ReplyError};
+use super::striped::{stripe, Striped, STRIPES};
 use crate::resp::Frame;
 
 /// Number of reader maps (a power of two).
@@ -138,21 +139,65 @@ pub struct CacheStats {
 pub struct Store {
     id: u64,
     limits: Limits,
-    hasher: RandomState,
+    hasher: foldhash::quality::RandomState,
     shards: Box<[Shard]>,
     book: Mutex<Book>,
     epochs: Epochs,
     evictions: AtomicU64,
     invalidations: AtomicU64,
     refused_fills: AtomicU64,
+    /// Hits, counted by the thread's stripe.
+    hits: Box<[Stripe]>,
 }
+
+/// A shard's entries by cache key, found by the hash the store already computed (the key is hashed
+/// once per lookup, not again by the map).
+#[derive(Default)]
+struct ShardMap(hashbrown::HashTable<(u64, Bytes, Reply)>);
+
+impl ShardMap {
+    fn get(&self, hash: u64, command: &[u8]) -> Option<&Reply> {
+        self.0
+            .find(hash, |(_, c, _)| c.as_ref() == command)
+            .map(|(_, _, reply)| reply)
+    }
+
+    /// Adds the entry, replacing one for the same command.
+    fn insert(&mut self, hash: u64, command: Bytes, reply: Reply) {
+        match self
+            .0
+            .entry(hash, |(_, c, _)| *c == command, |(h, _, _)| *h)
+        {
+            hashbrown::hash_table::Entry::Occupied(mut entry) => {
+                entry.get_mut().2 = reply;
+            }
+            hashbrown::hash_table::Entry::Vacant(entry) => {
+                entry.insert((hash, command, reply));
+            }
+        }
+    }
+
+    fn remove(&mut self, hash: u64, command: &[u8]) {
+        if let Ok(entry) = self.0.find_entry(hash, |(_, c, _)| c.as_ref() == command) {
+            entry.remove();
+        }
+    }
+
+    fn clear(&mut self) {
+        self.0.clear();
+    }
+}
+
+/// A counter on a cache line of its own.
+#[repr(align(128))]
+#[derive(Default)]
+struct Stripe(AtomicU64);
 
 /// The entries readers look up, by cache key. Aligned so that two shards' lock words never share
 /// a cache line.
 #[repr(align(128))]
 struct Shard {
-    map: RwLock<HashMap<Bytes, Reply>>,
-    hits: AtomicU64,
+    map: Striped<ShardMap>,
     misses: AtomicU64,
 }
 
@@ -231,7 +276,7 @@ impl Store {
         Ok(Store {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             limits,
-            hasher: RandomState::new(),
+            hasher: foldhash::quality::RandomState::default(),
             shards: (0..SHARDS).map(|_| Shard::new()).collect(),
             book: Mutex::new(Book {
                 policy: Policy::new(budget),
@@ -241,6 +286,7 @@ impl Store {
             evictions: AtomicU64::new(0),
             invalidations: AtomicU64::new(0),
             refused_fills: AtomicU64::new(0),
+            hits: (0..STRIPES).map(|_| Stripe::default()).collect(),
         })
     }
 
@@ -250,18 +296,41 @@ impl Store {
 
     /// The cached reply to `command` (a cache key from `encode_key`), counted as a hit or a miss.
     pub fn get(&self, command: &[u8]) -> Option<Reply> {
-        let shard = self.shard(self.hash(command));
-        let found = read(&shard.map).get(command).map(|reply| {
-            reply.touch();
-            reply.clone()
-        });
-        let counter = if found.is_some() {
-            &shard.hits
-        } else {
-            &shard.misses
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
+        let found = self.lookup(command);
+        if found.is_none() {
+            self.count_miss(command);
+        }
         found
+    }
+
+    /// The cached reply to `command`, counted as a hit if there is one; a miss is not counted (the
+    /// caller counts it with [`Store::count_miss`] once it knows the read could have been cached).
+    pub fn lookup(&self, command: &[u8]) -> Option<Reply> {
+        self.lookup_with(command, Reply::clone)
+    }
+
+    /// [`Store::lookup`], handing the reply to `f` with its shard's read lock held (writers of that
+    /// shard wait meanwhile: keep `f` short, such as building the term of a small reply). Saves the
+    /// reference count of a clone, a contended cache line when many threads read one hot entry.
+    pub fn lookup_with<T>(&self, command: &[u8], f: impl FnOnce(&Reply) -> T) -> Option<T> {
+        let hash = self.hash(command);
+        let shard = self.shard(hash);
+        let found = shard.map.read().get(hash, command).map(|reply| {
+            reply.touch();
+            f(reply)
+        });
+        if found.is_some() {
+            // Counted per thread, not per shard: two threads reading hot keys of one shard would
+            // otherwise bounce the counter's cache line between them on every hit.
+            self.hits[stripe()].0.fetch_add(1, Ordering::Relaxed);
+        }
+        found
+    }
+
+    /// Counts a lookup of `command` that found nothing.
+    pub fn count_miss(&self, command: &[u8]) {
+        let shard = self.shard(self.hash(command));
+        shard.misses.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Records what a read of `keys` by `command` (its cache key) must not miss: take it before the
@@ -351,7 +420,7 @@ impl Store {
         book.policy.clear();
         book.by_key.clear();
         for shard in self.shards.iter() {
-            write(&shard.map).clear();
+            shard.map.write().clear();
         }
         self.invalidations.fetch_add(dropped, Ordering::Relaxed);
     }
@@ -368,7 +437,7 @@ impl Store {
                 .sum()
         };
         CacheStats {
-            hits: sum(|s| &s.hits),
+            hits: self.hits.iter().map(|h| h.0.load(Ordering::Relaxed)).sum(),
             misses: sum(|s| &s.misses),
             evictions: self.evictions.load(Ordering::Relaxed),
             invalidations: self.invalidations.load(Ordering::Relaxed),
@@ -389,8 +458,9 @@ impl Store {
     }
 
     fn shard(&self, hash: u64) -> &Shard {
-        // The top bits: the maps use their own hasher, so these are independent of their buckets.
-        let index = (hash >> 60) as usize % SHARDS;
+        // Middle bits: a shard's map places entries by the same hash, using its low bits (the
+        // bucket) and its top seven (the tag), which must vary within a shard.
+        let index = (hash >> 32) as usize % SHARDS;
         &self.shards[index]
     }
 
@@ -403,7 +473,7 @@ impl Store {
     /// Adds the entry (replacing one for the same command) and indexes it by its keys.
     fn insert(&self, book: &mut Book, ticket: Ticket, hash: u64, reply: Reply, cost: usize) {
         let shard = self.shard(hash);
-        let previous = read(&shard.map).get(&ticket.command).map(Reply::id);
+        let previous = shard.map.read().get(hash, &ticket.command).map(Reply::id);
         if let Some(id) = previous {
             self.remove(book, id);
         }
@@ -412,7 +482,7 @@ impl Store {
         let Some(id) = book.policy.insert(node, &reply) else {
             return;
         };
-        write(&shard.map).insert(command, reply);
+        shard.map.write().insert(hash, command, reply);
         let Book { policy, by_key } = book;
         for &key in policy.get(id).map_or(&[][..], |node| &node.keys) {
             match by_key.get_mut(&key) {
@@ -442,12 +512,12 @@ impl Store {
         let Some(node) = book.policy.remove(id) else {
             return false;
         };
-        let mut map = write(&self.shard(node.hash).map);
+        let mut map = self.shard(node.hash).map.write();
         if map
-            .get(&node.command)
+            .get(node.hash, &node.command)
             .is_some_and(|reply| reply.same(&node.reply))
         {
-            map.remove(&node.command);
+            map.remove(node.hash, &node.command);
         }
         drop(map);
         for &key in node.keys.iter() {
@@ -460,8 +530,7 @@ impl Store {
 impl Shard {
     fn new() -> Shard {
         Shard {
-            map: RwLock::new(HashMap::new()),
-            hits: AtomicU64::new(0),
+            map: Striped::new(ShardMap::default()),
             misses: AtomicU64::new(0),
         }
     }
@@ -499,14 +568,4 @@ fn unindex(by_key: &mut ByKey, key: KeyHash, id: Id) {
     if by_key.get_mut(&key).is_some_and(|d| d.forget(id)) {
         by_key.remove(&key);
     }
-}
-
-// The shard maps hold plain data that every writer leaves consistent before it can panic (it does
-// not), so a poisoned lock is used as it is.
-fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
-    lock.read().unwrap_or_else(|e| e.into_inner())
-}
-
-fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
-    lock.write().unwrap_or_else(|e| e.into_inner())
 }

@@ -1,5 +1,6 @@
 //! The commands sent before a connection is shared: AUTH, SELECT, CLIENT SETNAME, or, for RESP3,
-//! HELLO 3 with AUTH and SETNAME folded in, then SELECT; then READONLY when asked for.
+//! HELLO 3 with AUTH and SETNAME folded in, then SELECT; then READONLY when asked for; then, for a
+//! client-side cache, COMMAND and CLIENT TRACKING.
 //!
 //! They run one at a time (as in Redix) so that the first error is the one reported and so that the
 //! Redis < 6 fallback (AUTH with a username is a wrong-arity error there) can retry without it.
@@ -8,6 +9,7 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::{ConnectError, ConnectOptions, Protocol};
+use crate::cache::ClientCache;
 use crate::resp::{encode_command, Frame, Limits, Parsed, Parser};
 
 const OLD_AUTH_ERROR: &[u8] = b"ERR wrong number of arguments for 'auth' command";
@@ -37,6 +39,10 @@ where
     // cluster support disabled") is fatal like one to AUTH or SELECT.
     if opts.readonly {
         io.expect_ok(&[b"READONLY".as_slice()]).await?;
+    }
+    // Tracking last: once it is on, in BCAST mode, invalidations may arrive between replies.
+    if let Some(tracking) = &opts.tracking {
+        io.track(&tracking.0).await?;
     }
     Ok(io.into_leftover())
 }
@@ -98,6 +104,20 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Exchange<'a, S> {
             }
             reply => ok_or_error(reply),
         }
+    }
+
+    /// For a client-side cache: `COMMAND` (what may be cached), then `CLIENT TRACKING on ...`; the
+    /// cache is flushed once tracking is on.
+    async fn track(&mut self, cache: &ClientCache) -> Result<(), ConnectError> {
+        let commands = self.request(&[b"COMMAND".as_slice()]).await?;
+        cache
+            .learn_commands(&commands)
+            .map_err(|e| ConnectError::Redis(format!("client_cache needs COMMAND: {e}")))?;
+        let tracking = cache.tracking_command();
+        let args: Vec<&[u8]> = tracking.iter().map(|a| &a[..]).collect();
+        self.expect_ok(&args).await?;
+        cache.tracking_on();
+        Ok(())
     }
 
     async fn expect_ok(&mut self, args: &[&[u8]]) -> Result<(), ConnectError> {

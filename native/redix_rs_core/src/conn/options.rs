@@ -214,6 +214,8 @@ pub struct ConnectOptions {
     pub sentinel: Option<super::SentinelOptions>,
     /// Bounds the TCP connect and the handshake together, like Redix's `:timeout` option.
     pub timeout: Duration,
+    /// A client-side cache: the handshake learns the server's commands and turns tracking on.
+    pub tracking: Option<crate::cache::Tracking>,
 }
 
 impl ConnectOptions {
@@ -237,6 +239,7 @@ impl ConnectOptions {
             readonly: false,
             sentinel: None,
             timeout: Duration::from_secs(5),
+            tracking: None,
         }
     }
 }
