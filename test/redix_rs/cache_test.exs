@@ -201,6 +201,36 @@ defmodule RedixRs.CacheTest do
     end
   end
 
+  describe "with side connections" do
+    test "blocking commands go to a side connection, which neither tracks nor empties the cache",
+         %{server: server} do
+      a = cached(server, [], client_name: "cached-side", side_connection_idle_timeout: 50)
+      k = key("side")
+      q = key("side-q")
+      RedixRs.command!(a, ["SET", k, "v"])
+      assert {:ok, "v"} = RedixRs.command(a, ["GET", k], cache: true)
+
+      # The BLPOP blocks a side connection, not the shared one: a GET on it is answered meanwhile.
+      blpop = Task.async(fn -> RedixRs.command(a, ["BLPOP", q, "0"], timeout: 10_000) end)
+      assert RedixRs.Test.Helpers.eventually(fn -> named_clients(a, "cached-side") == 2 end)
+      assert {:ok, nil} = RedixRs.command(a, ["GET", key("other")])
+      RedixRs.command!(a, ["RPUSH", q, "x"])
+      assert {:ok, [^q, "x"]} = Task.await(blpop)
+
+      # Once the idle side connection has closed, the entry is still there: a hit.
+      assert RedixRs.Test.Helpers.eventually(fn -> named_clients(a, "cached-side") == 1 end)
+      assert %{entries: 1} = stats(a)
+      hits = RedixRs.cache_stats(a).hits
+      assert {:ok, "v"} = RedixRs.command(a, ["GET", k], cache: true)
+      assert RedixRs.cache_stats(a).hits == hits + 1
+    end
+  end
+
+  defp named_clients(conn, name) do
+    {:ok, list} = RedixRs.command(conn, ["CLIENT", "LIST"])
+    list |> String.split("\n", trim: true) |> Enum.count(&String.contains?(&1, " name=#{name} "))
+  end
+
   describe "ArgumentError" do
     test "client_cache without protocol: :resp3 given explicitly", %{server: server} do
       assert_raise ArgumentError, ~r/needs protocol: :resp3 given explicitly/, fn ->
