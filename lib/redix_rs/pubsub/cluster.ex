@@ -26,7 +26,7 @@ defmodule RedixRs.PubSub.Cluster do
   require Logger
 
   alias RedixRs.{ConnectionError, Connector, Native}
-  alias RedixRs.PubSub.Relay
+  alias RedixRs.PubSub.Subscriptions
 
   # At most one topology refresh per this many milliseconds.
   @refresh_interval 1_000
@@ -54,15 +54,10 @@ defmodule RedixRs.PubSub.Cluster do
     ids: %{},
     # shard channel => the node it is subscribed at
     placed: %{},
-    # {kind, name} => MapSet of subscriber pids
+    # Who subscribed to what (kept by `RedixRs.PubSub.Subscriptions`, which says what each holds).
     subscriptions: %{},
-    # pid => monitor ref (the `ref` of the messages)
     subscribers: %{},
-    # The pids the native side sends to (a local subscriber, or a remote one's relay) => the ref
-    # their messages carry: the map `Native.pubsub_drain/2` takes references from.
     refs: %{},
-    # remote subscriber pid => its relay; a remote pid => its last relay told to stop and not yet
-    # ended; relay monitor ref => remote pid (as in `RedixRs.PubSub.Connection`)
     relays: %{},
     retiring: %{},
     relay_monitors: %{},
@@ -203,15 +198,7 @@ defmodule RedixRs.PubSub.Cluster do
   end
 
   def handle_call({:subscribe, kind, names, pid}, _from, state) do
-    {ref, state} = monitor(state, pid)
-    new = Enum.filter(names, &(not Map.has_key?(state.subscriptions, {kind, &1})))
-
-    subscriptions =
-      Enum.reduce(names, state.subscriptions, fn name, acc ->
-        Map.update(acc, {kind, name}, MapSet.new([pid]), &MapSet.put(&1, pid))
-      end)
-
-    state = %{state | subscriptions: subscriptions}
+    {ref, new, state} = Subscriptions.add(state, kind, names, pid)
 
     state =
       case kind do
@@ -225,8 +212,8 @@ defmodule RedixRs.PubSub.Cluster do
   def handle_call({:unsubscribe, kind, names, pid}, _from, state) do
     ref = Map.get(state.subscribers, pid) || make_ref()
     # A remote pid that subscribed to nothing gets a relay for this call's messages.
-    {sender, state} = sender(state, pid)
-    {state, emptied} = remove(state, kind, names, pid)
+    {sender, state} = Subscriptions.sender(state, pid)
+    {state, emptied} = Subscriptions.remove(state, kind, names, pid)
 
     names
     |> Enum.group_by(&node_of(state, kind, &1))
@@ -235,7 +222,7 @@ defmodule RedixRs.PubSub.Cluster do
         nil ->
           Enum.each(
             names,
-            &send(sender, {:redix_pubsub, self(), ref, unsubscribed(kind), props(kind, &1)})
+            &send(sender, Subscriptions.unsubscribed(ref, kind, &1))
           )
 
         handle ->
@@ -253,7 +240,7 @@ defmodule RedixRs.PubSub.Cluster do
         do: %{state | placed: Map.drop(state.placed, emptied)},
         else: state
 
-    state = state |> forget_if_idle(pid) |> close_idle_nodes()
+    state = state |> Subscriptions.forget_if_idle(pid) |> close_idle_nodes()
     {:reply, :ok, state}
   end
 
@@ -323,12 +310,12 @@ defmodule RedixRs.PubSub.Cluster do
          %{handle: handle} <- state.nodes[addr] do
       pids = Map.get(state.subscriptions, {:shard, channel}, MapSet.new())
       Enum.each(pids, &op(state, handle, :drop, :shard, [channel], &1, state.subscribers[&1], []))
-      drain_all(handle, state.refs)
+      Subscriptions.drain_all(handle, state.refs)
       error = %ConnectionError{reason: :slot_moved}
 
       Enum.each(pids, fn pid ->
         message = {:redix_pubsub, self(), state.subscribers[pid], :disconnected, %{error: error}}
-        send(target(state, pid), message)
+        send(Subscriptions.target(state, pid), message)
       end)
 
       state = %{state | placed: Map.delete(state.placed, channel), hint: addr}
@@ -376,7 +363,7 @@ defmodule RedixRs.PubSub.Cluster do
   def handle_info({:DOWN, ref, :process, pid, _reason}, state) do
     case state.subscribers do
       %{^pid => ^ref} -> {:noreply, drop_subscriber(state, pid, ref)}
-      _ -> {:noreply, relay_ended(state, ref, pid)}
+      _ -> {:noreply, Subscriptions.relay_ended(state, ref, pid)}
     end
   end
 
@@ -541,7 +528,7 @@ defmodule RedixRs.PubSub.Cluster do
 
       handle ->
         Enum.each(pids, &op(state, handle, :drop, :shard, [name], &1, state.subscribers[&1], []))
-        drain_all(handle, state.refs)
+        Subscriptions.drain_all(handle, state.refs)
     end
 
     state = %{state | placed: Map.put(state.placed, name, to)}
@@ -703,7 +690,7 @@ defmodule RedixRs.PubSub.Cluster do
     error = %ConnectionError{reason: reason}
     Connector.emit(:disconnection, node_opts(state, addr), %{reason: error})
     node = state.nodes[addr]
-    drain_all(node.handle, state.refs)
+    Subscriptions.drain_all(node.handle, state.refs)
 
     state =
       if addr == state.classic do
@@ -794,129 +781,10 @@ defmodule RedixRs.PubSub.Cluster do
 
   ## Subscribers
 
-  defp monitor(state, pid) do
-    case state.subscribers do
-      %{^pid => ref} ->
-        {ref, state}
-
-      _ ->
-        ref = Process.monitor(pid)
-        {sender, state} = sender(state, pid)
-
-        {ref,
-         %{
-           state
-           | subscribers: Map.put(state.subscribers, pid, ref),
-             refs: Map.put(state.refs, sender, ref)
-         }}
-    end
-  end
-
-  # The pid the native side sends `pid`'s messages to: `pid` itself, or its relay.
-  defp target(state, pid), do: Map.get(state.relays, pid, pid)
-
-  # The process that sends `pid` its messages: itself when local, else its relay, started when it
-  # has none (after the previous one, if that one is still stopping).
-  defp sender(state, pid) when node(pid) == node(), do: {pid, state}
-
-  defp sender(state, pid) do
-    case state.relays do
-      %{^pid => relay} ->
-        {relay, state}
-
-      _ ->
-        relay = Relay.start_link(pid, Map.get(state.retiring, pid))
-        {relay, %{state | relays: Map.put(state.relays, pid, relay)}}
-    end
-  end
-
-  # `pid` has nothing left here: its relay (if any) stops once it has forwarded what it was handed.
-  defp release(state, pid) do
-    case Map.pop(state.relays, pid) do
-      {nil, _} ->
-        state
-
-      {relay, relays} ->
-        Relay.stop(relay)
-        ref = Process.monitor(relay)
-
-        %{
-          state
-          | relays: relays,
-            retiring: Map.put(state.retiring, pid, relay),
-            relay_monitors: Map.put(state.relay_monitors, ref, pid)
-        }
-    end
-  end
-
-  defp relay_ended(state, ref, relay) do
-    case Map.pop(state.relay_monitors, ref) do
-      {nil, _} ->
-        state
-
-      {pid, monitors} ->
-        retiring =
-          case state.retiring do
-            %{^pid => ^relay} -> Map.delete(state.retiring, pid)
-            retiring -> retiring
-          end
-
-        %{state | relay_monitors: monitors, retiring: retiring}
-    end
-  end
-
-  defp forget(state, pid) do
-    state = %{
-      state
-      | subscribers: Map.delete(state.subscribers, pid),
-        refs: Map.delete(state.refs, target(state, pid))
-    }
-
-    release(state, pid)
-  end
-
-  # Removes `pid` from `names`; returns the names nobody subscribes to any more.
-  defp remove(state, kind, names, pid) do
-    Enum.reduce(names, {state, []}, fn name, {state, emptied} ->
-      key = {kind, name}
-      pids = Map.get(state.subscriptions, key, MapSet.new())
-      rest = MapSet.delete(pids, pid)
-
-      cond do
-        not MapSet.member?(pids, pid) ->
-          {state, emptied}
-
-        MapSet.size(rest) == 0 ->
-          {%{state | subscriptions: Map.delete(state.subscriptions, key)}, [name | emptied]}
-
-        true ->
-          {%{state | subscriptions: Map.put(state.subscriptions, key, rest)}, emptied}
-      end
-    end)
-  end
-
-  defp forget_if_idle(state, pid) do
-    if Enum.any?(state.subscriptions, fn {_, pids} -> MapSet.member?(pids, pid) end) do
-      state
-    else
-      case Map.get(state.subscribers, pid) do
-        nil -> :ok
-        ref -> Process.demonitor(ref, [:flush])
-      end
-
-      forget(state, pid)
-    end
-  end
-
   defp drop_subscriber(state, pid, ref) do
-    by_kind =
-      for {{kind, name}, pids} <- state.subscriptions, MapSet.member?(pids, pid), reduce: %{} do
-        acc -> Map.update(acc, kind, [name], &[name | &1])
-      end
-
     state =
-      Enum.reduce(by_kind, state, fn {kind, names}, state ->
-        {state, emptied} = remove(state, kind, names, pid)
+      Enum.reduce(Subscriptions.of(state, pid), state, fn {kind, names}, state ->
+        {state, emptied} = Subscriptions.remove(state, kind, names, pid)
 
         names
         |> Enum.group_by(&node_of(state, kind, &1))
@@ -935,14 +803,17 @@ defmodule RedixRs.PubSub.Cluster do
           else: state
       end)
 
-    state |> forget(pid) |> close_idle_nodes()
+    state |> Subscriptions.forget(pid) |> close_idle_nodes()
   end
 
   ## Native operations
 
   # The native side sends to `pid`'s target: `pid` itself, or its relay.
   defp op(state, handle, action, kind, names, pid, ref, redis_names) do
-    Native.pubsub_op(handle, {action, kind, names, target(state, pid), ref, redis_names})
+    Native.pubsub_op(
+      handle,
+      {action, kind, names, Subscriptions.target(state, pid), ref, redis_names}
+    )
   end
 
   # Sends at least `count` queued messages (those up to the last op's own) before the caller gets
@@ -957,20 +828,6 @@ defmodule RedixRs.PubSub.Cluster do
       {:done, _sent} -> :ok
     end
   end
-
-  defp drain_all(handle, refs) do
-    case Native.pubsub_drain(handle, refs) do
-      {:more, _sent} -> drain_all(handle, refs)
-      {:done, _sent} -> :ok
-    end
-  end
-
-  defp unsubscribed(:channel), do: :unsubscribed
-  defp unsubscribed(:pattern), do: :punsubscribed
-  defp unsubscribed(:shard), do: :sunsubscribed
-
-  defp props(:pattern, name), do: %{pattern: name}
-  defp props(_kind, name), do: %{channel: name}
 end
 
 defimpl Inspect, for: RedixRs.PubSub.Cluster do
