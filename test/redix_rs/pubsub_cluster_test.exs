@@ -554,4 +554,22 @@ defmodule RedixRs.PubSubClusterTest do
                Cluster.command!(c, port, ["CLUSTER", "KEYSLOT", key])
     end
   end
+
+  # CRC16 costs about a nanosecond a byte: the NIF on a normal scheduler hashes at most 16 KiB, and
+  # answers `:dirty` for more (hashed on a dirty scheduler).
+  test "a long shard channel name is hashed off the normal schedulers", %{cluster: c} do
+    [port | _] = Cluster.ports(c)
+    inline = :binary.copy("x", 16 * 1024)
+    long = :binary.copy("long channel name ", 1_000_000)
+    tagged = "{" <> binary_part(long, 0, 20_000) <> "}" <> long
+
+    assert is_integer(RedixRs.Native.key_slot(inline))
+    assert RedixRs.Native.key_slot(inline <> "x") == :dirty
+    assert RedixRs.Native.key_slot(long) == :dirty
+
+    for key <- [inline, inline <> "x", long, tagged] do
+      assert RedixRs.PubSub.Cluster.slot(key) ==
+               Cluster.command!(c, port, ["CLUSTER", "KEYSLOT", key])
+    end
+  end
 end

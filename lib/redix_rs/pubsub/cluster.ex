@@ -479,6 +479,18 @@ defmodule RedixRs.PubSub.Cluster do
     ask(%{state | discovery: nil}, rest)
   end
 
+  @doc """
+  The hash slot of a shard channel; a long name is hashed on a dirty scheduler (`Native.key_slot/1`
+  answers `:dirty` rather than hold a normal one).
+  """
+  @spec slot(binary()) :: 0..16_383
+  def slot(name) do
+    case Native.key_slot(name) do
+      :dirty -> Native.key_slot_dirty(name)
+      slot -> slot
+    end
+  end
+
   defp owner(state, slot) do
     Enum.find_value(state.ranges || [], fn {first, last, addr} -> slot in first..last && addr end)
   end
@@ -493,7 +505,7 @@ defmodule RedixRs.PubSub.Cluster do
     state =
       for({{:shard, name}, _} <- state.subscriptions, do: name)
       |> Enum.reduce(state, fn name, state ->
-        target = owner(state, Native.key_slot(name))
+        target = owner(state, slot(name))
         current = Map.get(state.placed, name)
 
         if target != nil and target != current,
@@ -558,7 +570,7 @@ defmodule RedixRs.PubSub.Cluster do
     # the slot map is known, otherwise once it is.
     {state, unplaced} =
       Enum.reduce(new, {state, false}, fn name, {state, unplaced} ->
-        case state.ranges && owner(state, Native.key_slot(name)) do
+        case state.ranges && owner(state, slot(name)) do
           nil -> {state, unplaced or state.ranges != nil}
           addr -> {%{state | placed: Map.put(state.placed, name, addr)}, unplaced}
         end
@@ -597,7 +609,7 @@ defmodule RedixRs.PubSub.Cluster do
   # messages the last op left queued (what the caller must drain before it replies).
   defp by_slot(:shard, names, redis, fun) do
     names
-    |> Enum.group_by(&Native.key_slot/1)
+    |> Enum.group_by(&slot/1)
     |> Enum.map(fn {_slot, names} -> fun.(names, Enum.filter(redis, &(&1 in names))) end)
     |> Enum.max(fn -> 0 end)
   end

@@ -18,9 +18,23 @@ rustler::atoms! {
     panic,
 }
 
-/// The hash slot of `key` (CRC16/XMODEM mod 16384 of its hash tag, or of the whole key). Pure.
+/// Bytes of key `key_slot` hashes on a normal scheduler: CRC16 costs about a nanosecond a byte, so
+/// a call stays in the tens of microseconds.
+const INLINE_SLOT_BYTES: usize = 16 * 1024;
+
+/// The hash slot of `key` (CRC16/XMODEM mod 16384 of its hash tag, or of the whole key), or `:dirty`
+/// for a key longer than `INLINE_SLOT_BYTES` (hash it with `key_slot_dirty/1`). Pure.
 #[rustler::nif]
-fn key_slot(key: Binary<'_>) -> u16 {
+fn key_slot<'a>(env: Env<'a>, key: Binary<'a>) -> Term<'a> {
+    if key.len() > INLINE_SLOT_BYTES {
+        return atoms::dirty().encode(env);
+    }
+    slot(key.as_slice()).encode(env)
+}
+
+/// `key_slot/1` for a key of any length, on a dirty CPU scheduler.
+#[rustler::nif(schedule = "DirtyCpu")]
+fn key_slot_dirty(key: Binary<'_>) -> u16 {
     slot(key.as_slice())
 }
 
