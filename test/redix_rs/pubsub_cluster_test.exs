@@ -213,6 +213,59 @@ defmodule RedixRs.PubSubClusterTest do
     Cluster.move_slot!(c, slot, from)
   end
 
+  # A node whose view of the cluster lacks a slot (here: CLUSTER DELSLOTS of another of its slots,
+  # seen by that node only) answers SSUBSCRIBE with CLUSTERDOWN when it is configured so.
+  @tag :capture_log
+  test "a shard channel refused with CLUSTERDOWN is subscribed once the node serves it again",
+       %{cluster: c} do
+    [_, port | _] = Cluster.primaries(c)
+    # The node is the seed, so classic subscriptions and pings go through its connection too.
+    pubsub = start_supervised!({PubSub, nodes: [[host: "127.0.0.1", port: port]]})
+    {:ok, ref} = PubSub.subscribe(pubsub, "down", self())
+    assert_receive {:redix_pubsub, ^pubsub, ^ref, :subscribed, %{channel: "down"}}
+
+    channel = Cluster.name_on(c, port, "down:")
+    other = Cluster.name_on(c, port, "deleted:")
+    deleted = RedixRs.Native.key_slot(other)
+    assert deleted != RedixRs.Native.key_slot(channel)
+    config = ["CONFIG", "SET", "cluster-allow-pubsubshard-when-down"]
+    "OK" = Cluster.command!(c, port, config ++ ["no"])
+    "OK" = Cluster.command!(c, port, ["CLUSTER", "DELSLOTS", deleted])
+
+    on_exit(fn ->
+      restore_slot(c, port, deleted)
+      Cluster.command!(c, port, config ++ ["yes"])
+    end)
+
+    Cluster.wait_until("the node says the cluster is down", fn ->
+      Cluster.info(c, port) =~ "cluster_state:fail"
+    end)
+
+    {:ok, ^ref} = PubSub.ssubscribe(pubsub, channel, self())
+    # The ping's reply follows the SSUBSCRIBE's refusal on the same connection.
+    assert PubSub.ping(pubsub) == :ok
+    refute_received {:redix_pubsub, ^pubsub, ^ref, :ssubscribed, _}
+
+    restore_slot(c, port, deleted)
+    assert_receive {:redix_pubsub, ^pubsub, ^ref, :ssubscribed, %{channel: ^channel}}, 10_000
+    assert spublish(c, channel, "served") == 1
+
+    assert_receive {:redix_pubsub, ^pubsub, ^ref, :smessage,
+                    %{channel: ^channel, payload: "served"}}
+
+    refute_received {:redix_pubsub, _, _, :disconnected, _}
+  end
+
+  defp restore_slot(c, port, slot) do
+    if Cluster.owner(c, slot, port) == nil do
+      "OK" = Cluster.command!(c, port, ["CLUSTER", "ADDSLOTS", slot])
+    end
+
+    Cluster.wait_until("the node serves every slot again", fn ->
+      Cluster.info(c, port) =~ "cluster_state:ok"
+    end)
+  end
+
   test "a single-server PubSub still ssubscribes at one node, and outlives the end of a moved slot",
        %{cluster: c} do
     [from, to | _] = Cluster.primaries(c)

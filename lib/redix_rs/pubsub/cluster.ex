@@ -13,7 +13,8 @@ defmodule RedixRs.PubSub.Cluster do
   # time by `RedixRs.Native.cluster_pubsub_discover/2`. It is refreshed (at most once a second) when
   # Redis ends a shard subscription on its own (`sunsubscribe` for a slot that moved: the native side
   # tells this process `{:redix_rs_pubsub_ended, id, channel}`), when a node refuses a subscription
-  # (`MOVED`), and when a node connection fails. After each refresh, shard channels whose slot has
+  # (`MOVED`, `ASK`, `CLUSTERDOWN`, `TRYAGAIN`: tried again after each refresh), and when a node
+  # connection fails. After each refresh, shard channels whose slot has
   # another owner are subscribed there, and node connections that serve nothing are closed.
   #
   # What subscribers see (documented in `RedixRs.PubSub`): node connection failures as with one
@@ -30,6 +31,11 @@ defmodule RedixRs.PubSub.Cluster do
 
   # At most one topology refresh per this many milliseconds.
   @refresh_interval 1_000
+
+  # A refusal that routing answers: the node's slot map differs from ours (`MOVED`, `ASK`), or the
+  # cluster cannot serve the slot now (`CLUSTERDOWN`, `TRYAGAIN`).
+  defguardp is_routing_error(message)
+            when binary_part(message, 0, 3) in ["MOV", "ASK", "CLU", "TRY"]
 
   defstruct [
     :opts,
@@ -326,22 +332,42 @@ defmodule RedixRs.PubSub.Cluster do
     end
   end
 
-  # A node refused a subscription: `MOVED` (the slot map was stale) calls for a refresh, asking the
-  # node it names first (it owns the slot, so its map says so).
-  def handle_info({:redix_rs_pubsub_rejected, %RedixRs.Error{message: "MOVED " <> where}}, state) do
-    hint =
-      with [_slot, address] <- String.split(where, " "),
-           [host, port] when host != "" <- String.split(address, ":"),
-           {port, ""} <- Integer.parse(port) do
-        {host, port}
-      else
-        _ -> state.hint
+  # A node refused shard channels because its slot map differs from ours (`MOVED`, or `ASK` while
+  # the slot migrates) or it cannot serve them now (`CLUSTERDOWN`, `TRYAGAIN`): they are taken off
+  # that node and placed again after a refresh (which asks the node `MOVED` names first), so they are
+  # subscribed at the slot's owner, or refused again and tried at the next refresh (one a second).
+  # Their subscribers were never told `:ssubscribed`, so they are told nothing.
+  def handle_info(
+        {:redix_rs_pubsub_rejected, %RedixRs.Error{message: message},
+         {id, :subscribe, :shard, names}},
+        state
+      )
+      when is_routing_error(message) do
+    with %{^id => addr} <- state.ids, %{handle: handle} <- state.nodes[addr] do
+      refused = Enum.filter(names, &(Map.get(state.placed, &1) == addr))
+
+      for name <- refused, pid <- Map.get(state.subscriptions, {:shard, name}, []) do
+        op(state, handle, :drop, :shard, [name], pid, state.subscribers[pid], [])
       end
 
-    {:noreply, request_refresh(%{state | hint: hint})}
+      state = %{state | placed: Map.drop(state.placed, refused), hint: moved_to(message, state)}
+      {:noreply, request_refresh(state)}
+    else
+      _ -> {:noreply, state}
+    end
   end
 
-  def handle_info({:redix_rs_pubsub_rejected, %RedixRs.Error{message: message}}, state) do
+  # The slot left that node, and its subscriptions with it: nothing to undo.
+  def handle_info(
+        {:redix_rs_pubsub_rejected, %RedixRs.Error{message: message},
+         {_, :unsubscribe, :shard, _}},
+        state
+      )
+      when is_routing_error(message) do
+    {:noreply, state}
+  end
+
+  def handle_info({:redix_rs_pubsub_rejected, %RedixRs.Error{message: message}, _what}, state) do
     Logger.error(
       "RedixRs.PubSub #{inspect(state.opts[:name] || self())}: Redis refused a subscription: #{message}"
     )
@@ -375,6 +401,19 @@ defmodule RedixRs.PubSub.Cluster do
   def format_status(reason, pdict_and_state), do: RedixRs.Redact.status(reason, pdict_and_state)
 
   ## Topology
+
+  # The node a `MOVED` error names (it owns the slot, so its map says so), else the current hint.
+  defp moved_to("MOVED " <> where, state) do
+    with [_slot, address] <- String.split(where, " "),
+         [host, port] when host != "" <- String.split(address, ":"),
+         {port, ""} <- Integer.parse(port) do
+      {host, port}
+    else
+      _ -> state.hint
+    end
+  end
+
+  defp moved_to(_message, state), do: state.hint
 
   defp discover_synchronously(_state, [], last_error) do
     {:error, %ConnectionError{reason: last_error || :closed}}

@@ -156,7 +156,7 @@ defmodule RedixRs.PubSub.Connection do
   end
 
   # Redis refused a (p|s)subscribe: its subscribers will not get `:subscribed`; say why.
-  def handle_info({:redix_rs_pubsub_rejected, %RedixRs.Error{message: message}}, state) do
+  def handle_info({:redix_rs_pubsub_rejected, %RedixRs.Error{message: message}, _what}, state) do
     Logger.error(
       "RedixRs.PubSub #{inspect(state.opts[:name] || self())}: Redis refused a subscription: #{message}"
     )

@@ -5,7 +5,10 @@
 
 use bytes::BytesMut;
 use redix_rs_core::cluster::{slot, Origin, Topology, TopologyError, SLOT_COUNT};
-use redix_rs_core::conn::{establish, Address, ConnectError, ConnectOptions, Stream};
+use redix_rs_core::conn::{
+    establish, Address, Confirmations, ConnectError, ConnectOptions, Stream,
+};
+use redix_rs_core::pubsub::Kind;
 use redix_rs_core::resp::{encode_command, Frame, Limits, Parsed, Parser};
 use rustler::{Binary, Encoder, Env, Error, LocalPid, NifResult, OwnedEnv, Term};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -16,6 +19,9 @@ rustler::atoms! {
     topology,
     redix_rs_pubsub_ended,
     panic,
+    subscribe,
+    unsubscribe,
+    shard,
 }
 
 /// Bytes of key `key_slot` hashes on a normal scheduler: CRC16 costs about a nanosecond a byte, so
@@ -190,5 +196,41 @@ fn result_term(env: Env<'_>, result: Result<Vec<Range>, Failure>) -> Term<'_> {
 pub fn notify_ended(env: &mut OwnedEnv, owner: &LocalPid, id: u64, channel: &[u8]) {
     let _ = env.send_and_clear(owner, |env| {
         (redix_rs_pubsub_ended(), id, reply::binary(env, channel)).encode(env)
+    });
+}
+
+/// Tells the owner of pub/sub connection `id` that Redis refused a (un)subscription:
+/// `{:redix_rs_pubsub_rejected, error, {id, :subscribe | :unsubscribe, kind, names}}`. From a tokio
+/// thread.
+pub fn notify_refused(
+    env: &mut OwnedEnv,
+    owner: &LocalPid,
+    id: u64,
+    error: &Frame,
+    refused: &Confirmations,
+) {
+    let _ = env.send_and_clear(owner, |env| {
+        let action = if refused.subscribe {
+            subscribe()
+        } else {
+            unsubscribe()
+        };
+        let kind = match refused.kind {
+            Kind::Channel => atoms::channel(),
+            Kind::Pattern => atoms::pattern(),
+            Kind::Shard => shard(),
+        };
+        let names: Vec<Term> = refused
+            .names
+            .iter()
+            .map(|name| reply::binary(env, name))
+            .collect();
+        let what = (id, action, kind, names);
+        (
+            atoms::redix_rs_pubsub_rejected(),
+            reply::frame(env, error),
+            what,
+        )
+            .encode(env)
     });
 }
