@@ -147,7 +147,7 @@ defmodule RedixRs.PubSub do
 
   def start_link(opts) do
     if is_list(opts) and Keyword.keyword?(opts) and Keyword.has_key?(opts, :nodes) do
-      opts = RedixRs.PubSub.Cluster.validate!(opts)
+      opts = RedixRs.PubSub.Cluster.Options.validate!(opts)
       RedixRs.Native.ensure_loaded!()
       RedixRs.PubSub.Cluster.start_link(opts)
     else

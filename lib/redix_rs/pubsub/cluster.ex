@@ -74,106 +74,6 @@ defmodule RedixRs.PubSub.Cluster do
     connected_before: MapSet.new()
   ]
 
-  ## Options
-
-  @doc """
-  Validates the options of a cluster pub/sub (they hold `:nodes`); returns them with `:nodes` as a
-  list of `{host, port}` and every `RedixRs.PubSub` option filled in.
-  """
-  def validate!(opts) do
-    {nodes, rest} = Keyword.pop(opts, :nodes)
-
-    for key <- [:host, :port, :sentinel], Keyword.has_key?(rest, key) do
-      raise ArgumentError,
-            "#{inspect(key)} cannot be used with :nodes (a cluster pub/sub connects to the " <>
-              "cluster's nodes)"
-    end
-
-    if Keyword.get(rest, :exit_on_disconnection, false) do
-      raise ArgumentError, ":exit_on_disconnection is not supported with :nodes"
-    end
-
-    if Keyword.get(rest, :fetch_client_id_on_connect, false) do
-      raise ArgumentError,
-            ":fetch_client_id_on_connect is not supported with :nodes (a cluster pub/sub has " <>
-              "one connection per node)"
-    end
-
-    if Keyword.get(rest, :database, 0) not in [0, "0", nil] do
-      raise ArgumentError,
-            "a Redis Cluster has database 0 only, got: database: #{inspect(rest[:database])}"
-    end
-
-    {seeds, tls?} = seeds!(nodes)
-
-    rest =
-      cond do
-        tls? and Keyword.get(rest, :ssl) == false ->
-          raise ArgumentError, "a rediss:// node needs TLS, but ssl: false was given"
-
-        tls? ->
-          Keyword.put(rest, :ssl, true)
-
-        true ->
-          rest
-      end
-
-    rest
-    |> Keyword.delete(:database)
-    |> RedixRs.Options.validate!(:pubsub)
-    |> Keyword.put(:nodes, seeds)
-  end
-
-  defp seeds!(nodes) when is_list(nodes) and nodes != [] do
-    seeds = Enum.map(nodes, &seed!/1)
-    {Enum.map(seeds, &elem(&1, 0)), Enum.any?(seeds, &elem(&1, 1))}
-  end
-
-  defp seeds!(other) do
-    raise ArgumentError,
-          "expected :nodes to be a non-empty list of URIs or [host: ..., port: ...] keyword " <>
-            "lists, got: #{inspect(RedixRs.Redact.term(other))}"
-  end
-
-  defp seed!(uri) when is_binary(uri) do
-    parsed = RedixRs.URI.to_start_options(uri)
-
-    for key <- [:username, :password], Keyword.has_key?(parsed, key) do
-      raise ArgumentError,
-            "a :nodes URI cannot hold credentials (give :username and :password as options): " <>
-              RedixRs.Redact.describe(uri)
-    end
-
-    if parsed[:host] == nil or match?({:local, _}, parsed[:host]) do
-      raise ArgumentError, "a :nodes URI must name a TCP host, got: #{inspect(uri)}"
-    end
-
-    if Keyword.get(parsed, :database, 0) != 0 do
-      raise ArgumentError, "a :nodes URI cannot select a database other than 0: #{inspect(uri)}"
-    end
-
-    {{parsed[:host], Keyword.get(parsed, :port, 6379)}, Keyword.get(parsed, :ssl, false)}
-  end
-
-  defp seed!(kw) when is_list(kw) do
-    with true <- Keyword.keyword?(kw),
-         [] <- Keyword.keys(kw) -- [:host, :port],
-         host when is_binary(host) <- Keyword.get(kw, :host, "localhost"),
-         port when is_integer(port) and port in 1..65_535 <- Keyword.get(kw, :port, 6379) do
-      {{host, port}, false}
-    else
-      _ -> bad_seed!(kw)
-    end
-  end
-
-  defp seed!(other), do: bad_seed!(other)
-
-  defp bad_seed!(seed) do
-    raise ArgumentError,
-          "expected each of :nodes to be a URI or a [host: string, port: integer] keyword list, " <>
-            "got: #{inspect(RedixRs.Redact.term(seed))}"
-  end
-
   ## Start
 
   def start_link(opts), do: Connector.start_link(__MODULE__, opts)
@@ -315,7 +215,8 @@ defmodule RedixRs.PubSub.Cluster do
          %{^channel => ^addr} <- state.placed,
          %{handle: handle} <- state.nodes[addr] do
       pids = Map.get(state.subscriptions, {:shard, channel}, MapSet.new())
-      Enum.each(pids, &op(state, handle, :drop, :shard, [channel], &1, state.subscribers[&1], []))
+      state = unplace(state, handle, [channel], addr)
+      # What the old owner delivered goes out first.
       Subscriptions.drain_all(handle, state.refs)
       error = %ConnectionError{reason: :slot_moved}
 
@@ -324,9 +225,7 @@ defmodule RedixRs.PubSub.Cluster do
         send(Subscriptions.target(state, pid), message)
       end)
 
-      state = %{state | placed: Map.delete(state.placed, channel), hint: addr}
-
-      {:noreply, request_refresh(state)}
+      {:noreply, state}
     else
       _ -> {:noreply, state}
     end
@@ -336,35 +235,22 @@ defmodule RedixRs.PubSub.Cluster do
   # the slot migrates) or it cannot serve them now (`CLUSTERDOWN`, `TRYAGAIN`): they are taken off
   # that node and placed again after a refresh (which asks the node `MOVED` names first), so they are
   # subscribed at the slot's owner, or refused again and tried at the next refresh (one a second).
-  # Their subscribers were never told `:ssubscribed`, so they are told nothing.
+  # Their subscribers were never told `:ssubscribed`, so they are told nothing. (A refused
+  # SUNSUBSCRIBE: the slot left that node, and its subscriptions with it; nothing to undo.)
   def handle_info(
         {:redix_rs_pubsub_rejected, %RedixRs.Error{message: message},
-         {id, :subscribe, :shard, names}},
+         {id, action, :shard, names}},
         state
       )
       when is_routing_error(message) do
-    with %{^id => addr} <- state.ids, %{handle: handle} <- state.nodes[addr] do
+    with :subscribe <- action,
+         %{^id => addr} <- state.ids,
+         %{handle: handle} <- state.nodes[addr] do
       refused = Enum.filter(names, &(Map.get(state.placed, &1) == addr))
-
-      for name <- refused, pid <- Map.get(state.subscriptions, {:shard, name}, []) do
-        op(state, handle, :drop, :shard, [name], pid, state.subscribers[pid], [])
-      end
-
-      state = %{state | placed: Map.drop(state.placed, refused), hint: moved_to(message, state)}
-      {:noreply, request_refresh(state)}
+      {:noreply, unplace(state, handle, refused, moved_to(message, state))}
     else
       _ -> {:noreply, state}
     end
-  end
-
-  # The slot left that node, and its subscriptions with it: nothing to undo.
-  def handle_info(
-        {:redix_rs_pubsub_rejected, %RedixRs.Error{message: message},
-         {_, :unsubscribe, :shard, _}},
-        state
-      )
-      when is_routing_error(message) do
-    {:noreply, state}
   end
 
   def handle_info({:redix_rs_pubsub_rejected, %RedixRs.Error{message: message}, _what}, state) do
@@ -535,6 +421,16 @@ defmodule RedixRs.PubSub.Cluster do
   end
 
   defp owners(state), do: state.ranges |> Enum.map(&elem(&1, 2)) |> Enum.uniq()
+
+  # Takes shard channels off the node of `handle` (their subscribers dropped there, silently) and asks
+  # for a refresh, which places them again; `hint` is the node asked first.
+  defp unplace(state, handle, names, hint) do
+    for name <- names, pid <- Map.get(state.subscriptions, {:shard, name}, []) do
+      op(state, handle, :drop, :shard, [name], pid, state.subscribers[pid], [])
+    end
+
+    request_refresh(%{state | placed: Map.drop(state.placed, names), hint: hint})
+  end
 
   # Follows the slot map: shard channels go to their slot's owner, classic subscriptions to a node
   # that is still in the cluster; nodes left serving nothing are closed.
