@@ -256,6 +256,36 @@ defmodule RedixRs.PubSubClusterTest do
     refute_received {:redix_pubsub, _, _, :disconnected, _}
   end
 
+  test "a shard channel whose slot no node owns is subscribed once a node takes the slot",
+       %{cluster: c} do
+    [owner | _] = Cluster.primaries(c)
+    channel = Cluster.name_on(c, owner, "orphan:")
+    slot = RedixRs.Native.key_slot(channel)
+    for port <- Cluster.ports(c), do: Cluster.command!(c, port, ["CLUSTER", "DELSLOTS", slot])
+
+    on_exit(fn ->
+      if Cluster.owner(c, slot, owner) == nil,
+        do: Cluster.command!(c, owner, ["CLUSTER", "ADDSLOTS", slot])
+
+      Cluster.wait_until("every node sees the slot owned again", fn ->
+        Enum.all?(Cluster.ports(c), &(Cluster.info(c, &1) =~ "cluster_state:ok"))
+      end)
+    end)
+
+    pubsub = start_pubsub(c)
+    {:ok, ref} = PubSub.ssubscribe(pubsub, channel, self())
+    # The slot map (read before the ping's node was connected to) has the slot unowned.
+    assert PubSub.ping(pubsub) == :ok
+    refute_received {:redix_pubsub, ^pubsub, ^ref, :ssubscribed, _}
+
+    "OK" = Cluster.command!(c, owner, ["CLUSTER", "ADDSLOTS", slot])
+    assert_receive {:redix_pubsub, ^pubsub, ^ref, :ssubscribed, %{channel: ^channel}}, 10_000
+    assert Cluster.command!(c, owner, ["SPUBLISH", channel, "adopted"]) == 1
+
+    assert_receive {:redix_pubsub, ^pubsub, ^ref, :smessage,
+                    %{channel: ^channel, payload: "adopted"}}
+  end
+
   defp restore_slot(c, port, slot) do
     if Cluster.owner(c, slot, port) == nil do
       "OK" = Cluster.command!(c, port, ["CLUSTER", "ADDSLOTS", slot])

@@ -389,9 +389,10 @@ defmodule RedixRs.PubSub.Cluster do
     state = if state.classic == nil, do: %{state | classic: addr}, else: state
     state = reconcile(state)
 
-    # While a node that serves subscriptions is down, the slot map is asked again every second: a
-    # failover gives its slots to a replica.
-    if state.refresh_again or Enum.any?(state.nodes, fn {_, node} -> node.status == :backoff end),
+    # While a node that serves subscriptions is down, or a shard channel's slot has no owner, the slot
+    # map is asked again every second: a failover gives a node's slots to a replica, and a slot left
+    # unowned is given to a node by hand (CLUSTER ADDSLOTS).
+    if state.refresh_again or any_down?(state) or any_unplaced?(state),
       do: request_refresh(%{state | refresh_again: false}),
       else: state
   end
@@ -402,6 +403,14 @@ defmodule RedixRs.PubSub.Cluster do
     })
 
     ask(%{state | discovery: nil}, rest)
+  end
+
+  defp any_down?(state), do: Enum.any?(state.nodes, fn {_, node} -> node.status == :backoff end)
+
+  defp any_unplaced?(state) do
+    Enum.any?(state.subscriptions, fn {{kind, name}, _} ->
+      kind == :shard and not Map.has_key?(state.placed, name)
+    end)
   end
 
   @doc """
