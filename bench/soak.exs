@@ -25,5 +25,5 @@ opts = [
 ]
 
 result = RedixRs.Test.Soak.run(opts)
-IO.write(RedixRs.Test.Soak.format(result))
+IO.write(RedixRs.Test.Soak.Report.format(result))
 if result.violations != [], do: System.halt(1)

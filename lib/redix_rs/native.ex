@@ -81,11 +81,14 @@ defmodule RedixRs.Native do
   @spec close(handle(), :owner_down | :health_check_timeout) :: :ok
   def close(_handle, _why), do: :erlang.nif_error(not_loaded())
 
-  @spec key_slot(binary()) :: 0..16_383
+  @spec key_slot(binary()) :: 0..16_383 | :dirty
   def key_slot(_key), do: :erlang.nif_error(not_loaded())
 
   @spec cluster_pubsub_discover(map(), reference()) :: :ok
   def cluster_pubsub_discover(_config, _ref), do: :erlang.nif_error(not_loaded())
+
+  @spec key_slot_dirty(binary()) :: 0..16_383
+  def key_slot_dirty(_key), do: :erlang.nif_error(not_loaded())
 
   # The blocking commands sent to side connections, and those kept on the shared one.
   @spec blocking_commands() :: {[String.t()], [String.t()]}

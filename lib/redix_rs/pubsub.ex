@@ -77,7 +77,9 @@ defmodule RedixRs.PubSub do
       comes back: `:disconnected`, with `%RedixRs.ConnectionError{reason: :slot_moved}` (messages
       published meanwhile may be lost), then `:ssubscribed` for the channel once the new owner
       confirmed it. A subscription a node refuses with `MOVED` (the slot map was out of date) is made
-      at the slot's owner, with no `:disconnected`: it was never made.
+      at the slot's owner, with no `:disconnected`: it was never made. One refused with
+      `CLUSTERDOWN` (a node set with `cluster-allow-pubsubshard-when-down no`) is made again after
+      each refresh of the slot map until a node takes it.
     * `subscribe/3` and `psubscribe/3` are served by one node: a cluster sends every `PUBLISH` to
       every node.
     * A node connection that fails reconnects with the backoff options, as a single-server connection
@@ -145,7 +147,7 @@ defmodule RedixRs.PubSub do
 
   def start_link(opts) do
     if is_list(opts) and Keyword.keyword?(opts) and Keyword.has_key?(opts, :nodes) do
-      opts = RedixRs.PubSub.Cluster.validate!(opts)
+      opts = RedixRs.PubSub.Cluster.Options.validate!(opts)
       RedixRs.Native.ensure_loaded!()
       RedixRs.PubSub.Cluster.start_link(opts)
     else

@@ -13,7 +13,7 @@ defmodule RedixRs.FailureTest do
   @moduletag :capture_log
 
   alias RedixRs.ConnectionError
-  alias RedixRs.Test.RedisServer
+  alias RedixRs.Test.{Helpers, RedisServer}
 
   # redis 7 refuses DEBUG unless it is enabled at start.
   @debug_args ["--enable-debug-command", "yes"]
@@ -46,27 +46,6 @@ defmodule RedixRs.FailureTest do
       {:message_queue_len, stray} = Process.info(self(), :message_queue_len)
       {result, stray}
     end)
-  end
-
-  # Polls PING until it answers PONG; returns the milliseconds it took, or :never after `within_ms`.
-  defp await_pong(conn, within_ms) do
-    started = now()
-    await_pong(conn, started, started + within_ms)
-  end
-
-  defp await_pong(conn, started, deadline) do
-    case RedixRs.command(conn, ["PING"], timeout: 500) do
-      {:ok, "PONG"} ->
-        now() - started
-
-      _other ->
-        if now() >= deadline do
-          :never
-        else
-          Process.sleep(10)
-          await_pong(conn, started, deadline)
-        end
-    end
   end
 
   # Polls `fun` until it returns true or `within_ms` passes.
@@ -244,7 +223,7 @@ defmodule RedixRs.FailureTest do
     end
 
     server = RedisServer.restart(server)
-    assert is_integer(await_pong(conn, 10_000))
+    assert is_integer(Helpers.await_pong(conn, 10_000))
     assert {:ok, "OK"} = RedixRs.command(conn, ["SET", "failure:back", "yes"])
     assert RedisServer.redis_cli(server, ["GET", "failure:back"]) == "$3\r\nyes\r\n"
     assert Process.alive?(conn)
@@ -414,7 +393,7 @@ defmodule RedixRs.FailureTest do
     for expected <- 2..4 do
       id = client_id(conn)
       kill_client(server, id)
-      assert is_integer(await_pong(conn, 10_000))
+      assert is_integer(Helpers.await_pong(conn, 10_000))
       assert client_id(conn) != id
       assert :counters.get(counter, 1) == expected
     end
@@ -561,7 +540,7 @@ defmodule RedixRs.FailureTest do
 
     assert Process.alive?(conn)
     _server = RedisServer.restart(server)
-    assert is_integer(await_pong(conn, 10_000))
+    assert is_integer(Helpers.await_pong(conn, 10_000))
     assert {:ok, "up"} = RedixRs.command(conn, ["ECHO", "up"])
   end
 

@@ -165,8 +165,8 @@ defmodule RedixRs.PubSubClusterTest do
 
     refute_received {:redix_pubsub, _, _, :ssubscribed, %{channel: ^other}}
 
-    # Back to where it was, more than a second after the last refresh: followed again.
-    Process.sleep(1_000)
+    # Back to where it was (a refresh within a second of the last one waits for the rest of that
+    # second): followed again.
     Cluster.move_slot!(c, slot, from)
     moved = System.monotonic_time(:millisecond)
 
@@ -211,6 +211,89 @@ defmodule RedixRs.PubSubClusterTest do
     # It was never subscribed anywhere else: nothing was missed, so no :disconnected.
     refute_received {:redix_pubsub, _, _, :disconnected, _}
     Cluster.move_slot!(c, slot, from)
+  end
+
+  # A node whose view of the cluster lacks a slot (here: CLUSTER DELSLOTS of another of its slots,
+  # seen by that node only) answers SSUBSCRIBE with CLUSTERDOWN when it is configured so.
+  @tag :capture_log
+  test "a shard channel refused with CLUSTERDOWN is subscribed once the node serves it again",
+       %{cluster: c} do
+    [_, port | _] = Cluster.primaries(c)
+    # The node is the seed, so classic subscriptions and pings go through its connection too.
+    pubsub = start_supervised!({PubSub, nodes: [[host: "127.0.0.1", port: port]]})
+    {:ok, ref} = PubSub.subscribe(pubsub, "down", self())
+    assert_receive {:redix_pubsub, ^pubsub, ^ref, :subscribed, %{channel: "down"}}
+
+    channel = Cluster.name_on(c, port, "down:")
+    other = Cluster.name_on(c, port, "deleted:")
+    deleted = RedixRs.Native.key_slot(other)
+    assert deleted != RedixRs.Native.key_slot(channel)
+    config = ["CONFIG", "SET", "cluster-allow-pubsubshard-when-down"]
+    "OK" = Cluster.command!(c, port, config ++ ["no"])
+    "OK" = Cluster.command!(c, port, ["CLUSTER", "DELSLOTS", deleted])
+
+    on_exit(fn ->
+      restore_slot(c, port, deleted)
+      Cluster.command!(c, port, config ++ ["yes"])
+    end)
+
+    Cluster.wait_until("the node says the cluster is down", fn ->
+      Cluster.info(c, port) =~ "cluster_state:fail"
+    end)
+
+    {:ok, ^ref} = PubSub.ssubscribe(pubsub, channel, self())
+    # The ping's reply follows the SSUBSCRIBE's refusal on the same connection.
+    assert PubSub.ping(pubsub) == :ok
+    refute_received {:redix_pubsub, ^pubsub, ^ref, :ssubscribed, _}
+
+    restore_slot(c, port, deleted)
+    assert_receive {:redix_pubsub, ^pubsub, ^ref, :ssubscribed, %{channel: ^channel}}, 10_000
+    assert spublish(c, channel, "served") == 1
+
+    assert_receive {:redix_pubsub, ^pubsub, ^ref, :smessage,
+                    %{channel: ^channel, payload: "served"}}
+
+    refute_received {:redix_pubsub, _, _, :disconnected, _}
+  end
+
+  test "a shard channel whose slot no node owns is subscribed once a node takes the slot",
+       %{cluster: c} do
+    [owner | _] = Cluster.primaries(c)
+    channel = Cluster.name_on(c, owner, "orphan:")
+    slot = RedixRs.Native.key_slot(channel)
+    for port <- Cluster.ports(c), do: Cluster.command!(c, port, ["CLUSTER", "DELSLOTS", slot])
+
+    on_exit(fn ->
+      if Cluster.owner(c, slot, owner) == nil,
+        do: Cluster.command!(c, owner, ["CLUSTER", "ADDSLOTS", slot])
+
+      Cluster.wait_until("every node sees the slot owned again", fn ->
+        Enum.all?(Cluster.ports(c), &(Cluster.info(c, &1) =~ "cluster_state:ok"))
+      end)
+    end)
+
+    pubsub = start_pubsub(c)
+    {:ok, ref} = PubSub.ssubscribe(pubsub, channel, self())
+    # The slot map (read before the ping's node was connected to) has the slot unowned.
+    assert PubSub.ping(pubsub) == :ok
+    refute_received {:redix_pubsub, ^pubsub, ^ref, :ssubscribed, _}
+
+    "OK" = Cluster.command!(c, owner, ["CLUSTER", "ADDSLOTS", slot])
+    assert_receive {:redix_pubsub, ^pubsub, ^ref, :ssubscribed, %{channel: ^channel}}, 10_000
+    assert Cluster.command!(c, owner, ["SPUBLISH", channel, "adopted"]) == 1
+
+    assert_receive {:redix_pubsub, ^pubsub, ^ref, :smessage,
+                    %{channel: ^channel, payload: "adopted"}}
+  end
+
+  defp restore_slot(c, port, slot) do
+    if Cluster.owner(c, slot, port) == nil do
+      "OK" = Cluster.command!(c, port, ["CLUSTER", "ADDSLOTS", slot])
+    end
+
+    Cluster.wait_until("the node serves every slot again", fn ->
+      Cluster.info(c, port) =~ "cluster_state:ok"
+    end)
   end
 
   test "a single-server PubSub still ssubscribes at one node, and outlives the end of a moved slot",
@@ -551,6 +634,24 @@ defmodule RedixRs.PubSubClusterTest do
           <<0, 255, 10>>
         ] do
       assert RedixRs.Native.key_slot(key) ==
+               Cluster.command!(c, port, ["CLUSTER", "KEYSLOT", key])
+    end
+  end
+
+  # CRC16 costs about 3 ns a byte: the NIF on a normal scheduler hashes at most 16 KiB, and
+  # answers `:dirty` for more (hashed on a dirty scheduler).
+  test "a long shard channel name is hashed off the normal schedulers", %{cluster: c} do
+    [port | _] = Cluster.ports(c)
+    inline = :binary.copy("x", 16 * 1024)
+    long = :binary.copy("long channel name ", 1_000_000)
+    tagged = "{" <> binary_part(long, 0, 20_000) <> "}" <> long
+
+    assert is_integer(RedixRs.Native.key_slot(inline))
+    assert RedixRs.Native.key_slot(inline <> "x") == :dirty
+    assert RedixRs.Native.key_slot(long) == :dirty
+
+    for key <- [inline, inline <> "x", long, tagged] do
+      assert RedixRs.PubSub.Cluster.slot(key) ==
                Cluster.command!(c, port, ["CLUSTER", "KEYSLOT", key])
     end
   end

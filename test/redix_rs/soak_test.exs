@@ -28,7 +28,7 @@ defmodule RedixRs.SoakTest do
         cycles: 500
       )
 
-    report = IO.iodata_to_binary(Soak.format(result))
+    report = IO.iodata_to_binary(Soak.Report.format(result))
     assert result.violations == [], report
 
     load = result.load

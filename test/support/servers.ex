@@ -53,4 +53,30 @@ defmodule RedixRs.Test.Helpers do
         eventually(fun, tries - 1)
     end
   end
+
+  @doc """
+  Polls PING on `conn` (each with `ping_timeout`) until it answers PONG; returns the milliseconds
+  that took, or `:never` after `within_ms`.
+  """
+  def await_pong(conn, within_ms, ping_timeout \\ 500) do
+    started = System.monotonic_time(:millisecond)
+    await_pong(conn, ping_timeout, started, started + within_ms)
+  end
+
+  defp await_pong(conn, ping_timeout, started, deadline) do
+    answer = RedixRs.command(conn, ["PING"], timeout: ping_timeout)
+    now = System.monotonic_time(:millisecond)
+
+    cond do
+      answer == {:ok, "PONG"} ->
+        now - started
+
+      now >= deadline ->
+        :never
+
+      true ->
+        Process.sleep(10)
+        await_pong(conn, ping_timeout, started, deadline)
+    end
+  end
 end

@@ -28,10 +28,11 @@ defmodule RedixRs.Test.Soak do
   #      PING each) and after `:cycles` of `RedixRs.PubSub` (a SUBSCRIBE, confirmed, each) is compared
   #      with the baseline, within `@tolerances`, after up to `@settle_ms` for it to come back.
   #
-  # It returns a map that `format/1` prints as tables; `result.violations` lists every broken
+  # It returns a map that `RedixRs.Test.Soak.Report.format/1` prints as tables; `result.violations` lists every broken
   # invariant (empty when all hold).
 
   alias RedixRs.ConnectionError
+  alias RedixRs.Test.Soak.Report
   alias RedixRs.Test.RedisServer
 
   @client_name "redix_rs_soak"
@@ -102,12 +103,14 @@ defmodule RedixRs.Test.Soak do
     footprints = [
       {"baseline", baseline},
       {"after the load", after_load},
-      {"after #{fmt(opts[:cycles])} connections", after_conns},
-      {"after #{fmt(opts[:cycles])} pub/subs", after_pubsub}
+      {"after #{Report.fmt(opts[:cycles])} connections", after_conns},
+      {"after #{Report.fmt(opts[:cycles])} pub/subs", after_pubsub}
     ]
 
     result = %{
       opts: opts,
+      tolerances: @tolerances,
+      settle_ms: @settle_ms,
       seconds: (now() - started) / 1000,
       load: load,
       cycles: [connection: conn_cycles, pubsub: pubsub_cycles],
@@ -411,7 +414,7 @@ defmodule RedixRs.Test.Soak do
 
           state =
             if t - state.logged_at >= 5_000 do
-              log.("  #{fmt(answered)} / #{fmt(total)} calls answered")
+              log.("  #{Report.fmt(answered)} / #{Report.fmt(total)} calls answered")
               %{state | logged_at: t}
             else
               state
@@ -510,7 +513,7 @@ defmodule RedixRs.Test.Soak do
   end
 
   defp format_plan(events),
-    do: Enum.map_join(events, ", ", fn {at, kind} -> "#{kind} @ #{fmt(at)}" end)
+    do: Enum.map_join(events, ", ", fn {at, kind} -> "#{kind} @ #{Report.fmt(at)}" end)
 
   defp chaos_loop(ctx, server, [{at, kind} | rest] = events, opts, fired) do
     receive do
@@ -520,10 +523,10 @@ defmodule RedixRs.Test.Soak do
         if :counters.get(ctx.counters, 2) >= at do
           t0 = now()
           {server, detail} = fault(kind, server, opts)
-          recovered = await_recovery(ctx.conn, 30_000)
+          recovered = RedixRs.Test.Helpers.await_pong(ctx.conn, 30_000, 1_000)
 
           opts[:log].(
-            "fault #{kind} at #{fmt(at)} answered calls: #{detail}, recovered in #{recovered} ms"
+            "fault #{kind} at #{Report.fmt(at)} answered calls: #{detail}, recovered in #{recovered} ms"
           )
 
           event = %{
@@ -616,26 +619,6 @@ defmodule RedixRs.Test.Soak do
     end
   end
 
-  defp await_recovery(conn, within) do
-    started = now()
-    await_recovery(conn, started, started + within)
-  end
-
-  defp await_recovery(conn, started, deadline) do
-    case RedixRs.command(conn, ["PING"], timeout: 1_000) do
-      {:ok, "PONG"} ->
-        now() - started
-
-      _other ->
-        if now() >= deadline do
-          :never
-        else
-          Process.sleep(10)
-          await_recovery(conn, started, deadline)
-        end
-    end
-  end
-
   ## Start/stop cycles
 
   defp cycles(kind, server, n, log) do
@@ -643,7 +626,7 @@ defmodule RedixRs.Test.Soak do
 
     failures =
       Enum.reduce(1..n, 0, fn i, failures ->
-        if rem(i, 2_000) == 0, do: log.("  #{kind} cycles: #{fmt(i)} / #{fmt(n)}")
+        if rem(i, 2_000) == 0, do: log.("  #{kind} cycles: #{Report.fmt(i)} / #{Report.fmt(n)}")
         if cycle(kind, server.port) == :ok, do: failures, else: failures + 1
       end)
 
@@ -726,141 +709,6 @@ defmodule RedixRs.Test.Soak do
 
     for {false, message} <- checks ++ cycle_checks ++ footprint_checks, do: message
   end
-
-  ## The report
-
-  @doc "The accounting as tables (iodata)."
-  def format(%{load: load, opts: opts} = result) do
-    o = load.outcomes
-    unknown = o.disconnected + o.timeout
-    rate = round(load.calls * 1000 / max(load.load_ms, 1))
-
-    outcome_rows = [
-      {"{:ok, _}  (acknowledged)", o.ok},
-      {":disconnected  (may have run)", o.disconnected},
-      {":timeout  (may have run)", o.timeout},
-      {":closed  (not sent)", o.closed},
-      {"-LOADING error  (not run)", o.loading},
-      {"other", o.other},
-      {"total answered", Enum.sum(Map.values(o))}
-    ]
-
-    bound = if o.ok <= load.final and load.final <= o.ok + unknown, do: "holds", else: "VIOLATED"
-
-    [
-      "\nredix_rs soak: #{fmt(load.calls)} INCRs from #{load.processes} processes through one RedixRs ",
-      "connection\nredis-server appendonly yes, appendfsync always; call timeout #{opts[:call_timeout]} ms ",
-      "(#{opts[:short_timeouts] * 100}% of calls: 1..3 ms); seed #{opts[:seed]}\n\n",
-      "faults (each fired when that many calls were answered; the next waits for a PING to pass)\n",
-      table(
-        ["at call", "fault", "what happened", "back in"],
-        Enum.map(load.fired, fn e ->
-          [fmt(e.at), to_string(e.kind), e.detail, "#{e.recovered_ms} ms"]
-        end)
-      ),
-      if(load.unfired == [], do: "", else: "NOT FIRED: #{inspect(load.unfired)}\n"),
-      "\nanswers (load: #{fmt(load.load_ms)} ms, #{fmt(rate)} calls/s)\n",
-      table(["outcome", "calls"], Enum.map(outcome_rows, fn {k, v} -> [k, fmt(v)] end)),
-      "\naccounting\n",
-      table(["check", "value", "expected"], [
-        [
-          "calls issued / answered",
-          "#{fmt(load.issued)} / #{fmt(load.answered)}",
-          fmt(load.calls)
-        ],
-        ["messages after an answer", fmt(load.strays), "0"],
-        [
-          "callers left waiting / not exited",
-          "#{fmt(load.hung)} / #{fmt(load.not_exited)}",
-          "0 / 0"
-        ],
-        ["acknowledged values seen twice", fmt(load.duplicates), "0"],
-        ["out of order per caller", fmt(load.out_of_order), "0"],
-        [
-          "final counter (GET)",
-          fmt(load.final),
-          "#{fmt(o.ok)}..#{fmt(o.ok + unknown)}: #{bound}"
-        ],
-        ["connection after the load", inspect(load.conn_after), "{:ok, \"PONG\"}"]
-      ]),
-      "\nstart/stop cycles\n",
-      table(
-        ["kind", "cycles", "failed", "stray msgs", "ms", "cycles/s"],
-        Enum.map(result.cycles, fn {kind, c} ->
-          [
-            if(kind == :pubsub, do: "RedixRs.PubSub + SUBSCRIBE", else: "RedixRs + PING"),
-            fmt(c.cycles),
-            fmt(c.failures),
-            fmt(c.strays),
-            fmt(c.ms),
-            fmt(round(c.cycles * 1000 / max(c.ms, 1)))
-          ]
-        end)
-      ),
-      "\nfootprint (every process garbage collected; up to #{div(@settle_ms, 1000)} s to settle)\n",
-      footprint_table(result.footprints),
-      "\n",
-      case result.violations do
-        [] -> "all invariants hold (#{Float.round(result.seconds, 1)} s)\n"
-        list -> ["VIOLATIONS:\n", Enum.map(list, &["  - ", &1, "\n"])]
-      end
-    ]
-  end
-
-  defp footprint_table([{_, baseline} | _] = footprints) do
-    rows =
-      for {key, label} <- [
-            memory: "erlang memory total (bytes)",
-            threads: "OS threads",
-            fds: "file descriptors",
-            processes: "Erlang processes",
-            rss: "resident set (bytes)"
-          ] do
-        [label] ++
-          Enum.map(footprints, fn
-            {"baseline", s} -> fmt(s[key])
-            {_, s} -> "#{fmt(s[key])} (#{signed(s[key] - baseline[key])})"
-          end) ++ ["+#{fmt(@tolerances[key])}"]
-      end
-
-    table(["" | Enum.map(footprints, &elem(&1, 0))] ++ ["tolerance"], rows)
-  end
-
-  defp table(header, rows) do
-    all = [header | rows]
-
-    widths =
-      all
-      |> Enum.zip()
-      |> Enum.map(fn col -> col |> Tuple.to_list() |> Enum.map(&String.length/1) |> Enum.max() end)
-
-    line = fn cells ->
-      [
-        "  ",
-        cells
-        |> Enum.zip(widths)
-        |> Enum.map_join("  ", fn {c, w} -> String.pad_trailing(c, w) end)
-        |> String.trim_trailing(),
-        "\n"
-      ]
-    end
-
-    sep = ["  ", Enum.map_join(widths, "  ", &String.duplicate("-", &1)), "\n"]
-    [line.(header), sep | Enum.map(rows, line)]
-  end
-
-  defp signed(n) when n >= 0, do: "+" <> fmt(n)
-  defp signed(n), do: "-" <> fmt(-n)
-
-  defp fmt(n) when is_integer(n) do
-    n
-    |> Integer.to_string()
-    |> String.reverse()
-    |> String.replace(~r/(\d{3})(?=\d)/, "\\1,")
-    |> String.reverse()
-  end
-
-  defp fmt(other), do: to_string(other)
 
   defp server_version do
     case System.cmd("redis-server", ["--version"], stderr_to_stdout: true) do

@@ -13,7 +13,8 @@ defmodule RedixRs.PubSub.Cluster do
   # time by `RedixRs.Native.cluster_pubsub_discover/2`. It is refreshed (at most once a second) when
   # Redis ends a shard subscription on its own (`sunsubscribe` for a slot that moved: the native side
   # tells this process `{:redix_rs_pubsub_ended, id, channel}`), when a node refuses a subscription
-  # (`MOVED`), and when a node connection fails. After each refresh, shard channels whose slot has
+  # (`MOVED`, `ASK`, `CLUSTERDOWN`, `TRYAGAIN`: tried again after each refresh), and when a node
+  # connection fails. After each refresh, shard channels whose slot has
   # another owner are subscribed there, and node connections that serve nothing are closed.
   #
   # What subscribers see (documented in `RedixRs.PubSub`): node connection failures as with one
@@ -26,10 +27,15 @@ defmodule RedixRs.PubSub.Cluster do
   require Logger
 
   alias RedixRs.{ConnectionError, Connector, Native}
-  alias RedixRs.PubSub.Relay
+  alias RedixRs.PubSub.Subscriptions
 
   # At most one topology refresh per this many milliseconds.
   @refresh_interval 1_000
+
+  # A refusal that routing answers: the node's slot map differs from ours (`MOVED`, `ASK`), or the
+  # cluster cannot serve the slot now (`CLUSTERDOWN`, `TRYAGAIN`).
+  defguardp is_routing_error(message)
+            when binary_part(message, 0, 3) in ["MOV", "ASK", "CLU", "TRY"]
 
   defstruct [
     :opts,
@@ -54,15 +60,10 @@ defmodule RedixRs.PubSub.Cluster do
     ids: %{},
     # shard channel => the node it is subscribed at
     placed: %{},
-    # {kind, name} => MapSet of subscriber pids
+    # Who subscribed to what (kept by `RedixRs.PubSub.Subscriptions`, which says what each holds).
     subscriptions: %{},
-    # pid => monitor ref (the `ref` of the messages)
     subscribers: %{},
-    # The pids the native side sends to (a local subscriber, or a remote one's relay) => the ref
-    # their messages carry: the map `Native.pubsub_drain/2` takes references from.
     refs: %{},
-    # remote subscriber pid => its relay; a remote pid => its last relay told to stop and not yet
-    # ended; relay monitor ref => remote pid (as in `RedixRs.PubSub.Connection`)
     relays: %{},
     retiring: %{},
     relay_monitors: %{},
@@ -72,106 +73,6 @@ defmodule RedixRs.PubSub.Cluster do
     waiting: [],
     connected_before: MapSet.new()
   ]
-
-  ## Options
-
-  @doc """
-  Validates the options of a cluster pub/sub (they hold `:nodes`); returns them with `:nodes` as a
-  list of `{host, port}` and every `RedixRs.PubSub` option filled in.
-  """
-  def validate!(opts) do
-    {nodes, rest} = Keyword.pop(opts, :nodes)
-
-    for key <- [:host, :port, :sentinel], Keyword.has_key?(rest, key) do
-      raise ArgumentError,
-            "#{inspect(key)} cannot be used with :nodes (a cluster pub/sub connects to the " <>
-              "cluster's nodes)"
-    end
-
-    if Keyword.get(rest, :exit_on_disconnection, false) do
-      raise ArgumentError, ":exit_on_disconnection is not supported with :nodes"
-    end
-
-    if Keyword.get(rest, :fetch_client_id_on_connect, false) do
-      raise ArgumentError,
-            ":fetch_client_id_on_connect is not supported with :nodes (a cluster pub/sub has " <>
-              "one connection per node)"
-    end
-
-    if Keyword.get(rest, :database, 0) not in [0, "0", nil] do
-      raise ArgumentError,
-            "a Redis Cluster has database 0 only, got: database: #{inspect(rest[:database])}"
-    end
-
-    {seeds, tls?} = seeds!(nodes)
-
-    rest =
-      cond do
-        tls? and Keyword.get(rest, :ssl) == false ->
-          raise ArgumentError, "a rediss:// node needs TLS, but ssl: false was given"
-
-        tls? ->
-          Keyword.put(rest, :ssl, true)
-
-        true ->
-          rest
-      end
-
-    rest
-    |> Keyword.delete(:database)
-    |> RedixRs.Options.validate!(:pubsub)
-    |> Keyword.put(:nodes, seeds)
-  end
-
-  defp seeds!(nodes) when is_list(nodes) and nodes != [] do
-    seeds = Enum.map(nodes, &seed!/1)
-    {Enum.map(seeds, &elem(&1, 0)), Enum.any?(seeds, &elem(&1, 1))}
-  end
-
-  defp seeds!(other) do
-    raise ArgumentError,
-          "expected :nodes to be a non-empty list of URIs or [host: ..., port: ...] keyword " <>
-            "lists, got: #{inspect(RedixRs.Redact.term(other))}"
-  end
-
-  defp seed!(uri) when is_binary(uri) do
-    parsed = RedixRs.URI.to_start_options(uri)
-
-    for key <- [:username, :password], Keyword.has_key?(parsed, key) do
-      raise ArgumentError,
-            "a :nodes URI cannot hold credentials (give :username and :password as options): " <>
-              RedixRs.Redact.describe(uri)
-    end
-
-    if parsed[:host] == nil or match?({:local, _}, parsed[:host]) do
-      raise ArgumentError, "a :nodes URI must name a TCP host, got: #{inspect(uri)}"
-    end
-
-    if Keyword.get(parsed, :database, 0) != 0 do
-      raise ArgumentError, "a :nodes URI cannot select a database other than 0: #{inspect(uri)}"
-    end
-
-    {{parsed[:host], Keyword.get(parsed, :port, 6379)}, Keyword.get(parsed, :ssl, false)}
-  end
-
-  defp seed!(kw) when is_list(kw) do
-    with true <- Keyword.keyword?(kw),
-         [] <- Keyword.keys(kw) -- [:host, :port],
-         host when is_binary(host) <- Keyword.get(kw, :host, "localhost"),
-         port when is_integer(port) and port in 1..65_535 <- Keyword.get(kw, :port, 6379) do
-      {{host, port}, false}
-    else
-      _ -> bad_seed!(kw)
-    end
-  end
-
-  defp seed!(other), do: bad_seed!(other)
-
-  defp bad_seed!(seed) do
-    raise ArgumentError,
-          "expected each of :nodes to be a URI or a [host: string, port: integer] keyword list, " <>
-            "got: #{inspect(RedixRs.Redact.term(seed))}"
-  end
 
   ## Start
 
@@ -203,15 +104,7 @@ defmodule RedixRs.PubSub.Cluster do
   end
 
   def handle_call({:subscribe, kind, names, pid}, _from, state) do
-    {ref, state} = monitor(state, pid)
-    new = Enum.filter(names, &(not Map.has_key?(state.subscriptions, {kind, &1})))
-
-    subscriptions =
-      Enum.reduce(names, state.subscriptions, fn name, acc ->
-        Map.update(acc, {kind, name}, MapSet.new([pid]), &MapSet.put(&1, pid))
-      end)
-
-    state = %{state | subscriptions: subscriptions}
+    {ref, new, state} = Subscriptions.add(state, kind, names, pid)
 
     state =
       case kind do
@@ -225,8 +118,8 @@ defmodule RedixRs.PubSub.Cluster do
   def handle_call({:unsubscribe, kind, names, pid}, _from, state) do
     ref = Map.get(state.subscribers, pid) || make_ref()
     # A remote pid that subscribed to nothing gets a relay for this call's messages.
-    {sender, state} = sender(state, pid)
-    {state, emptied} = remove(state, kind, names, pid)
+    {sender, state} = Subscriptions.sender(state, pid)
+    {state, emptied} = Subscriptions.remove(state, kind, names, pid)
 
     names
     |> Enum.group_by(&node_of(state, kind, &1))
@@ -235,7 +128,7 @@ defmodule RedixRs.PubSub.Cluster do
         nil ->
           Enum.each(
             names,
-            &send(sender, {:redix_pubsub, self(), ref, unsubscribed(kind), props(kind, &1)})
+            &send(sender, Subscriptions.unsubscribed(ref, kind, &1))
           )
 
         handle ->
@@ -253,7 +146,7 @@ defmodule RedixRs.PubSub.Cluster do
         do: %{state | placed: Map.drop(state.placed, emptied)},
         else: state
 
-    state = state |> forget_if_idle(pid) |> close_idle_nodes()
+    state = state |> Subscriptions.forget_if_idle(pid) |> close_idle_nodes()
     {:reply, :ok, state}
   end
 
@@ -322,39 +215,45 @@ defmodule RedixRs.PubSub.Cluster do
          %{^channel => ^addr} <- state.placed,
          %{handle: handle} <- state.nodes[addr] do
       pids = Map.get(state.subscriptions, {:shard, channel}, MapSet.new())
-      Enum.each(pids, &op(state, handle, :drop, :shard, [channel], &1, state.subscribers[&1], []))
-      drain_all(handle, state.refs)
+      state = unplace(state, handle, [channel], addr)
+      # What the old owner delivered goes out first.
+      Subscriptions.drain_all(handle, state.refs)
       error = %ConnectionError{reason: :slot_moved}
 
       Enum.each(pids, fn pid ->
         message = {:redix_pubsub, self(), state.subscribers[pid], :disconnected, %{error: error}}
-        send(target(state, pid), message)
+        send(Subscriptions.target(state, pid), message)
       end)
 
-      state = %{state | placed: Map.delete(state.placed, channel), hint: addr}
-
-      {:noreply, request_refresh(state)}
+      {:noreply, state}
     else
       _ -> {:noreply, state}
     end
   end
 
-  # A node refused a subscription: `MOVED` (the slot map was stale) calls for a refresh, asking the
-  # node it names first (it owns the slot, so its map says so).
-  def handle_info({:redix_rs_pubsub_rejected, %RedixRs.Error{message: "MOVED " <> where}}, state) do
-    hint =
-      with [_slot, address] <- String.split(where, " "),
-           [host, port] when host != "" <- String.split(address, ":"),
-           {port, ""} <- Integer.parse(port) do
-        {host, port}
-      else
-        _ -> state.hint
-      end
-
-    {:noreply, request_refresh(%{state | hint: hint})}
+  # A node refused shard channels because its slot map differs from ours (`MOVED`, or `ASK` while
+  # the slot migrates) or it cannot serve them now (`CLUSTERDOWN`, `TRYAGAIN`): they are taken off
+  # that node and placed again after a refresh (which asks the node `MOVED` names first), so they are
+  # subscribed at the slot's owner, or refused again and tried at the next refresh (one a second).
+  # Their subscribers were never told `:ssubscribed`, so they are told nothing. (A refused
+  # SUNSUBSCRIBE: the slot left that node, and its subscriptions with it; nothing to undo.)
+  def handle_info(
+        {:redix_rs_pubsub_rejected, %RedixRs.Error{message: message},
+         {id, action, :shard, names}},
+        state
+      )
+      when is_routing_error(message) do
+    with :subscribe <- action,
+         %{^id => addr} <- state.ids,
+         %{handle: handle} <- state.nodes[addr] do
+      refused = Enum.filter(names, &(Map.get(state.placed, &1) == addr))
+      {:noreply, unplace(state, handle, refused, moved_to(message, state))}
+    else
+      _ -> {:noreply, state}
+    end
   end
 
-  def handle_info({:redix_rs_pubsub_rejected, %RedixRs.Error{message: message}}, state) do
+  def handle_info({:redix_rs_pubsub_rejected, %RedixRs.Error{message: message}, _what}, state) do
     Logger.error(
       "RedixRs.PubSub #{inspect(state.opts[:name] || self())}: Redis refused a subscription: #{message}"
     )
@@ -376,7 +275,7 @@ defmodule RedixRs.PubSub.Cluster do
   def handle_info({:DOWN, ref, :process, pid, _reason}, state) do
     case state.subscribers do
       %{^pid => ^ref} -> {:noreply, drop_subscriber(state, pid, ref)}
-      _ -> {:noreply, relay_ended(state, ref, pid)}
+      _ -> {:noreply, Subscriptions.relay_ended(state, ref, pid)}
     end
   end
 
@@ -388,6 +287,19 @@ defmodule RedixRs.PubSub.Cluster do
   def format_status(reason, pdict_and_state), do: RedixRs.Redact.status(reason, pdict_and_state)
 
   ## Topology
+
+  # The node a `MOVED` error names (it owns the slot, so its map says so), else the current hint.
+  defp moved_to("MOVED " <> where, state) do
+    with [_slot, address] <- String.split(where, " "),
+         [host, port] when host != "" <- String.split(address, ":"),
+         {port, ""} <- Integer.parse(port) do
+      {host, port}
+    else
+      _ -> state.hint
+    end
+  end
+
+  defp moved_to(_message, state), do: state.hint
 
   defp discover_synchronously(_state, [], last_error) do
     {:error, %ConnectionError{reason: last_error || :closed}}
@@ -477,9 +389,10 @@ defmodule RedixRs.PubSub.Cluster do
     state = if state.classic == nil, do: %{state | classic: addr}, else: state
     state = reconcile(state)
 
-    # While a node that serves subscriptions is down, the slot map is asked again every second: a
-    # failover gives its slots to a replica.
-    if state.refresh_again or Enum.any?(state.nodes, fn {_, node} -> node.status == :backoff end),
+    # While a node that serves subscriptions is down, or a shard channel's slot has no owner, the slot
+    # map is asked again every second: a failover gives a node's slots to a replica, and a slot left
+    # unowned is given to a node by hand (CLUSTER ADDSLOTS).
+    if state.refresh_again or any_down?(state) or any_unplaced?(state),
       do: request_refresh(%{state | refresh_again: false}),
       else: state
   end
@@ -492,11 +405,41 @@ defmodule RedixRs.PubSub.Cluster do
     ask(%{state | discovery: nil}, rest)
   end
 
+  defp any_down?(state), do: Enum.any?(state.nodes, fn {_, node} -> node.status == :backoff end)
+
+  defp any_unplaced?(state) do
+    Enum.any?(state.subscriptions, fn {{kind, name}, _} ->
+      kind == :shard and not Map.has_key?(state.placed, name)
+    end)
+  end
+
+  @doc """
+  The hash slot of a shard channel; a long name is hashed on a dirty scheduler (`Native.key_slot/1`
+  answers `:dirty` rather than hold a normal one).
+  """
+  @spec slot(binary()) :: 0..16_383
+  def slot(name) do
+    case Native.key_slot(name) do
+      :dirty -> Native.key_slot_dirty(name)
+      slot -> slot
+    end
+  end
+
   defp owner(state, slot) do
     Enum.find_value(state.ranges || [], fn {first, last, addr} -> slot in first..last && addr end)
   end
 
   defp owners(state), do: state.ranges |> Enum.map(&elem(&1, 2)) |> Enum.uniq()
+
+  # Takes shard channels off the node of `handle` (their subscribers dropped there, silently) and asks
+  # for a refresh, which places them again; `hint` is the node asked first.
+  defp unplace(state, handle, names, hint) do
+    for name <- names, pid <- Map.get(state.subscriptions, {:shard, name}, []) do
+      op(state, handle, :drop, :shard, [name], pid, state.subscribers[pid], [])
+    end
+
+    request_refresh(%{state | placed: Map.drop(state.placed, names), hint: hint})
+  end
 
   # Follows the slot map: shard channels go to their slot's owner, classic subscriptions to a node
   # that is still in the cluster; nodes left serving nothing are closed.
@@ -506,7 +449,7 @@ defmodule RedixRs.PubSub.Cluster do
     state =
       for({{:shard, name}, _} <- state.subscriptions, do: name)
       |> Enum.reduce(state, fn name, state ->
-        target = owner(state, Native.key_slot(name))
+        target = owner(state, slot(name))
         current = Map.get(state.placed, name)
 
         if target != nil and target != current,
@@ -541,7 +484,7 @@ defmodule RedixRs.PubSub.Cluster do
 
       handle ->
         Enum.each(pids, &op(state, handle, :drop, :shard, [name], &1, state.subscribers[&1], []))
-        drain_all(handle, state.refs)
+        Subscriptions.drain_all(handle, state.refs)
     end
 
     state = %{state | placed: Map.put(state.placed, name, to)}
@@ -571,7 +514,7 @@ defmodule RedixRs.PubSub.Cluster do
     # the slot map is known, otherwise once it is.
     {state, unplaced} =
       Enum.reduce(new, {state, false}, fn name, {state, unplaced} ->
-        case state.ranges && owner(state, Native.key_slot(name)) do
+        case state.ranges && owner(state, slot(name)) do
           nil -> {state, unplaced or state.ranges != nil}
           addr -> {%{state | placed: Map.put(state.placed, name, addr)}, unplaced}
         end
@@ -610,7 +553,7 @@ defmodule RedixRs.PubSub.Cluster do
   # messages the last op left queued (what the caller must drain before it replies).
   defp by_slot(:shard, names, redis, fun) do
     names
-    |> Enum.group_by(&Native.key_slot/1)
+    |> Enum.group_by(&slot/1)
     |> Enum.map(fn {_slot, names} -> fun.(names, Enum.filter(redis, &(&1 in names))) end)
     |> Enum.max(fn -> 0 end)
   end
@@ -703,7 +646,7 @@ defmodule RedixRs.PubSub.Cluster do
     error = %ConnectionError{reason: reason}
     Connector.emit(:disconnection, node_opts(state, addr), %{reason: error})
     node = state.nodes[addr]
-    drain_all(node.handle, state.refs)
+    Subscriptions.drain_all(node.handle, state.refs)
 
     state =
       if addr == state.classic do
@@ -794,129 +737,10 @@ defmodule RedixRs.PubSub.Cluster do
 
   ## Subscribers
 
-  defp monitor(state, pid) do
-    case state.subscribers do
-      %{^pid => ref} ->
-        {ref, state}
-
-      _ ->
-        ref = Process.monitor(pid)
-        {sender, state} = sender(state, pid)
-
-        {ref,
-         %{
-           state
-           | subscribers: Map.put(state.subscribers, pid, ref),
-             refs: Map.put(state.refs, sender, ref)
-         }}
-    end
-  end
-
-  # The pid the native side sends `pid`'s messages to: `pid` itself, or its relay.
-  defp target(state, pid), do: Map.get(state.relays, pid, pid)
-
-  # The process that sends `pid` its messages: itself when local, else its relay, started when it
-  # has none (after the previous one, if that one is still stopping).
-  defp sender(state, pid) when node(pid) == node(), do: {pid, state}
-
-  defp sender(state, pid) do
-    case state.relays do
-      %{^pid => relay} ->
-        {relay, state}
-
-      _ ->
-        relay = Relay.start_link(pid, Map.get(state.retiring, pid))
-        {relay, %{state | relays: Map.put(state.relays, pid, relay)}}
-    end
-  end
-
-  # `pid` has nothing left here: its relay (if any) stops once it has forwarded what it was handed.
-  defp release(state, pid) do
-    case Map.pop(state.relays, pid) do
-      {nil, _} ->
-        state
-
-      {relay, relays} ->
-        Relay.stop(relay)
-        ref = Process.monitor(relay)
-
-        %{
-          state
-          | relays: relays,
-            retiring: Map.put(state.retiring, pid, relay),
-            relay_monitors: Map.put(state.relay_monitors, ref, pid)
-        }
-    end
-  end
-
-  defp relay_ended(state, ref, relay) do
-    case Map.pop(state.relay_monitors, ref) do
-      {nil, _} ->
-        state
-
-      {pid, monitors} ->
-        retiring =
-          case state.retiring do
-            %{^pid => ^relay} -> Map.delete(state.retiring, pid)
-            retiring -> retiring
-          end
-
-        %{state | relay_monitors: monitors, retiring: retiring}
-    end
-  end
-
-  defp forget(state, pid) do
-    state = %{
-      state
-      | subscribers: Map.delete(state.subscribers, pid),
-        refs: Map.delete(state.refs, target(state, pid))
-    }
-
-    release(state, pid)
-  end
-
-  # Removes `pid` from `names`; returns the names nobody subscribes to any more.
-  defp remove(state, kind, names, pid) do
-    Enum.reduce(names, {state, []}, fn name, {state, emptied} ->
-      key = {kind, name}
-      pids = Map.get(state.subscriptions, key, MapSet.new())
-      rest = MapSet.delete(pids, pid)
-
-      cond do
-        not MapSet.member?(pids, pid) ->
-          {state, emptied}
-
-        MapSet.size(rest) == 0 ->
-          {%{state | subscriptions: Map.delete(state.subscriptions, key)}, [name | emptied]}
-
-        true ->
-          {%{state | subscriptions: Map.put(state.subscriptions, key, rest)}, emptied}
-      end
-    end)
-  end
-
-  defp forget_if_idle(state, pid) do
-    if Enum.any?(state.subscriptions, fn {_, pids} -> MapSet.member?(pids, pid) end) do
-      state
-    else
-      case Map.get(state.subscribers, pid) do
-        nil -> :ok
-        ref -> Process.demonitor(ref, [:flush])
-      end
-
-      forget(state, pid)
-    end
-  end
-
   defp drop_subscriber(state, pid, ref) do
-    by_kind =
-      for {{kind, name}, pids} <- state.subscriptions, MapSet.member?(pids, pid), reduce: %{} do
-        acc -> Map.update(acc, kind, [name], &[name | &1])
-      end
-
     state =
-      Enum.reduce(by_kind, state, fn {kind, names}, state ->
-        {state, emptied} = remove(state, kind, names, pid)
+      Enum.reduce(Subscriptions.of(state, pid), state, fn {kind, names}, state ->
+        {state, emptied} = Subscriptions.remove(state, kind, names, pid)
 
         names
         |> Enum.group_by(&node_of(state, kind, &1))
@@ -935,14 +759,17 @@ defmodule RedixRs.PubSub.Cluster do
           else: state
       end)
 
-    state |> forget(pid) |> close_idle_nodes()
+    state |> Subscriptions.forget(pid) |> close_idle_nodes()
   end
 
   ## Native operations
 
   # The native side sends to `pid`'s target: `pid` itself, or its relay.
   defp op(state, handle, action, kind, names, pid, ref, redis_names) do
-    Native.pubsub_op(handle, {action, kind, names, target(state, pid), ref, redis_names})
+    Native.pubsub_op(
+      handle,
+      {action, kind, names, Subscriptions.target(state, pid), ref, redis_names}
+    )
   end
 
   # Sends at least `count` queued messages (those up to the last op's own) before the caller gets
@@ -957,20 +784,6 @@ defmodule RedixRs.PubSub.Cluster do
       {:done, _sent} -> :ok
     end
   end
-
-  defp drain_all(handle, refs) do
-    case Native.pubsub_drain(handle, refs) do
-      {:more, _sent} -> drain_all(handle, refs)
-      {:done, _sent} -> :ok
-    end
-  end
-
-  defp unsubscribed(:channel), do: :unsubscribed
-  defp unsubscribed(:pattern), do: :punsubscribed
-  defp unsubscribed(:shard), do: :sunsubscribed
-
-  defp props(:pattern, name), do: %{pattern: name}
-  defp props(_kind, name), do: %{channel: name}
 end
 
 defimpl Inspect, for: RedixRs.PubSub.Cluster do

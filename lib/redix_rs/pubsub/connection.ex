@@ -12,7 +12,7 @@ defmodule RedixRs.PubSub.Connection do
   require Logger
 
   alias RedixRs.{ConnectionError, Connector, Native}
-  alias RedixRs.PubSub.Relay
+  alias RedixRs.PubSub.Subscriptions
 
   defstruct [
     :opts,
@@ -64,18 +64,10 @@ defmodule RedixRs.PubSub.Connection do
   end
 
   def handle_call({:subscribe, kind, names, pid}, _from, state) do
-    {ref, state} = monitor(state, pid)
-    new = Enum.filter(names, &(not Map.has_key?(state.subscriptions, {kind, &1})))
-
-    subscriptions =
-      Enum.reduce(names, state.subscriptions, fn name, acc ->
-        Map.update(acc, {kind, name}, MapSet.new([pid]), &MapSet.put(&1, pid))
-      end)
-
-    state = %{state | subscriptions: subscriptions}
+    {ref, new, state} = Subscriptions.add(state, kind, names, pid)
 
     if state.status == :connected,
-      do: op(state, :subscribe, kind, names, target(state, pid), ref, new)
+      do: op(state, :subscribe, kind, names, Subscriptions.target(state, pid), ref, new)
 
     {:reply, {:ok, ref}, state}
   end
@@ -83,8 +75,8 @@ defmodule RedixRs.PubSub.Connection do
   def handle_call({:unsubscribe, kind, names, pid}, _from, state) do
     ref = Map.get(state.subscribers, pid) || make_ref()
     # A remote pid that subscribed to nothing gets a relay for this call's messages.
-    {sender, state} = sender(state, pid)
-    {state, emptied} = remove(state, kind, names, pid)
+    {sender, state} = Subscriptions.sender(state, pid)
+    {state, emptied} = Subscriptions.remove(state, kind, names, pid)
 
     if state.status == :connected do
       op(state, :unsubscribe, kind, names, sender, ref, emptied)
@@ -92,11 +84,11 @@ defmodule RedixRs.PubSub.Connection do
       # No native connection to send through: nothing else can reach the subscriber meanwhile.
       Enum.each(
         names,
-        &send(sender, {:redix_pubsub, self(), ref, unsubscribed(kind), props(kind, &1)})
+        &send(sender, Subscriptions.unsubscribed(ref, kind, &1))
       )
     end
 
-    {:reply, :ok, forget_if_idle(state, pid)}
+    {:reply, :ok, Subscriptions.forget_if_idle(state, pid)}
   end
 
   def handle_call(:get_client_id, from, state) do
@@ -159,12 +151,12 @@ defmodule RedixRs.PubSub.Connection do
   def handle_info({:DOWN, ref, :process, pid, _reason}, state) do
     case state.subscribers do
       %{^pid => ^ref} -> {:noreply, drop_subscriber(state, pid, ref)}
-      _ -> {:noreply, relay_ended(state, ref, pid)}
+      _ -> {:noreply, Subscriptions.relay_ended(state, ref, pid)}
     end
   end
 
   # Redis refused a (p|s)subscribe: its subscribers will not get `:subscribed`; say why.
-  def handle_info({:redix_rs_pubsub_rejected, %RedixRs.Error{message: message}}, state) do
+  def handle_info({:redix_rs_pubsub_rejected, %RedixRs.Error{message: message}, _what}, state) do
     Logger.error(
       "RedixRs.PubSub #{inspect(state.opts[:name] || self())}: Redis refused a subscription: #{message}"
     )
@@ -207,7 +199,7 @@ defmodule RedixRs.PubSub.Connection do
     Enum.each(state.pings, fn {_, from} -> GenServer.reply(from, {:error, error}) end)
     state = answer_waiting(state, :all, {:error, %ConnectionError{reason: :closed}})
     # What the connection owed subscribers (its last messages, then `:disconnected`) goes out now.
-    drain_all(state.handle, state.refs)
+    Subscriptions.drain_all(state.handle, state.refs)
     state = %{state | handle: nil, client_id: nil, pings: %{}}
 
     if state.opts[:exit_on_disconnection] do
@@ -317,7 +309,7 @@ defmodule RedixRs.PubSub.Connection do
     |> Enum.reduce(MapSet.new(), fn {{pid, kind}, names}, told ->
       redis_names = Enum.reject(names, &MapSet.member?(told, {kind, &1}))
       ref = Map.fetch!(state.subscribers, pid)
-      op(state, :subscribe, kind, names, target(state, pid), ref, redis_names)
+      op(state, :subscribe, kind, names, Subscriptions.target(state, pid), ref, redis_names)
       Enum.reduce(redis_names, told, &MapSet.put(&2, {kind, &1}))
     end)
   end
@@ -332,140 +324,20 @@ defmodule RedixRs.PubSub.Connection do
     %{state | status: :backoff, backoff: backoff}
   end
 
-  # Subscribers.
-
-  defp monitor(state, pid) do
-    case state.subscribers do
-      %{^pid => ref} ->
-        {ref, state}
-
-      _ ->
-        ref = Process.monitor(pid)
-        {sender, state} = sender(state, pid)
-
-        {ref,
-         %{
-           state
-           | subscribers: Map.put(state.subscribers, pid, ref),
-             refs: Map.put(state.refs, sender, ref)
-         }}
-    end
-  end
-
-  # The pid the native side sends `pid`'s messages to: `pid` itself, or its relay.
-  defp target(state, pid), do: Map.get(state.relays, pid, pid)
-
-  # The process that sends `pid` its messages: itself when local, else its relay, started when it
-  # has none (after the previous one, if that one is still stopping).
-  defp sender(state, pid) when node(pid) == node(), do: {pid, state}
-
-  defp sender(state, pid) do
-    case state.relays do
-      %{^pid => relay} ->
-        {relay, state}
-
-      _ ->
-        relay = Relay.start_link(pid, Map.get(state.retiring, pid))
-        {relay, %{state | relays: Map.put(state.relays, pid, relay)}}
-    end
-  end
-
-  # `pid` has nothing left here: its relay (if any) stops once it has forwarded what it was handed.
-  defp release(state, pid) do
-    case Map.pop(state.relays, pid) do
-      {nil, _} ->
-        state
-
-      {relay, relays} ->
-        Relay.stop(relay)
-        ref = Process.monitor(relay)
-
-        %{
-          state
-          | relays: relays,
-            retiring: Map.put(state.retiring, pid, relay),
-            relay_monitors: Map.put(state.relay_monitors, ref, pid)
-        }
-    end
-  end
-
-  defp relay_ended(state, ref, relay) do
-    case Map.pop(state.relay_monitors, ref) do
-      {nil, _} ->
-        state
-
-      {pid, monitors} ->
-        retiring =
-          case state.retiring do
-            %{^pid => ^relay} -> Map.delete(state.retiring, pid)
-            retiring -> retiring
-          end
-
-        %{state | relay_monitors: monitors, retiring: retiring}
-    end
-  end
-
-  # Removes `pid` from `names`; returns the names nobody subscribes to any more.
-  defp remove(state, kind, names, pid) do
-    Enum.reduce(names, {state, []}, fn name, {state, emptied} ->
-      key = {kind, name}
-
-      pids = Map.get(state.subscriptions, key, MapSet.new())
-      rest = MapSet.delete(pids, pid)
-
-      cond do
-        not MapSet.member?(pids, pid) ->
-          {state, emptied}
-
-        MapSet.size(rest) == 0 ->
-          {%{state | subscriptions: Map.delete(state.subscriptions, key)}, [name | emptied]}
-
-        true ->
-          {%{state | subscriptions: Map.put(state.subscriptions, key, rest)}, emptied}
-      end
-    end)
-  end
-
-  defp forget_if_idle(state, pid) do
-    if Enum.any?(state.subscriptions, fn {_, pids} -> MapSet.member?(pids, pid) end) do
-      state
-    else
-      case Map.pop(state.subscribers, pid) do
-        {nil, _} -> state
-        {ref, _} -> Process.demonitor(ref, [:flush])
-      end
-
-      forget(state, pid)
-    end
-  end
-
-  defp forget(state, pid) do
-    state = %{
-      state
-      | subscribers: Map.delete(state.subscribers, pid),
-        refs: Map.delete(state.refs, target(state, pid))
-    }
-
-    release(state, pid)
-  end
+  # Subscriptions.
 
   defp drop_subscriber(state, pid, ref) do
-    by_kind =
-      for {{kind, name}, pids} <- state.subscriptions, MapSet.member?(pids, pid), reduce: %{} do
-        acc -> Map.update(acc, kind, [name], &[name | &1])
-      end
-
     state =
-      Enum.reduce(by_kind, state, fn {kind, names}, state ->
-        {state, emptied} = remove(state, kind, names, pid)
+      Enum.reduce(Subscriptions.of(state, pid), state, fn {kind, names}, state ->
+        {state, emptied} = Subscriptions.remove(state, kind, names, pid)
 
         if state.status == :connected,
-          do: op(state, :drop, kind, names, target(state, pid), ref, emptied)
+          do: op(state, :drop, kind, names, Subscriptions.target(state, pid), ref, emptied)
 
         state
       end)
 
-    forget(state, pid)
+    Subscriptions.forget(state, pid)
   end
 
   # Applies a change natively, then sends what it owes subscribers (`:subscribed` for a channel Redis
@@ -484,21 +356,6 @@ defmodule RedixRs.PubSub.Connection do
       {:done, _sent} -> :ok
     end
   end
-
-  # An ended connection queues nothing more: send all it owed.
-  defp drain_all(handle, refs) do
-    case Native.pubsub_drain(handle, refs) do
-      {:more, _sent} -> drain_all(handle, refs)
-      {:done, _sent} -> :ok
-    end
-  end
-
-  defp unsubscribed(:channel), do: :unsubscribed
-  defp unsubscribed(:pattern), do: :punsubscribed
-  defp unsubscribed(:shard), do: :sunsubscribed
-
-  defp props(:pattern, name), do: %{pattern: name}
-  defp props(_kind, name), do: %{channel: name}
 end
 
 defimpl Inspect, for: RedixRs.PubSub.Connection do

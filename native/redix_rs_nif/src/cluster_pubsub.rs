@@ -5,7 +5,10 @@
 
 use bytes::BytesMut;
 use redix_rs_core::cluster::{slot, Origin, Topology, TopologyError, SLOT_COUNT};
-use redix_rs_core::conn::{establish, Address, ConnectError, ConnectOptions, Stream};
+use redix_rs_core::conn::{
+    establish, Address, Confirmations, ConnectError, ConnectOptions, Stream,
+};
+use redix_rs_core::pubsub::Kind;
 use redix_rs_core::resp::{encode_command, Frame, Limits, Parsed, Parser};
 use rustler::{Binary, Encoder, Env, Error, LocalPid, NifResult, OwnedEnv, Term};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -16,11 +19,28 @@ rustler::atoms! {
     topology,
     redix_rs_pubsub_ended,
     panic,
+    subscribe,
+    unsubscribe,
+    shard,
 }
 
-/// The hash slot of `key` (CRC16/XMODEM mod 16384 of its hash tag, or of the whole key). Pure.
+/// Bytes of key `key_slot` hashes on a normal scheduler: CRC16 costs about 3 ns a byte (measured on
+/// the 2-core dev box under load: 45 µs for 16 KiB, 3.4 ms for 1 MiB), so a call stays under 100 µs.
+const INLINE_SLOT_BYTES: usize = 16 * 1024;
+
+/// The hash slot of `key` (CRC16/XMODEM mod 16384 of its hash tag, or of the whole key), or `:dirty`
+/// for a key longer than `INLINE_SLOT_BYTES` (hash it with `key_slot_dirty/1`). Pure.
 #[rustler::nif]
-fn key_slot(key: Binary<'_>) -> u16 {
+fn key_slot<'a>(env: Env<'a>, key: Binary<'a>) -> Term<'a> {
+    if key.len() > INLINE_SLOT_BYTES {
+        return atoms::dirty().encode(env);
+    }
+    slot(key.as_slice()).encode(env)
+}
+
+/// `key_slot/1` for a key of any length, on a dirty CPU scheduler.
+#[rustler::nif(schedule = "DirtyCpu")]
+fn key_slot_dirty(key: Binary<'_>) -> u16 {
     slot(key.as_slice())
 }
 
@@ -176,5 +196,41 @@ fn result_term(env: Env<'_>, result: Result<Vec<Range>, Failure>) -> Term<'_> {
 pub fn notify_ended(env: &mut OwnedEnv, owner: &LocalPid, id: u64, channel: &[u8]) {
     let _ = env.send_and_clear(owner, |env| {
         (redix_rs_pubsub_ended(), id, reply::binary(env, channel)).encode(env)
+    });
+}
+
+/// Tells the owner of pub/sub connection `id` that Redis refused a (un)subscription:
+/// `{:redix_rs_pubsub_rejected, error, {id, :subscribe | :unsubscribe, kind, names}}`. From a tokio
+/// thread.
+pub fn notify_refused(
+    env: &mut OwnedEnv,
+    owner: &LocalPid,
+    id: u64,
+    error: &Frame,
+    refused: &Confirmations,
+) {
+    let _ = env.send_and_clear(owner, |env| {
+        let action = if refused.subscribe {
+            subscribe()
+        } else {
+            unsubscribe()
+        };
+        let kind = match refused.kind {
+            Kind::Channel => atoms::channel(),
+            Kind::Pattern => atoms::pattern(),
+            Kind::Shard => shard(),
+        };
+        let names: Vec<Term> = refused
+            .names
+            .iter()
+            .map(|name| reply::binary(env, name))
+            .collect();
+        let what = (id, action, kind, names);
+        (
+            atoms::redix_rs_pubsub_rejected(),
+            reply::frame(env, error),
+            what,
+        )
+            .encode(env)
     });
 }

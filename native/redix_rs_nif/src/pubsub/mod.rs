@@ -441,12 +441,25 @@ impl OutOfBandSink for PubSubFanout {
         }
     }
 
-    /// Tells the `RedixRs.PubSub` process, which logs it: `{:redix_rs_pubsub_rejected, error}`.
+    /// Tells the `RedixRs.PubSub` process, which logs it: `{:redix_rs_pubsub_rejected, error, nil}`.
     fn rejected(&self, error: &Frame) {
         let mut inner = self.lock();
         let _ = inner.env.send_and_clear(&self.owner, |env| {
-            (atoms::redix_rs_pubsub_rejected(), reply::frame(env, error)).encode(env)
+            let nil = atoms::nil().encode(env);
+            (
+                atoms::redix_rs_pubsub_rejected(),
+                reply::frame(env, error),
+                nil,
+            )
+                .encode(env)
         });
+    }
+
+    /// `{:redix_rs_pubsub_rejected, error, {id, action, kind, names}}`: on a cluster, a shard channel
+    /// refused with `MOVED` or `CLUSTERDOWN` is routed again.
+    fn refused(&self, error: &Frame, refused: &Confirmations) {
+        let mut inner = self.lock();
+        crate::cluster_pubsub::notify_refused(&mut inner.env, &self.owner, self.id, error, refused);
     }
 
     /// Each subscriber hears of the disconnection once, however many channels it had.

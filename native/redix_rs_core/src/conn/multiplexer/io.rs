@@ -9,7 +9,7 @@ use std::io::IoSlice;
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::{Current, Multiplexer, Pending, Taken, Waiter, KEEP_BUFFER, READ_CHUNK};
+use super::{Confirmations, Current, Multiplexer, Pending, Taken, Waiter, KEEP_BUFFER, READ_CHUNK};
 use crate::conn::out_of_band::{self, Classified, OutOfBand};
 use crate::conn::{Reason, Stream};
 use crate::pubsub::Event;
@@ -179,8 +179,8 @@ impl<W: Waiter> Multiplexer<W> {
                 let head = self.lock().waiters.pop_front();
                 match head {
                     Some(Pending::Waiter(w)) => w,
-                    Some(Pending::Unanswered(_)) if frame.is_error() => {
-                        self.rejected(&frame);
+                    Some(Pending::Unanswered(refused)) if frame.is_error() => {
+                        self.refused(&frame, &refused);
                         return Ok(());
                     }
                     _ => return Err(Reason::UnexpectedReply),
@@ -255,9 +255,9 @@ impl<W: Waiter> Multiplexer<W> {
         }
     }
 
-    fn rejected(&self, error: &Frame) {
+    fn refused(&self, error: &Frame, refused: &Confirmations) {
         if let Some(sink) = &self.shared.sink {
-            sink.rejected(error);
+            sink.refused(error, refused);
         }
     }
 

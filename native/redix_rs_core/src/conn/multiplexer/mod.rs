@@ -68,6 +68,12 @@ pub trait OutOfBandSink: Send + Sync + 'static {
     fn take(&self, item: OutOfBand) -> Taken;
     /// Redis answered a command sent with `submit_unanswered` with an error (a refused SUBSCRIBE).
     fn rejected(&self, error: &Frame);
+    /// `rejected`, told what the refused command was to confirm (its kind and names): a sink that
+    /// follows names (a pub/sub on a Redis Cluster routes a refused shard channel again) overrides it.
+    fn refused(&self, error: &Frame, refused: &Confirmations) {
+        let _ = refused;
+        self.rejected(error);
+    }
     /// The connection ended with `reason`.
     fn closed(&self, reason: &Reason);
 }
