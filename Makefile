@@ -32,6 +32,8 @@ soak: setup
 lint: setup
 	cargo fmt --all -- --check
 	cargo clippy --locked --workspace --all-targets -- -D warnings
+	cargo fmt --manifest-path bench/latency_proxy/Cargo.toml -- --check
+	cargo clippy --locked --manifest-path bench/latency_proxy/Cargo.toml --all-targets -- -D warnings
 	$(MIX) format --check-formatted
 	$(MIX) compile --warnings-as-errors --force
 	bash scripts/dialyzer.sh

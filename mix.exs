@@ -43,8 +43,7 @@ defmodule RedixRs.MixProject do
 
   # What `mix hex.build` ships: the Elixir sources, the native crates' sources with Cargo.lock (so a
   # source build uses the same crates), the Mix code that installs the NIF, and the release's
-  # checksum file (written by `mix redix_rs.precompile`). Never a build directory. The benchmarks'
-  # latency_proxy crate is a member of the same Cargo workspace: without it the workspace does not load.
+  # checksum file (written by `mix redix_rs.precompile`). Never a build directory.
   defp package do
     [
       licenses: ["MIT"],
@@ -52,7 +51,6 @@ defmodule RedixRs.MixProject do
       files: ~w(lib mix/native.exs mix.exs .formatter.exs
                 native/redix_rs_core/src native/redix_rs_core/Cargo.toml
                 native/redix_rs_nif/src native/redix_rs_nif/Cargo.toml Cargo.toml Cargo.lock
-                bench/latency_proxy/Cargo.toml bench/latency_proxy/src
                 checksum-Elixir.RedixRs.Native.exs
                 README.md CHANGELOG.md LICENSE guides)
     ]

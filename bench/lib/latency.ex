@@ -7,7 +7,7 @@ defmodule RedixRs.Bench.Latency do
   #
   #     results = RedixRs.Bench.Latency.run(5)   # bench/latency.exs prints them side by side
   #
-  # The proxy is built here with `cargo build --release -p latency_proxy` (seconds when fresh).
+  # The proxy is built here with `cargo build --release --manifest-path bench/latency_proxy/Cargo.toml` (seconds when fresh).
 
   alias RedixRs.Bench.{Clients, Scenarios}
   alias RedixRs.Test.RedisServer
@@ -69,12 +69,14 @@ defmodule RedixRs.Bench.Latency do
     cargo = System.find_executable("cargo") || Path.expand("~/.cargo/bin/cargo")
 
     {out, status} =
-      System.cmd(cargo, ["build", "--release", "--quiet", "-p", "latency_proxy"],
+      System.cmd(
+        cargo,
+        ["build", "--release", "--quiet", "--manifest-path", "bench/latency_proxy/Cargo.toml"],
         cd: root,
         stderr_to_stdout: true
       )
 
-    if status != 0, do: raise("cargo build -p latency_proxy failed:\n" <> out)
+    if status != 0, do: raise("cargo build of bench/latency_proxy failed:\n" <> out)
     target = System.get_env("CARGO_TARGET_DIR") || Path.join(root, "_build/cargo")
     Path.join([target, "release", "latency_proxy"])
   end
