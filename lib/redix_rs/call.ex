@@ -26,7 +26,22 @@ defmodule RedixRs.Call do
 
     case lookup(conn) do
       {:ok, handle, owner} -> run_fast(conn, handle, owner, commands, kind, timeout, trace)
-      :error -> ask_connection(conn, commands, kind, timeout, trace)
+      :error -> not_published(conn, commands, kind, timeout, trace)
+    end
+  end
+
+  # A cluster's name (`RedixRs.Cluster`), or a connection the slow path asks.
+  defp not_published(conn, commands, kind, timeout, trace) do
+    if is_atom(conn) and RedixRs.Cluster.Call.cluster?(conn) do
+      if kind == :noreply do
+        raise ArgumentError, "noreply_* functions are not supported on a Redis Cluster"
+      end
+
+      span = trace && start_event(trace, conn, GenServer.whereis(conn), commands, kind)
+      result = RedixRs.Cluster.Call.run_on(conn, commands, kind, :primary, timeout)
+      if span, do: Telemetry.pipeline_stop(span, result), else: result
+    else
+      ask_connection(conn, commands, kind, timeout, trace)
     end
   end
 

@@ -150,7 +150,8 @@ defmodule RedixRs.Connector do
     Telemetry.execute([:redix_rs, event], %{}, Map.merge(metadata, extra))
   end
 
-  defp native_config(opts, mode) do
+  @doc "The options map the native side takes for a connection of `mode` (also each cluster node's)."
+  def native_config(opts, mode) do
     {:ok, socket} = RedixRs.Options.Socket.parse(opts[:socket_opts])
 
     address =

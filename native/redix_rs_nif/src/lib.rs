@@ -5,6 +5,7 @@
 
 mod args;
 mod atoms;
+mod cluster;
 mod config;
 mod handle;
 mod message_env;

@@ -1,0 +1,57 @@
+//! Encoded commands, taken apart again: one `Bytes` per command of an encoded pipeline (slices of
+//! one buffer, no copy), and the arguments of one command (for the key lookup). The encoder in
+//! `args` is the only producer, so the input is well formed; anything else yields `None`.
+
+use bytes::Bytes;
+
+/// Reads `*<n>\r\n` or `$<n>\r\n` at `at` (whose first byte is `tag`); returns `n` and where the
+/// line ends.
+fn header(buf: &[u8], at: usize, tag: u8) -> Option<(usize, usize)> {
+    if *buf.get(at)? != tag {
+        return None;
+    }
+    let mut n = 0usize;
+    let mut i = at + 1;
+    loop {
+        match *buf.get(i)? {
+            b'\r' => return Some((n, i + 2)),
+            d @ b'0'..=b'9' => n = n.checked_mul(10)?.checked_add(usize::from(d - b'0'))?,
+            _ => return None,
+        }
+        i += 1;
+    }
+}
+
+/// The end of the command starting at `at`.
+fn command_end(buf: &[u8], at: usize) -> Option<usize> {
+    let (count, mut i) = header(buf, at, b'*')?;
+    for _ in 0..count {
+        let (len, start) = header(buf, i, b'$')?;
+        i = start + len + 2;
+    }
+    (i <= buf.len()).then_some(i)
+}
+
+/// Splits an encoded pipeline into its commands.
+pub fn split(buf: Bytes) -> Option<Vec<Bytes>> {
+    let mut commands = Vec::new();
+    let mut at = 0;
+    while at < buf.len() {
+        let end = command_end(&buf, at)?;
+        commands.push(buf.slice(at..end));
+        at = end;
+    }
+    Some(commands)
+}
+
+/// The arguments (name first) of one encoded command.
+pub fn args(command: &[u8]) -> Option<Vec<&[u8]>> {
+    let (count, mut i) = header(command, 0, b'*')?;
+    let mut args = Vec::with_capacity(count.min(64));
+    for _ in 0..count {
+        let (len, start) = header(command, i, b'$')?;
+        args.push(command.get(start..start + len)?);
+        i = start + len + 2;
+    }
+    Some(args)
+}
