@@ -550,6 +550,7 @@ fn follow(
 /// Submits `part` to `node` (on a tokio thread: a refusal is answered here).
 pub fn submit(node: &NodeConn, part: Part) {
     if let Err(part) = node.submit(part) {
+        part.call.inner.trigger_refresh();
         part.refused("closed");
     }
 }

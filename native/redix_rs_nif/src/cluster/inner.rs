@@ -266,6 +266,8 @@ impl Inner {
                 Ok(node) => {
                     let part = Part::new(call.clone(), cmds, node.host.clone());
                     if let Err(part) = node.submit(part) {
+                        // The node is down: its replica may be taking over.
+                        self.trigger_refresh();
                         part.refused("closed");
                     }
                 }
