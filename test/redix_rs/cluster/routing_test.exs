@@ -343,4 +343,82 @@ defmodule RedixRs.Cluster.RoutingTest do
 
     RedixRs.Cluster.stop(:nowhere_async)
   end
+
+  describe "routes" do
+    setup %{uris: uris} do
+      name = :"replicas_#{System.unique_integer([:positive])}"
+
+      {:ok, _} =
+        RedixRs.Cluster.start_link(
+          name: name,
+          nodes: uris,
+          read_from_replicas: true,
+          sync_connect: true
+        )
+
+      # Replica connections are opened after the topology is known: wait for them.
+      Cluster.wait!("every replica connected", fn ->
+        {_primaries, conns} = RedixRs.Cluster.info(name)
+        Enum.count(conns, fn {_, readonly, up} -> readonly and up end) == 3
+      end)
+
+      %{rc: name}
+    end
+
+    test "route: :replica reads from a replica of the slot, after WAIT 1 1000", %{rc: rc} do
+      for i <- 1..10 do
+        key = "replica:#{i}"
+
+        # WAIT has no key: it goes with the SET before it, to the key's primary.
+        assert {:ok, ["OK", 1]} =
+                 RedixRs.Cluster.pipeline(rc, [["SET", key, i], ["WAIT", "1", "1000"]])
+
+        assert {:ok, [value, role]} =
+                 RedixRs.Cluster.pipeline(rc, [["GET", key], ["ROLE"]], route: :replica)
+
+        assert value == to_string(i)
+        assert hd(role) == "slave"
+        assert {:ok, ^value} = RedixRs.Cluster.command(rc, ["GET", key], route: :replica)
+      end
+
+      # A write to a replica is refused by it (READONLY replicas redirect writes to the primary:
+      # the MOVED is followed).
+      assert {:ok, "OK"} = RedixRs.Cluster.command(rc, ["SET", "replica:w", "1"], route: :replica)
+
+      assert {:ok, [_, ["master" | _]]} =
+               RedixRs.Cluster.pipeline(rc, [["GET", "replica:1"], ["ROLE"]])
+    end
+
+    test "route: :prefer_replica reads from a replica when one is connected, else the primary",
+         %{rc: rc} do
+      assert {:ok, ["OK", 1]} =
+               RedixRs.Cluster.pipeline(rc, [["SET", "prefer:1", "1"], ["WAIT", "1", "1000"]])
+
+      assert {:ok, ["1", role]} =
+               RedixRs.Cluster.pipeline(rc, [["GET", "prefer:1"], ["ROLE"]],
+                 route: :prefer_replica
+               )
+
+      assert hd(role) == "slave"
+
+      # The shared client connects no replica: the primary serves.
+      assert {:ok, [_, ["master" | _]]} =
+               RedixRs.Cluster.pipeline(:cluster, [["GET", "replica:1"], ["ROLE"]],
+                 route: :prefer_replica
+               )
+    end
+
+    test "route: :replica with no replica connection gives :no_replica_connection" do
+      assert {:error, %RedixRs.ConnectionError{reason: :no_replica_connection}} =
+               RedixRs.Cluster.command(:cluster, ["GET", "replica:1"], route: :replica)
+
+      # Nowhere to send any command of a pipeline: the same error for the whole call.
+      assert {:error, %RedixRs.ConnectionError{reason: :no_replica_connection} = error} =
+               RedixRs.Cluster.pipeline(:cluster, for(i <- 1..20, do: ["GET", "replica:#{i}"]),
+                 route: :replica
+               )
+
+      assert Exception.message(error) =~ "read_from_replicas: true"
+    end
+  end
 end

@@ -246,8 +246,15 @@ impl Inner {
             let slot = cmds.iter().find_map(|c| c.slot);
             groups.push((self.pick(&routes, slot, Route::Primary), cmds));
         } else {
+            // A keyless command goes with the command before it (`SET k v` then `WAIT 1 0` waits
+            // on k's primary); first in a pipeline, to a random primary.
+            let mut previous: Option<Result<Arc<NodeConn>, &'static str>> = None;
             for cmd in cmds {
-                let node = self.pick(&routes, cmd.slot, call.route);
+                let node = match (cmd.slot, &previous) {
+                    (None, Some(p)) => p.clone(),
+                    _ => self.pick(&routes, cmd.slot, call.route),
+                };
+                previous = Some(node.clone());
                 let same = |g: &Group| match (&g.0, &node) {
                     (Ok(a), Ok(b)) => Arc::ptr_eq(a, b),
                     (Err(a), Err(b)) => a == b,
