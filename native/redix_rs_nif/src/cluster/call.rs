@@ -10,6 +10,7 @@
 //! order; a command whose node failed holds `%RedixRs.ConnectionError{}`) or, for a call that went to
 //! one node, `{ref, :error, reason}` when that node failed.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -163,7 +164,7 @@ pub struct Call {
     pub route: Route,
     pub transaction: bool,
     /// The call went to more than one node at first: a node's failure is answered inline.
-    split: Mutex<bool>,
+    split: AtomicBool,
     st: Mutex<Collect>,
 }
 
@@ -182,7 +183,7 @@ impl Call {
             deadline,
             route,
             transaction,
-            split: Mutex::new(false),
+            split: AtomicBool::new(false),
             st: Mutex::new(Collect {
                 reply: Some(reply),
                 answers: (0..answers).map(|_| None).collect(),
@@ -192,11 +193,11 @@ impl Call {
     }
 
     pub fn set_split(&self, split: bool) {
-        *lock(&self.split) = split;
+        self.split.store(split, Ordering::Release);
     }
 
     fn split(&self) -> bool {
-        *lock(&self.split)
+        self.split.load(Ordering::Acquire)
     }
 
     /// Counts `n` more parts in flight (before they are submitted).
@@ -329,6 +330,34 @@ impl Query {
     }
 }
 
+/// The bytes of a part, ready to be written into a connection's queue.
+pub struct Wire {
+    asking: bool,
+    transaction: bool,
+    first: Bytes,
+    rest: Vec<Bytes>,
+    pub len: usize,
+}
+
+impl Wire {
+    pub fn write(&self, out: &mut BytesMut) {
+        out.reserve(self.len);
+        if self.asking {
+            out.extend_from_slice(ASKING);
+        }
+        if self.transaction {
+            out.extend_from_slice(MULTI);
+        }
+        out.extend_from_slice(&self.first);
+        for cmd in &self.rest {
+            out.extend_from_slice(cmd);
+        }
+        if self.transaction {
+            out.extend_from_slice(EXEC);
+        }
+    }
+}
+
 /// The commands of one call that went to one node together.
 pub struct Part {
     call: Arc<Call>,
@@ -369,23 +398,26 @@ impl Part {
         }
     }
 
-    /// The bytes to send: `ASKING`, `MULTI`, the commands, `EXEC` as the part needs them.
-    pub fn encode(&self) -> BytesMut {
-        let len: usize = self.cmds.iter().map(|c| c.bytes.len()).sum();
-        let mut out = BytesMut::with_capacity(len + 64);
+    /// What to send: `ASKING`, `MULTI`, the commands, `EXEC` as the part needs them (the commands'
+    /// bytes are shared, not copied).
+    pub fn wire(&self) -> Wire {
+        let mut cmds = self.cmds.iter().map(|c| c.bytes.clone());
+        let first = cmds.next().unwrap_or_default();
+        let rest: Vec<Bytes> = cmds.collect();
+        let mut len = first.len() + rest.iter().map(Bytes::len).sum::<usize>();
         if self.asking {
-            out.extend_from_slice(ASKING);
+            len += ASKING.len();
         }
         if self.call.transaction {
-            out.extend_from_slice(MULTI);
+            len += MULTI.len() + EXEC.len();
         }
-        for cmd in &self.cmds {
-            out.extend_from_slice(&cmd.bytes);
+        Wire {
+            asking: self.asking,
+            transaction: self.call.transaction,
+            first,
+            rest,
+            len,
         }
-        if self.call.transaction {
-            out.extend_from_slice(EXEC);
-        }
-        out
     }
 
     pub fn positions(&self) -> Vec<usize> {

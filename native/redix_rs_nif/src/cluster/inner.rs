@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use redix_rs_core::cluster::{slot, KeyLookup, KeyTable, Origin, Role, Topology};
 use redix_rs_core::conn::lifecycle::{supervise, Lifecycle, LifecycleListener};
-use redix_rs_core::conn::{Address, ConnectOptions, Multiplexer, Reason, SubmitError};
+use redix_rs_core::conn::{Address, ConnectOptions, Multiplexer, Reason, SubmitError, COPY_MAX};
 use redix_rs_core::resp::{encode_command, Frame, Limits};
 use rustler::{Encoder, Env, LocalPid, OwnedEnv, Term};
 use tokio::sync::Notify;
@@ -58,8 +58,22 @@ impl NodeConn {
 
     /// Queues `part`; hands it back if the connection is closed (or its queue full).
     pub fn submit(&self, part: Part) -> Result<(), Part> {
-        let bytes = part.encode();
-        match self.mux().submit(bytes, ClusterWaiter::Part(part)) {
+        let wire = part.wire();
+        let mux = self.mux();
+        let waiter = ClusterWaiter::Part(part);
+        // Small parts are copied into the queue under its lock (and written at once by a lone
+        // caller); a large one is queued as a chunk of its own.
+        let submitted = if wire.len > COPY_MAX {
+            let mut out = BytesMut::with_capacity(wire.len);
+            wire.write(&mut out);
+            mux.submit(out, waiter)
+        } else {
+            mux.submit_with(waiter, |out| {
+                wire.write(out.buf());
+                Ok::<(), std::convert::Infallible>(())
+            })
+        };
+        match submitted {
             Ok(()) => Ok(()),
             Err(
                 SubmitError::Closed(ClusterWaiter::Part(p))
@@ -299,10 +313,11 @@ impl Inner {
         let mut cmds = Vec::with_capacity(commands.len());
         let mut tx_slot: Option<u16> = None;
         for (i, bytes) in commands.into_iter().enumerate() {
-            let slot = wire::args(&bytes).and_then(|args| match routes.keys.first_key(&args) {
+            let slot = wire::with_args(&bytes, |args| match routes.keys.first_key(args) {
                 KeyLookup::Key(key) => Some(slot(key)),
                 _ => None,
-            });
+            })
+            .flatten();
             if transaction {
                 if let Some(s) = slot {
                     if tx_slot.is_some_and(|t| t != s) {

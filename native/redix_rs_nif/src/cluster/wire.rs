@@ -44,14 +44,25 @@ pub fn split(buf: Bytes) -> Option<Vec<Bytes>> {
     Some(commands)
 }
 
-/// The arguments (name first) of one encoded command.
-pub fn args(command: &[u8]) -> Option<Vec<&[u8]>> {
+/// Calls `with` on the arguments (name first) of one encoded command; commands of up to 8
+/// arguments are read into a stack array.
+pub fn with_args<R>(command: &[u8], with: impl FnOnce(&[&[u8]]) -> R) -> Option<R> {
     let (count, mut i) = header(command, 0, b'*')?;
-    let mut args = Vec::with_capacity(count.min(64));
-    for _ in 0..count {
+    let mut small: [&[u8]; 8] = [&[]; 8];
+    let mut large: Vec<&[u8]> = Vec::new();
+    for n in 0..count {
         let (len, start) = header(command, i, b'$')?;
-        args.push(command.get(start..start + len)?);
+        let arg = command.get(start..start + len)?;
+        if count <= small.len() {
+            small[n] = arg;
+        } else {
+            large.push(arg);
+        }
         i = start + len + 2;
     }
-    Some(args)
+    Some(if count <= small.len() {
+        with(&small[..count])
+    } else {
+        with(&large)
+    })
 }
