@@ -37,9 +37,7 @@ defmodule RedixRs.Call do
         raise ArgumentError, "noreply_* functions are not supported on a Redis Cluster"
       end
 
-      span = trace && start_event(trace, conn, GenServer.whereis(conn), commands, kind)
-      result = RedixRs.Cluster.Call.run_on(conn, commands, kind, :primary, timeout)
-      if span, do: Telemetry.pipeline_stop(span, result), else: result
+      RedixRs.Cluster.Call.run_on(conn, commands, kind, :primary, timeout, trace)
     else
       ask_connection(conn, commands, kind, timeout, trace)
     end

@@ -3,7 +3,7 @@ defmodule RedixRs.Cluster.Call do
   # submit (the NIF routes every command to its node), wait for the one answer.
   @moduledoc false
 
-  alias RedixRs.{Command, ConnectionError, Handles, Native}
+  alias RedixRs.{Command, ConnectionError, Handles, Native, Telemetry}
 
   @default_timeout 5_000
   @routes [:primary, :replica, :prefer_replica]
@@ -18,24 +18,45 @@ defmodule RedixRs.Cluster.Call do
   `:telemetry_metadata` (accepted, as on a connection).
   """
   def run(name, commands, kind, opts) do
-    {timeout, route} = options!(opts, kind)
-    run_on(name, commands, kind, route, timeout)
+    {timeout, route, metadata} = options!(opts, kind)
+    trace = if Telemetry.enabled?(), do: Telemetry.begin_pipeline(metadata)
+    run_on(name, commands, kind, route, timeout, trace)
   end
 
-  @doc "As `run/4`, with options already checked; `route` may also be `{:node, \"host:port\"}`."
-  def run_on(name, commands, kind, route, timeout) do
+  @doc """
+  As `run/4`, with options already checked; `route` may also be `{:node, "host:port"}`. With a
+  `trace` (`RedixRs.Telemetry.begin_pipeline/1`), the call's pipeline events are emitted: `:start`
+  once its commands are accepted, `:stop` with its result.
+  """
+  def run_on(name, commands, kind, route, timeout, trace \\ nil) do
     case RedixRs.Cluster.Manager.lookup(name) do
       {:ok, handle, owner} ->
         ref = make_ref()
+        submitted = submit(handle, ref, commands, kind, route, timeout)
+        span = trace && start_event(trace, name, commands, kind)
 
-        case submit(handle, ref, commands, kind, route, timeout) do
-          {:ok, token} -> await(ref, token, owner, timeout)
-          {:error, reason} -> refused(reason)
-        end
+        result =
+          case submitted do
+            {:ok, token} -> await(ref, token, owner, timeout)
+            {:error, reason} -> refused(reason)
+          end
+
+        if span, do: Telemetry.pipeline_stop(span, result), else: result
 
       :error ->
         exit({:redix_exited_during_call, :noproc})
     end
+  end
+
+  defp start_event(trace, name, commands, kind) do
+    commands = if kind == :transaction, do: [["MULTI"]] ++ commands ++ [["EXEC"]], else: commands
+
+    Telemetry.pipeline_start(
+      trace,
+      name,
+      GenServer.whereis(name),
+      RedixRs.Redact.commands(commands)
+    )
   end
 
   defp submit(handle, ref, commands, kind, route, timeout) do
@@ -96,32 +117,32 @@ defmodule RedixRs.Cluster.Call do
   end
 
   defp options!(opts, kind) when is_list(opts) do
-    Enum.reduce(opts, {@default_timeout, :primary}, fn
-      {:timeout, t}, {_, route} when (is_integer(t) and t >= 0) or t == :infinity ->
-        {t, route}
+    Enum.reduce(opts, {@default_timeout, :primary, %{}}, fn
+      {:timeout, t}, {_, route, meta} when (is_integer(t) and t >= 0) or t == :infinity ->
+        {t, route, meta}
 
       {:timeout, t}, _ ->
         raise ArgumentError,
               "invalid value for :timeout option: expected a non-negative integer or :infinity, " <>
                 "got: #{inspect(t)}"
 
-      {:route, :primary}, {t, _} ->
-        {t, :primary}
+      {:route, :primary}, {t, _, meta} ->
+        {t, :primary, meta}
 
       {:route, route}, _ when kind == :transaction ->
         raise ArgumentError,
               "transaction_pipeline/3 only supports route: :primary, got: #{inspect(route)} " <>
                 "(a transaction runs on the primary of its slot)"
 
-      {:route, route}, {t, _} when route in @routes ->
-        {t, route}
+      {:route, route}, {t, _, meta} when route in @routes ->
+        {t, route, meta}
 
       {:route, route}, _ ->
         raise ArgumentError,
               "invalid :route option: #{inspect(route)}, expected one of #{inspect(@routes)}"
 
-      {:telemetry_metadata, meta}, acc when is_map(meta) ->
-        acc
+      {:telemetry_metadata, meta}, {t, route, _} when is_map(meta) ->
+        {t, route, meta}
 
       {:telemetry_metadata, meta}, _ ->
         raise ArgumentError,

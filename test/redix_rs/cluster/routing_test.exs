@@ -226,6 +226,43 @@ defmodule RedixRs.Cluster.RoutingTest do
     end
   end
 
+  test "calls emit the pipeline events, with the cluster's name" do
+    parent = self()
+    id = "cluster-pipeline-#{System.unique_integer([:positive])}"
+    events = [[:redix_rs, :pipeline, :start], [:redix_rs, :pipeline, :stop]]
+    :telemetry.attach_many(id, events, fn e, m, meta, _ -> send(parent, {e, m, meta}) end, nil)
+
+    try do
+      assert {:ok, "PONG"} =
+               RedixRs.Cluster.command(:cluster, ["PING"], telemetry_metadata: %{n: 1})
+
+      assert_receive {[:redix_rs, :pipeline, :start], %{system_time: _}, start}
+      assert %{connection_name: :cluster, commands: [["PING"]], extra_metadata: %{n: 1}} = start
+      assert is_pid(start.connection)
+      assert_receive {[:redix_rs, :pipeline, :stop], %{duration: d}, stop} when d > 0
+      refute Map.has_key?(stop, :kind)
+
+      assert {:ok, _} = RedixRs.Cluster.transaction_pipeline(:cluster, [["GET", "{ev}a"]])
+
+      assert_receive {[:redix_rs, :pipeline, :start], _,
+                      %{commands: [["MULTI"], ["GET", "{ev}a"], ["EXEC"]]}}
+
+      assert {:error, _} = RedixRs.Cluster.command(:cluster, ["GET", "x"], route: :replica)
+
+      assert_receive {[:redix_rs, :pipeline, :stop], _,
+                      %{
+                        kind: :error,
+                        reason: %RedixRs.ConnectionError{reason: :no_replica_connection}
+                      }}
+
+      # Through RedixRs.command/3 too.
+      assert {:ok, "PONG"} = RedixRs.command(:cluster, ["PING"])
+      assert_receive {[:redix_rs, :pipeline, :start], _, %{connection_name: :cluster}}
+    after
+      :telemetry.detach(id)
+    end
+  end
+
   test "scan/2 streams the keys of every primary" do
     keys = for i <- 1..150, do: "scan:k:#{i}"
     RedixRs.Cluster.pipeline!(:cluster, Enum.map(keys, &["SET", &1, "1"]))
