@@ -269,9 +269,40 @@ defmodule RedixRs.Cluster.RedirectTest do
     RedixRs.Cluster.stop(:fake)
   end
 
+  test "MOVED to an unexpected node refreshes the topology, at most once a second" do
+    # Two fakes that send every command to each other; the topology (from the first) says every
+    # slot is the first's, so each MOVED to the second one asks for a refresh.
+    second = :atomics.new(1, [])
+    first = ClusterFakeNode.start(fn -> :atomics.get(second, 1) end)
+    :atomics.put(second, 1, ClusterFakeNode.start(fn -> first end))
+
+    {:ok, _} =
+      RedixRs.Cluster.start_link(
+        name: :bouncing,
+        nodes: ["redis://127.0.0.1:#{first}"],
+        sync_connect: true,
+        topology_refresh_interval: :infinity
+      )
+
+    flush_fake()
+    started = System.monotonic_time(:millisecond)
+
+    for _ <- 1..40 do
+      assert {:error, %RedixRs.ConnectionError{reason: :too_many_redirections}} =
+               RedixRs.Cluster.command(:bouncing, ["GET", "k"])
+    end
+
+    # At least one refresh happens (the first MOVED), then no more than one a second.
+    assert_receive {:fake_node, ^first, ["CLUSTER", "SLOTS"]}
+    elapsed = System.monotonic_time(:millisecond) - started
+    refreshes = 1 + count_fake(["CLUSTER", "SLOTS"], 0)
+    assert refreshes <= div(elapsed, 1_000) + 2, "#{refreshes} refreshes in #{elapsed} ms"
+    RedixRs.Cluster.stop(:bouncing)
+  end
+
   defp flush_fake do
     receive do
-      {:fake_node, _} -> flush_fake()
+      {:fake_node, _, _} -> flush_fake()
     after
       0 -> :ok
     end
@@ -279,8 +310,8 @@ defmodule RedixRs.Cluster.RedirectTest do
 
   defp count_fake(command, n) do
     receive do
-      {:fake_node, ^command} -> count_fake(command, n + 1)
-      {:fake_node, _} -> count_fake(command, n)
+      {:fake_node, _, ^command} -> count_fake(command, n + 1)
+      {:fake_node, _, _} -> count_fake(command, n)
     after
       500 -> n
     end
