@@ -1,15 +1,16 @@
 # Scenario b on a Redis Cluster (3 primaries) beside the same load on one redis-server:
 #
-#     MIX_ENV=bench mix run bench/cluster.exs [rounds]
+#     MIX_ENV=bench mix run bench/cluster.exs [rounds [primaries]]
 #
 # Prints ops/s (median of the rounds), and p50/p99 latency over every call of every round.
-rounds =
+{rounds, primaries} =
   case System.argv() do
-    [n] -> String.to_integer(n)
-    _ -> 5
+    [n] -> {String.to_integer(n), 3}
+    [n, p] -> {String.to_integer(n), String.to_integer(p)}
+    _ -> {5, 3}
   end
 
-for {scenario, by_client} <- RedixRs.Bench.Cluster.run(rounds) do
+for {scenario, by_client} <- RedixRs.Bench.Cluster.run(rounds, primaries) do
   IO.puts("\n#{scenario} (#{rounds} rounds, alternating)")
 
   IO.puts(

@@ -86,15 +86,17 @@ impl Reply {
 
     fn ok(mut self, answers: Vec<Option<Answer>>) {
         self.send(|env| {
-            let terms: Vec<Term<'_>> = answers
+            let list = answers
                 .iter()
-                .map(|a| match a {
-                    Some(Answer::Frame(frame)) => reply::frame(env, frame),
-                    Some(Answer::Failed(reason)) => connection_error(env, reason),
-                    None => connection_error(env, "disconnected"),
-                })
-                .collect();
-            (atoms::ok().encode(env), terms.encode(env))
+                .rev()
+                .fold(Term::list_new_empty(env), |list, a| {
+                    list.list_prepend(match a {
+                        Some(Answer::Frame(frame)) => reply::frame(env, frame),
+                        Some(Answer::Failed(reason)) => connection_error(env, reason),
+                        None => connection_error(env, "disconnected"),
+                    })
+                });
+            (atoms::ok().encode(env), list)
         });
     }
 
@@ -153,7 +155,7 @@ fn connection_error<'a>(env: Env<'a>, reason: &str) -> Term<'a> {
 struct Collect {
     reply: Option<Reply>,
     answers: Vec<Option<Answer>>,
-    /// Parts not yet answered, plus one while the dispatcher is still submitting.
+    /// Parts not yet answered (counted before they are submitted).
     outstanding: usize,
 }
 
@@ -169,7 +171,8 @@ pub struct Call {
 }
 
 impl Call {
-    /// A call of `answers` replies, held by its dispatcher until [`Call::release`].
+    /// A call of `answers` replies; its parts are counted with [`Call::add_parts`] before they are
+    /// submitted.
     pub fn new(
         inner: Arc<Inner>,
         reply: Reply,
@@ -187,7 +190,7 @@ impl Call {
             st: Mutex::new(Collect {
                 reply: Some(reply),
                 answers: (0..answers).map(|_| None).collect(),
-                outstanding: 1,
+                outstanding: 0,
             }),
         })
     }
@@ -210,13 +213,8 @@ impl Call {
         lock(&self.st).reply.take()
     }
 
-    /// The dispatcher is done submitting.
-    pub fn release(&self) {
-        self.settle(Vec::new());
-    }
-
     /// Records answers and one part done; sends when none is left.
-    fn settle(&self, answers: Vec<(usize, Answer)>) {
+    fn settle(&self, answers: impl IntoIterator<Item = (usize, Answer)>) {
         let done = {
             let mut st = lock(&self.st);
             for (pos, answer) in answers {
@@ -260,12 +258,7 @@ impl Call {
             }
             return;
         }
-        self.settle(
-            positions
-                .into_iter()
-                .map(|p| (p, Answer::Failed(reason)))
-                .collect(),
-        );
+        self.settle(positions.into_iter().map(|p| (p, Answer::Failed(reason))));
     }
 
     fn cancelled(&self) -> bool {
@@ -462,46 +455,69 @@ impl Part {
         if asking {
             frames.next();
         }
-        let frames: Vec<Frame> = frames.collect();
         if call.transaction {
-            return complete_transaction(call, cmds, frames, hops, retries, host);
+            return complete_transaction(call, cmds, frames.collect(), hops, retries, host);
         }
-        let mut settled = Vec::with_capacity(cmds.len());
-        let mut redirects: Vec<Redirect> = Vec::new();
-        let mut again: Vec<(Cmd, Frame)> = Vec::new();
-        let retry_allowed = !call.expired() && !call.cancelled();
-        for (cmd, frame) in cmds.into_iter().zip(frames) {
-            match classify(&frame) {
-                Some(Redirection::Follow { ask, slot, address }) if hops < MAX_HOPS => {
-                    redirects.push(Redirect {
-                        ask,
-                        slot,
-                        address,
-                        cmd,
-                    });
+        // One command answered with a reply of its own: the common case, with nothing to gather.
+        if cmds.len() == 1 {
+            let frame = frames.next();
+            match frame {
+                Some(frame) if classify(&frame).is_none() => {
+                    call.settle(std::iter::once((cmds[0].pos, Answer::Frame(frame))));
                 }
-                Some(Redirection::Follow { .. }) => {
-                    settled.push((cmd.pos, Answer::Failed("too_many_redirections")));
-                }
-                Some(Redirection::Again { down }) if retry_allowed => {
-                    if down {
-                        call.inner.trigger_refresh();
-                    }
-                    again.push((cmd, frame));
-                }
-                _ => settled.push((cmd.pos, Answer::Frame(frame))),
+                frame => complete_pipeline(call, cmds, frame.into_iter(), hops, retries, host),
             }
+            return;
         }
-        let parts = follow(&call, redirects, hops + 1, &host);
-        let retry = !again.is_empty();
-        call.add_parts(parts.len() + usize::from(retry));
-        call.settle(settled);
-        for (node, part) in parts {
-            submit(&node, part);
+        complete_pipeline(call, cmds, frames, hops, retries, host);
+    }
+}
+
+/// Replies of a part of a pipeline: each is the caller's, or a redirect to follow, or a command to
+/// send again.
+fn complete_pipeline(
+    call: Arc<Call>,
+    cmds: Vec<Cmd>,
+    frames: impl Iterator<Item = Frame>,
+    hops: u8,
+    retries: u8,
+    host: Arc<str>,
+) {
+    let mut settled = Vec::with_capacity(cmds.len());
+    let mut redirects: Vec<Redirect> = Vec::new();
+    let mut again: Vec<(Cmd, Frame)> = Vec::new();
+    let retry_allowed = !call.expired() && !call.cancelled();
+    for (cmd, frame) in cmds.into_iter().zip(frames) {
+        match classify(&frame) {
+            Some(Redirection::Follow { ask, slot, address }) if hops < MAX_HOPS => {
+                redirects.push(Redirect {
+                    ask,
+                    slot,
+                    address,
+                    cmd,
+                });
+            }
+            Some(Redirection::Follow { .. }) => {
+                settled.push((cmd.pos, Answer::Failed("too_many_redirections")));
+            }
+            Some(Redirection::Again { down }) if retry_allowed => {
+                if down {
+                    call.inner.trigger_refresh();
+                }
+                again.push((cmd, frame));
+            }
+            _ => settled.push((cmd.pos, Answer::Frame(frame))),
         }
-        if retry {
-            retry_later(call, again, hops, retries);
-        }
+    }
+    let parts = follow(&call, redirects, hops + 1, &host);
+    let retry = !again.is_empty();
+    call.add_parts(parts.len() + usize::from(retry));
+    call.settle(settled);
+    for (node, part) in parts {
+        submit(&node, part);
+    }
+    if retry {
+        retry_later(call, again, hops, retries);
     }
 }
 
@@ -595,11 +611,11 @@ fn retry_later(call: Arc<Call>, again: Vec<(Cmd, Frame)>, hops: u8, retries: u8)
     inner.spawn(async move {
         let late = call.deadline.is_some_and(|d| Instant::now() + pause >= d);
         if late || call.cancelled() {
-            let settled = again
-                .into_iter()
-                .map(|(cmd, frame)| (cmd.pos, Answer::Frame(frame)))
-                .collect();
-            call.settle(settled);
+            call.settle(
+                again
+                    .into_iter()
+                    .map(|(cmd, frame)| (cmd.pos, Answer::Frame(frame))),
+            );
             return;
         }
         tokio::time::sleep(pause).await;
@@ -681,12 +697,12 @@ fn complete_transaction(
             });
         }
         _ => {
-            let settled = frames
-                .into_iter()
-                .enumerate()
-                .map(|(i, f)| (i, Answer::Frame(f)))
-                .collect();
-            call.settle(settled);
+            call.settle(
+                frames
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, f)| (i, Answer::Frame(f))),
+            );
         }
     }
 }

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use redix_rs_core::cluster::{slot, KeyLookup, KeyTable, Origin, Role, Topology};
 use redix_rs_core::conn::lifecycle::{supervise, Lifecycle, LifecycleListener};
 use redix_rs_core::conn::{Address, ConnectOptions, Multiplexer, Reason, SubmitError, COPY_MAX};
@@ -119,7 +119,7 @@ const CLOSED: u8 = 3;
 /// A call waiting for the first discovery.
 pub struct Pending {
     pub call: Arc<Call>,
-    pub commands: Vec<Bytes>,
+    pub commands: Vec<Cmd>,
 }
 
 pub struct Inner {
@@ -236,7 +236,7 @@ impl Inner {
 
     /// Dispatches a call (`commands` encoded one by one): routes each command, groups them by node
     /// and submits the groups; before the first discovery ends, the call waits for it.
-    pub fn dispatch(&self, call: Arc<Call>, commands: Vec<Bytes>) -> Result<(), Refused> {
+    pub fn dispatch(&self, call: Arc<Call>, commands: Vec<Cmd>) -> Result<(), Refused> {
         let routes = match self.status.load(Ordering::Acquire) {
             READY => self.routes(),
             DISCOVERING => {
@@ -256,6 +256,13 @@ impl Inner {
         };
         let cmds = self.plan(&routes, commands, call.transaction)?;
         let mut groups: Vec<Group> = Vec::new();
+        if cmds.len() == 1 && !call.transaction {
+            // One command: one part, no grouping.
+            let node = self.pick(&routes, cmds[0].slot, call.route);
+            call.add_parts(1);
+            self.submit_part(&call, node, cmds);
+            return Ok(());
+        }
         if call.transaction {
             let slot = cmds.iter().find_map(|c| c.slot);
             groups.push((self.pick(&routes, slot, Route::Primary), cmds));
@@ -283,54 +290,56 @@ impl Inner {
         call.set_split(groups.len() > 1);
         call.add_parts(groups.len());
         for (node, cmds) in groups {
-            match node {
-                Ok(node) => {
-                    let part = Part::new(call.clone(), cmds, node.host.clone());
-                    if let Err(part) = node.submit(part) {
-                        // The node is down: its replica may be taking over.
-                        self.trigger_refresh();
-                        part.refused("closed");
-                    }
-                }
-                Err(reason) => {
-                    let part = Part::new(call.clone(), cmds, Arc::from(""));
-                    part.refused(reason);
+            self.submit_part(&call, node, cmds);
+        }
+        Ok(())
+    }
+
+    /// Submits one part of `call` (counted already) to `node`, or answers it with why it cannot go.
+    fn submit_part(
+        &self,
+        call: &Arc<Call>,
+        node: Result<Arc<NodeConn>, &'static str>,
+        cmds: Vec<Cmd>,
+    ) {
+        match node {
+            Ok(node) => {
+                let part = Part::new(call.clone(), cmds, node.host.clone());
+                if let Err(part) = node.submit(part) {
+                    // The node is down: its replica may be taking over.
+                    self.trigger_refresh();
+                    part.refused("closed");
                 }
             }
+            Err(reason) => {
+                let part = Part::new(call.clone(), cmds, Arc::from(""));
+                part.refused(reason);
+            }
         }
-        call.release();
-        Ok(())
     }
 
     /// Each command's slot, from its first key (`None`: keyless, or only the server knows).
     fn plan(
         &self,
         routes: &Routes,
-        commands: Vec<Bytes>,
+        mut cmds: Vec<Cmd>,
         transaction: bool,
     ) -> Result<Vec<Cmd>, Refused> {
-        let offset = usize::from(transaction);
-        let mut cmds = Vec::with_capacity(commands.len());
         let mut tx_slot: Option<u16> = None;
-        for (i, bytes) in commands.into_iter().enumerate() {
-            let slot = wire::with_args(&bytes, |args| match routes.keys.first_key(args) {
+        for cmd in &mut cmds {
+            cmd.slot = wire::with_args(&cmd.bytes, |args| match routes.keys.first_key(args) {
                 KeyLookup::Key(key) => Some(slot(key)),
                 _ => None,
             })
             .flatten();
             if transaction {
-                if let Some(s) = slot {
+                if let Some(s) = cmd.slot {
                     if tx_slot.is_some_and(|t| t != s) {
                         return Err(Refused::CrossSlot);
                     }
                     tx_slot = Some(s);
                 }
             }
-            cmds.push(Cmd {
-                pos: i + offset,
-                bytes,
-                slot,
-            });
         }
         if transaction && tx_slot.is_none() {
             return Err(Refused::NoKey);
@@ -484,28 +493,18 @@ impl Inner {
         &self,
         call: Arc<Call>,
         address: &str,
-        commands: Vec<Bytes>,
+        cmds: Vec<Cmd>,
     ) -> Result<(), Refused> {
         let node = lock(&self.nodes)
             .values()
             .find(|n| !n.readonly && n.address() == address)
             .cloned()
             .ok_or(Refused::Closed)?;
-        let cmds = commands
-            .into_iter()
-            .enumerate()
-            .map(|(pos, bytes)| Cmd {
-                pos,
-                bytes,
-                slot: None,
-            })
-            .collect();
         call.add_parts(1);
         let part = Part::new(call.clone(), cmds, node.host.clone());
         if let Err(part) = node.submit(part) {
             part.refused("closed");
         }
-        call.release();
         Ok(())
     }
 

@@ -19,7 +19,7 @@ use rustler::{
 
 use crate::args::{count_commands, encode_submission, Budget, EncodeStop, Encoding, Kind};
 use crate::{atoms, config};
-use call::{Call, Reply};
+use call::{Call, Cmd, Reply};
 use inner::{Inner, Refused, Route, Settings};
 
 /// A cluster as Elixir sees it. Its owner's death, or the handle being dropped, closes every node
@@ -151,22 +151,29 @@ fn cluster_info(handle: ResourceArc<ClusterHandle>) -> (Vec<String>, Vec<(String
     handle.inner.describe()
 }
 
+mod route_atoms {
+    rustler::atoms! { primary, replica, prefer_replica, node }
+}
+
 enum Target {
     Route(Route),
     Node(String),
 }
 
 fn decode_target(term: Term<'_>) -> Option<Target> {
-    if let Ok(atom) = term.atom_to_string() {
-        return Some(Target::Route(match atom.as_str() {
-            "primary" => Route::Primary,
-            "replica" => Route::Replica,
-            "prefer_replica" => Route::PreferReplica,
-            _ => return None,
+    if let Ok(atom) = Atom::from_term(term) {
+        return Some(Target::Route(if atom == route_atoms::primary() {
+            Route::Primary
+        } else if atom == route_atoms::replica() {
+            Route::Replica
+        } else if atom == route_atoms::prefer_replica() {
+            Route::PreferReplica
+        } else {
+            return None;
         }));
     }
     let (tag, address): (Atom, String) = term.decode().ok()?;
-    (tag.to_term(term.get_env()).atom_to_string().ok()? == "node").then_some(Target::Node(address))
+    (tag == route_atoms::node()).then_some(Target::Node(address))
 }
 
 fn submit<'a>(
@@ -200,12 +207,31 @@ fn submit<'a>(
     {
         return Ok(stop_term(env, stop));
     }
-    let Some(split) = wire::split(buf.freeze()) else {
-        return Err(Error::BadArg);
+    let buf = buf.freeze();
+    let split = if count == 1 {
+        vec![Cmd {
+            pos: usize::from(transaction),
+            bytes: buf,
+            slot: None,
+        }]
+    } else {
+        let Some(parts) = wire::split(buf) else {
+            return Err(Error::BadArg);
+        };
+        if parts.len() != count {
+            return Err(Error::BadArg);
+        }
+        let offset = usize::from(transaction);
+        parts
+            .into_iter()
+            .enumerate()
+            .map(|(i, bytes)| Cmd {
+                pos: i + offset,
+                bytes,
+                slot: None,
+            })
+            .collect()
     };
-    if split.len() != count {
-        return Err(Error::BadArg);
-    }
     let inner = &handle.inner;
     let Some(state) = CallState::new() else {
         return Ok((atoms::error(), atoms::full()).encode(env));
