@@ -26,7 +26,9 @@ defmodule RedixRs.Cluster do
   key modulo 16384, hashing only the content of the first non-empty `{...}` (a *hash tag*, so
   `{user:1}:name` and `{user:1}:email` share a slot). Where a command's key is comes from the
   cluster's own command table (`COMMAND`), read once and applied locally, so `EVALSHA sha 1 key`
-  routes by `key` with no extra round trip. Keyless commands go to a random primary. A multi-key
+  routes by `key` with no extra round trip; only a command whose keys the specs cannot locate
+  (`MIGRATE ... KEYS k`) costs a `COMMAND GETKEYS` first. Keyless commands go to a random primary
+  (in a pipeline, to the node of the command before them). A multi-key
   command goes by its first key: if its keys span slots, Redis answers `CROSSSLOT`.
 
   The routing happens in the NIF call that queues the command, in the caller's process: there is no

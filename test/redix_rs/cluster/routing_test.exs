@@ -122,6 +122,29 @@ defmodule RedixRs.Cluster.RoutingTest do
     assert redirects == []
   end
 
+  test "a command whose key only the server can locate is routed with COMMAND GETKEYS" do
+    # MIGRATE's key specs cannot say where the keys after KEYS are when the key argument is
+    # empty; the server can. A missing key makes MIGRATE answer NOKEY without contacting the
+    # target, but only on the key's own node (any other answers MOVED).
+    redirects =
+      redirections(fn ->
+        for i <- 1..12 do
+          command = ["MIGRATE", "127.0.0.1", "1", "", "0", "1000", "KEYS", "getkeys:#{i}"]
+          assert {:ok, "NOKEY"} = RedixRs.Cluster.command(:cluster, command)
+        end
+
+        # Among other commands of a pipeline, in order.
+        assert {:ok, ["OK", "NOKEY", "v"]} =
+                 RedixRs.Cluster.pipeline(:cluster, [
+                   ["SET", "getkeys:v", "v"],
+                   ["MIGRATE", "127.0.0.1", "1", "", "0", "1000", "KEYS", "getkeys:none"],
+                   ["GET", "getkeys:v"]
+                 ])
+      end)
+
+    assert redirects == []
+  end
+
   test "a 1,000-command pipeline over every shard comes back in order" do
     sets = for i <- 1..1_000, do: ["SET", "pipe:#{i}", i]
     assert {:ok, replies} = RedixRs.Cluster.pipeline(:cluster, sets)

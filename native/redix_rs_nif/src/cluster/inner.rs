@@ -254,18 +254,35 @@ impl Inner {
         let Some(routes) = routes else {
             return Err(Refused::Closed);
         };
-        let cmds = self.plan(&routes, commands, call.transaction)?;
+        let (mut cmds, unknown) = self.plan(&routes, commands, call.transaction)?;
+        if !unknown.is_empty() {
+            // Keys only the server can find: asked with COMMAND GETKEYS first, off the caller.
+            let inner = call.inner.clone();
+            self.spawn(async move {
+                for i in unknown {
+                    cmds[i].slot = inner.server_slot(&routes, &cmds[i].bytes).await;
+                }
+                inner.route(&call, &routes, cmds);
+            });
+            return Ok(());
+        }
+        self.route(&call, &routes, cmds);
+        Ok(())
+    }
+
+    /// Groups `cmds` (their slots known) by node and submits the groups.
+    fn route(&self, call: &Arc<Call>, routes: &Routes, cmds: Vec<Cmd>) {
         let mut groups: Vec<Group> = Vec::new();
         if cmds.len() == 1 && !call.transaction {
             // One command: one part, no grouping.
-            let node = self.pick(&routes, cmds[0].slot, call.route);
+            let node = self.pick(routes, cmds[0].slot, call.route);
             call.add_parts(1);
-            self.submit_part(&call, node, cmds);
-            return Ok(());
+            self.submit_part(call, node, cmds);
+            return;
         }
         if call.transaction {
             let slot = cmds.iter().find_map(|c| c.slot);
-            groups.push((self.pick(&routes, slot, Route::Primary), cmds));
+            groups.push((self.pick(routes, slot, Route::Primary), cmds));
         } else {
             // A keyless command goes with the command before it (`SET k v` then `WAIT 1 0` waits
             // on k's primary); first in a pipeline, to a random primary.
@@ -273,7 +290,7 @@ impl Inner {
             for cmd in cmds {
                 let node = match (cmd.slot, &previous) {
                     (None, Some(p)) => p.clone(),
-                    _ => self.pick(&routes, cmd.slot, call.route),
+                    _ => self.pick(routes, cmd.slot, call.route),
                 };
                 previous = Some(node.clone());
                 let same = |g: &Group| match (&g.0, &node) {
@@ -290,9 +307,25 @@ impl Inner {
         call.set_split(groups.len() > 1);
         call.add_parts(groups.len());
         for (node, cmds) in groups {
-            self.submit_part(&call, node, cmds);
+            self.submit_part(call, node, cmds);
         }
-        Ok(())
+    }
+
+    /// The slot of the first key `COMMAND GETKEYS` finds in `command` (`None`: no key, or no
+    /// answer: then it goes to a random primary, and a `MOVED` is followed).
+    async fn server_slot(&self, routes: &Routes, command: &[u8]) -> Option<u16> {
+        let node = self.pick(routes, None, Route::Primary).ok()?;
+        let frame = self
+            .query_bytes(&node, wire::getkeys(command)?)
+            .await
+            .ok()?;
+        match frame {
+            Frame::Array(keys) | Frame::Set(keys) => match keys.first()? {
+                Frame::Bulk(key) | Frame::Simple(key) => Some(slot(key)),
+                _ => None,
+            },
+            _ => None,
+        }
     }
 
     /// Submits one part of `call` (counted already) to `node`, or answers it with why it cannot go.
@@ -318,20 +351,33 @@ impl Inner {
         }
     }
 
-    /// Each command's slot, from its first key (`None`: keyless, or only the server knows).
+    /// Each command's slot, from its first key (`None`: keyless); and which commands have keys the
+    /// specs cannot locate (only the server can).
     fn plan(
         &self,
         routes: &Routes,
         mut cmds: Vec<Cmd>,
         transaction: bool,
-    ) -> Result<Vec<Cmd>, Refused> {
+    ) -> Result<(Vec<Cmd>, Vec<usize>), Refused> {
         let mut tx_slot: Option<u16> = None;
-        for cmd in &mut cmds {
-            cmd.slot = wire::with_args(&cmd.bytes, |args| match routes.keys.first_key(args) {
-                KeyLookup::Key(key) => Some(slot(key)),
-                _ => None,
-            })
-            .flatten();
+        let mut unknown = Vec::new();
+        for (i, cmd) in cmds.iter_mut().enumerate() {
+            let lookup = wire::with_args(&cmd.bytes, |args| match routes.keys.first_key(args) {
+                KeyLookup::Key(key) => Ok(Some(slot(key))),
+                KeyLookup::NoKeys => Ok(None),
+                KeyLookup::Unknown => Err(()),
+            });
+            cmd.slot = match lookup {
+                Some(Ok(slot)) => slot,
+                _ => {
+                    // A transaction is checked on the keys the specs give; the server refuses the
+                    // rest (CROSSSLOT) itself.
+                    if !transaction {
+                        unknown.push(i);
+                    }
+                    None
+                }
+            };
             if transaction {
                 if let Some(s) = cmd.slot {
                     if tx_slot.is_some_and(|t| t != s) {
@@ -344,7 +390,7 @@ impl Inner {
         if transaction && tx_slot.is_none() {
             return Err(Refused::NoKey);
         }
-        Ok(cmds)
+        Ok((cmds, unknown))
     }
 
     /// The connection a command of `slot` goes to by `route`.
@@ -588,6 +634,11 @@ impl Inner {
     async fn query(&self, node: &NodeConn, command: &[&str]) -> Result<Frame, String> {
         let mut bytes = BytesMut::new();
         encode_command(command, &mut bytes);
+        self.query_bytes(node, bytes).await
+    }
+
+    /// Sends one encoded command on `node`'s connection; its reply within the connect timeout.
+    async fn query_bytes(&self, node: &NodeConn, bytes: BytesMut) -> Result<Frame, String> {
         let (query, rx) = Query::new();
         if node
             .mux()

@@ -2,7 +2,7 @@
 //! one buffer, no copy), and the arguments of one command (for the key lookup). The encoder in
 //! `args` is the only producer, so the input is well formed; anything else yields `None`.
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 /// Reads `*<n>\r\n` or `$<n>\r\n` at `at` (whose first byte is `tag`); returns `n` and where the
 /// line ends.
@@ -65,4 +65,15 @@ pub fn with_args<R>(command: &[u8], with: impl FnOnce(&[&[u8]]) -> R) -> Option<
     } else {
         with(&large)
     })
+}
+
+/// `COMMAND GETKEYS` followed by the arguments of `command` (an encoded command).
+pub fn getkeys(command: &[u8]) -> Option<BytesMut> {
+    let (count, start) = header(command, 0, b'*')?;
+    let mut out = BytesMut::with_capacity(command.len() + 40);
+    out.extend_from_slice(
+        format!("*{}\r\n$7\r\nCOMMAND\r\n$7\r\nGETKEYS\r\n", count + 2).as_bytes(),
+    );
+    out.extend_from_slice(command.get(start..)?);
+    Some(out)
 }
