@@ -64,8 +64,8 @@ defmodule RedixRs.Cluster do
   Database 0 only; no `noreply_*` functions; pub/sub is not part of this module. Options that name
   one server (`:host`, `:port`) or that a cluster cannot honour (`:sentinel`,
   `:exit_on_disconnection`) raise `ArgumentError`. A `:password` given as `{module, function,
-  args}` is evaluated once, when the cluster starts. `:health_check_interval` is accepted but not
-  applied to node connections (a failed node is noticed by its socket and by topology refreshes).
+  args}` is evaluated once, when the cluster starts. `:health_check_interval` checks every node
+  connection as it checks a `RedixRs` connection.
 
   ## Options
 

@@ -24,7 +24,8 @@ defmodule RedixRs.Cluster.Manager do
       read_from_replicas: cluster_opts[:read_from_replicas],
       refresh_interval: cluster_opts[:topology_refresh_interval],
       backoff_initial: node_opts[:backoff_initial],
-      backoff_max: node_opts[:backoff_max]
+      backoff_max: node_opts[:backoff_max],
+      health_check_interval: node_opts[:health_check_interval]
     }
 
     {:ok, handle} = Native.cluster_start(config, cluster_opts[:nodes], settings, self())

@@ -205,6 +205,37 @@ defmodule RedixRs.Cluster.FailoverTest do
     assert wait_topology(replica_address)
   end
 
+  test "health_check_interval: callers of a frozen node get :disconnected, not a timeout", %{
+    cluster: cluster
+  } do
+    {:ok, _} =
+      RedixRs.Cluster.start_link(
+        name: :health,
+        nodes: Cluster.uris(cluster),
+        sync_connect: true,
+        health_check_interval: 200
+      )
+
+    slot = Cluster.slot(cluster, "frozen")
+    primary = Cluster.owner(cluster, slot)
+    {:ok, "OK"} = RedixRs.Cluster.command(:health, ["SET", "frozen", "x"])
+    # A blocking command does not fail a health check: its PING waits, a fresh connection answers.
+    blocked =
+      Task.async(fn -> RedixRs.Cluster.command(:health, ["BLPOP", "frozen:list", "1"]) end)
+
+    assert {:ok, nil} = Task.await(blocked, 5_000)
+
+    :ok = RedisServer.os_kill(primary, "STOP")
+    on_exit(fn -> RedisServer.os_kill(primary, "CONT") end)
+    started = System.monotonic_time(:millisecond)
+    result = RedixRs.Cluster.command(:health, ["GET", "frozen"], timeout: 15_000)
+    took = System.monotonic_time(:millisecond) - started
+    RedisServer.os_kill(primary, "CONT")
+
+    assert {:error, %RedixRs.ConnectionError{reason: :disconnected}} = result
+    assert took < 10_000, "noticed after #{took} ms"
+  end
+
   defp wait_topology(address) do
     receive do
       {:event, [:redix_rs, :cluster, :topology_change], %{nodes: nodes}} ->

@@ -37,6 +37,8 @@ pub struct Settings {
     pub refresh_interval: Option<Duration>,
     pub backoff_initial: Duration,
     pub backoff_max: Option<Duration>,
+    /// `health_check_interval`: a `PING` per node connection at this interval.
+    pub health_check_interval: Option<Duration>,
     pub seeds: Vec<(String, u16)>,
 }
 
@@ -858,6 +860,9 @@ impl Inner {
 struct NodeListener {
     inner: Weak<Inner>,
     node: Arc<NodeConn>,
+    /// How the node is connected to (for health-check probes).
+    opts: ConnectOptions,
+    health_check_interval: Option<Duration>,
     /// It connected (the backoff starts afresh after it is lost).
     was_up: AtomicBool,
 }
@@ -868,6 +873,11 @@ impl LifecycleListener for NodeListener {
             Lifecycle::Connected => {
                 self.was_up.store(true, Ordering::Release);
                 self.node.connected.store(true, Ordering::Release);
+                if let (Some(interval), Some(inner)) =
+                    (self.health_check_interval, self.inner.upgrade())
+                {
+                    inner.spawn(health(self.node.mux(), self.opts.clone(), interval));
+                }
             }
             Lifecycle::Disconnected(_) => {
                 self.node.connected.store(false, Ordering::Release);
@@ -893,8 +903,12 @@ impl LifecycleListener for NodeListener {
 /// Keeps one node connected while it is wanted: connect, serve, and after a loss or a failed
 /// attempt, wait (backoff) and connect again with a fresh multiplexer.
 async fn node_loop(inner: Weak<Inner>, node: Arc<NodeConn>, opts: ConnectOptions) {
-    let (initial, max) = match inner.upgrade() {
-        Some(i) => (i.settings.backoff_initial, i.settings.backoff_max),
+    let (initial, max, health_check_interval) = match inner.upgrade() {
+        Some(i) => (
+            i.settings.backoff_initial,
+            i.settings.backoff_max,
+            i.settings.health_check_interval,
+        ),
         None => return,
     };
     let mut backoff: Option<Duration> = None;
@@ -907,6 +921,8 @@ async fn node_loop(inner: Weak<Inner>, node: Arc<NodeConn>, opts: ConnectOptions
         let listener = Arc::new(NodeListener {
             inner: inner.clone(),
             node: node.clone(),
+            opts: opts.clone(),
+            health_check_interval,
             was_up: AtomicBool::new(false),
         });
         supervise(mux, opts.clone(), listener.clone()).await;
@@ -933,5 +949,79 @@ async fn node_loop(inner: Weak<Inner>, node: Arc<NodeConn>, opts: ConnectOptions
             return;
         }
         *lock(&node.mux) = me.new_mux();
+    }
+}
+
+/// Health checks of one node connection (`health_check_interval`), as a `RedixRs` connection does
+/// them: a `PING` every interval; one not answered within the interval may wait behind a blocking
+/// command, so a fresh connection asks the server; only if that fails too is the connection closed
+/// (`:health_check_timeout`; its callers get `:disconnected`, and it is re-established).
+async fn health(mux: Multiplexer<ClusterWaiter>, opts: ConnectOptions, interval: Duration) {
+    loop {
+        tokio::time::sleep(interval).await;
+        if mux.is_closed() {
+            return;
+        }
+        let Some(answer) = ping(&mux) else { return };
+        match tokio::time::timeout(interval, answer).await {
+            Ok(Ok(Ok(_))) => continue,
+            // The connection ended: it is re-established (and checked) anew.
+            Ok(_) => return,
+            Err(_late) => {
+                if !probe(opts.clone(), interval).await {
+                    mux.close(Reason::HealthCheckTimeout);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+type Answer = tokio::sync::oneshot::Receiver<Result<Frame, Reason>>;
+
+fn ping(mux: &Multiplexer<ClusterWaiter>) -> Option<Answer> {
+    let mut bytes = BytesMut::new();
+    encode_command(&["PING"], &mut bytes);
+    let (query, rx) = Query::new();
+    mux.submit(bytes, ClusterWaiter::Query(query)).ok()?;
+    Some(rx)
+}
+
+/// Whether the server answers a `PING` on a fresh connection: connecting gets the connect timeout,
+/// then the `PING` gets `within`.
+async fn probe(opts: ConnectOptions, within: Duration) -> bool {
+    let mux: Multiplexer<ClusterWaiter> = Multiplexer::new(1 << 20);
+    let Some(mut answer) = ping(&mux) else {
+        return false;
+    };
+    let connected = Arc::new(Notify::new());
+    let connect_timeout = opts.timeout;
+    let listener = Arc::new(Probe {
+        connected: connected.clone(),
+    });
+    let serving = tokio::spawn(supervise(mux.clone(), opts, listener));
+    let answered = tokio::select! {
+        // Answered (or failed) while connecting.
+        early = &mut answer => matches!(early, Ok(Ok(_))),
+        up = tokio::time::timeout(connect_timeout, connected.notified()) => match up {
+            Ok(()) => matches!(tokio::time::timeout(within, &mut answer).await, Ok(Ok(Ok(_)))),
+            Err(_) => false,
+        },
+    };
+    mux.close(Reason::Closed);
+    let _ = serving.await;
+    answered
+}
+
+/// A probe's lifecycle: only its connection matters.
+struct Probe {
+    connected: Arc<Notify>,
+}
+
+impl LifecycleListener for Probe {
+    fn event(&self, event: Lifecycle) {
+        if matches!(event, Lifecycle::Connected) {
+            self.connected.notify_one();
+        }
     }
 }

@@ -43,7 +43,7 @@ impl Drop for ClusterHandle {
 
 /// Starts a cluster: `config` is a node connection's options (as for `connect/2`), `seeds` are
 /// `{host, port}`, `opts` is `%{read_from_replicas, refresh_interval, backoff_initial,
-/// backoff_max}` (milliseconds, `nil` for never/unbounded). The owner gets `{:redix_rs_cluster,
+/// backoff_max, health_check_interval}` (milliseconds, an atom for never/unbounded). The owner gets `{:redix_rs_cluster,
 /// event}` messages. Returns `{:ok, handle}`.
 #[rustler::nif]
 fn cluster_start<'a>(
@@ -77,6 +77,7 @@ fn cluster_start<'a>(
         refresh_interval: millis(get("refresh_interval")?)?,
         backoff_initial: millis(get("backoff_initial")?)?.unwrap_or(Duration::from_millis(500)),
         backoff_max: millis(get("backoff_max")?)?,
+        health_check_interval: millis(get("health_check_interval")?)?,
         seeds,
     };
     let handle = ResourceArc::new(ClusterHandle {
