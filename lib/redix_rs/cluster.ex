@@ -18,7 +18,8 @@ defmodule RedixRs.Cluster do
       iex> RedixRs.command(:cluster, ["GET", "user:1"])
       {:ok, "Alice"}
 
-  (Examples in these docs use a cluster started as `{RedixRs.Cluster, name: :cluster, nodes: [...]}`.)
+  (Examples in these docs use a cluster started as `{RedixRs.Cluster, name: :cluster, nodes:
+  [...]}`, and `RedixRs.Doctest.Cluster.nodes()` stands for your seed nodes.)
 
   ## How a call is routed
 
