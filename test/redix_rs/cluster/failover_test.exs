@@ -76,8 +76,14 @@ defmodule RedixRs.Cluster.FailoverTest do
        %{cluster: cluster} do
     attach([:topology_change])
 
+    # Replicas connected too, to see each node reconnected in its new role.
     {:ok, _} =
-      RedixRs.Cluster.start_link(name: :fo, nodes: Cluster.uris(cluster), sync_connect: true)
+      RedixRs.Cluster.start_link(
+        name: :fo,
+        nodes: Cluster.uris(cluster),
+        sync_connect: true,
+        read_from_replicas: true
+      )
 
     assert_receive {:event, _, %{cluster: :fo}}
 
@@ -111,6 +117,14 @@ defmodule RedixRs.Cluster.FailoverTest do
 
     flush_progress()
     progress_after(20)
+
+    # The new primary is connected as a primary, the former one as a (read-only) replica.
+    primary_address = "127.0.0.1:#{primary.port}"
+
+    Cluster.wait!("both nodes reconnected in their new roles", fn ->
+      {_primaries, conns} = RedixRs.Cluster.info(:fo)
+      {replica_address, false, true} in conns and {primary_address, true, true} in conns
+    end)
 
     for w <- writers, do: send(w, {:stop, self()})
 
