@@ -346,6 +346,26 @@ defmodule RedixRs.Cluster.RoutingTest do
       assert_raise ArgumentError, message, fn -> RedixRs.Cluster.start_link(opts) end
     end
 
+    # A rediss:// seed turns TLS on for every node; node options are validated as a connection's.
+    {cluster_opts, node_opts} =
+      RedixRs.Options.validate_cluster!(
+        name: :x,
+        nodes: ["rediss://a.example:7000", [host: "b.example", port: 7001]],
+        password: "pw",
+        socket_opts: [verify: :verify_none]
+      )
+
+    assert cluster_opts[:nodes] == [{"a.example", 7000}, {"b.example", 7001}]
+    assert node_opts[:ssl] == true and node_opts[:password] == "pw"
+
+    assert_raise ArgumentError, ~r/TLS options/, fn ->
+      RedixRs.Options.validate_cluster!(
+        name: :x,
+        nodes: uris,
+        socket_opts: [verify: :verify_none]
+      )
+    end
+
     # database 0 (or "0") is fine, and keyword seeds too.
     [first | _] = uris
     port = first |> URI.parse() |> Map.fetch!(:port)
