@@ -27,7 +27,20 @@ defmodule RedixRs.Call do
 
     case lookup(conn) do
       {:ok, handle, owner} -> run_fast(conn, handle, owner, commands, kind, timeout, trace)
-      :error -> ask_connection(conn, commands, kind, timeout, trace)
+      :error -> not_published(conn, commands, kind, timeout, trace)
+    end
+  end
+
+  # A cluster's name (`RedixRs.Cluster`), or a connection the slow path asks.
+  defp not_published(conn, commands, kind, timeout, trace) do
+    if is_atom(conn) and RedixRs.Cluster.Call.cluster?(conn) do
+      if kind == :noreply do
+        raise ArgumentError, "noreply_* functions are not supported on a Redis Cluster"
+      end
+
+      RedixRs.Cluster.Call.run_on(conn, commands, kind, :primary, timeout, trace)
+    else
+      ask_connection(conn, commands, kind, timeout, trace)
     end
   end
 

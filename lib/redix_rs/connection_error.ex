@@ -125,6 +125,10 @@ defmodule RedixRs.ConnectionError do
     do: "a command went unanswered for longer than the configured :health_check_interval"
 
   # Reasons Redix does not have: sentences of our own.
+  def format_reason(:too_many_redirections),
+    do:
+      "too many cluster redirections (MOVED/ASK) for one command: the cluster keeps moving its slot"
+
   def format_reason(:write_queue_full), do: "the write queue of the connection is full"
 
   def format_reason(:pubsub_backlog),

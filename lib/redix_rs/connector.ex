@@ -168,7 +168,7 @@ defmodule RedixRs.Connector do
     Telemetry.execute([:redix_rs, event], %{}, Map.merge(metadata, extra))
   end
 
-  @doc "The connection options the native side takes (`RedixRs.Native.connect/2`'s config)."
+  @doc "The options map the native side takes for a connection of `mode` (also each cluster node's)."
   def native_config(opts, mode) do
     {:ok, socket} = RedixRs.Options.Socket.parse(opts[:socket_opts])
 

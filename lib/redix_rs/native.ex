@@ -106,6 +106,34 @@ defmodule RedixRs.Native do
   @spec cache_stats(cache()) :: %{atom() => non_neg_integer()}
   def cache_stats(_cache), do: :erlang.nif_error(not_loaded())
 
+  # Redis Cluster (RedixRs.Cluster).
+
+  @spec cluster_start(map(), [{String.t(), :inet.port_number()}], map(), pid()) :: {:ok, handle()}
+  def cluster_start(_config, _seeds, _opts, _owner), do: :erlang.nif_error(not_loaded())
+
+  @spec cluster_submit(handle(), reference(), list(), :pipeline | :transaction, term(), timeout()) ::
+          submitted() | :dirty | {:error, {:redis_error, String.t()} | atom()}
+  def cluster_submit(_handle, _ref, _commands, _kind, _route, _timeout),
+    do: :erlang.nif_error(not_loaded())
+
+  @spec cluster_submit_dirty(
+          handle(),
+          reference(),
+          list(),
+          :pipeline | :transaction,
+          term(),
+          timeout()
+        ) ::
+          submitted() | {:error, {:redis_error, String.t()} | atom()}
+  def cluster_submit_dirty(_handle, _ref, _commands, _kind, _route, _timeout),
+    do: :erlang.nif_error(not_loaded())
+
+  @spec cluster_close(handle()) :: :ok
+  def cluster_close(_handle), do: :erlang.nif_error(not_loaded())
+
+  @spec cluster_info(handle()) :: {[String.t()], [{String.t(), boolean(), boolean()}]}
+  def cluster_info(_handle), do: :erlang.nif_error(not_loaded())
+
   # Raised by the stubs (`:erlang.nif_error/1` raises it as it is).
   defp not_loaded do
     {reason, text} = :persistent_term.get({__MODULE__, :load_error}, {:unknown, "unknown"})

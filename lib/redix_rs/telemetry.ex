@@ -49,6 +49,21 @@ defmodule RedixRs.Telemetry do
       Metadata: as for `:start`, plus `kind: :error` and `:reason` when the call returned
       `{:error, reason}`. A caller that exits (the connection process died or does not exist: see
       `RedixRs.pipeline/3`) gets no `:stop` event, as in Redix.
+
+  `RedixRs.Cluster` emits, as `Redix.Cluster` does (measurements `%{}`):
+
+    * `prefix ++ [:cluster, :topology_change]` - a new topology is in use (at the first discovery,
+      and whenever a refresh finds slots, nodes or roles changed). Metadata: `:cluster` (the name),
+      `:nodes` (the `"host:port"` of every primary that owns slots).
+
+    * `prefix ++ [:cluster, :failed_topology_refresh]` - no node could say the topology. Metadata:
+      `:cluster`, `:reason` (`{:no_reachable_node, [{host, port, reason}]}`, one per node tried).
+
+    * `prefix ++ [:cluster, :node_connection_failed]` - a node connection could not be made.
+      Metadata: `:cluster`, `:address` (`"host:port"`), `:reason` (a `RedixRs.ConnectionError`).
+
+    * `prefix ++ [:cluster, :redirection]` - a `MOVED` or `ASK` was followed. Metadata: `:cluster`,
+      `:type` (`:moved` or `:ask`), `:slot`, `:target_address` (`"host:port"`).
   """
 
   require Logger
@@ -56,12 +71,20 @@ defmodule RedixRs.Telemetry do
   @compile {:no_warn_undefined, :telemetry}
 
   @handler_id "redix_rs-default-telemetry-handler"
+  @cluster_events [
+    :topology_change,
+    :failed_topology_refresh,
+    :node_connection_failed,
+    :redirection
+  ]
   @default_prefix [:redix_rs]
   @prefix_key {__MODULE__, :prefix}
 
   @doc """
   Attaches a handler that logs disconnections and failed connections (as errors) and reconnections
-  (as info), in Redix's wording, for the events under the configured prefix.
+  (as info), in Redix's wording, for the events under the configured prefix; and for
+  `RedixRs.Cluster`, failed topology refreshes (error), node connection failures (warning) and
+  redirections (info).
 
   Returns `{:error, :already_exists}` if it is attached already, and
   `{:error, :telemetry_not_available}` when `:telemetry` is not loaded.
@@ -81,7 +104,8 @@ defmodule RedixRs.Telemetry do
       prefix = load_prefix!()
 
       events =
-        for event <- [:disconnection, :failed_connection, :connection], do: prefix ++ [event]
+        for(event <- [:disconnection, :failed_connection, :connection], do: prefix ++ [event]) ++
+          for event <- @cluster_events, do: prefix ++ [:cluster, event]
 
       :telemetry.attach_many(@handler_id, events, &__MODULE__.handle_event/4, :no_config)
     else
@@ -90,6 +114,32 @@ defmodule RedixRs.Telemetry do
   end
 
   @doc false
+  # RedixRs.Cluster's events, in Redix.Cluster's words.
+  def handle_event(event, _measurements, %{cluster: cluster} = meta, :no_config)
+      when is_list(event) do
+    case List.last(event) do
+      :failed_topology_refresh ->
+        Logger.error(fn ->
+          "Cluster #{inspect(cluster)} failed to refresh topology: #{inspect(meta.reason)}"
+        end)
+
+      :node_connection_failed ->
+        Logger.warning(fn ->
+          "Cluster #{inspect(cluster)} failed to connect to node #{meta.address}: " <>
+            Exception.message(meta.reason)
+        end)
+
+      :redirection ->
+        Logger.info(fn ->
+          "Cluster #{inspect(cluster)} #{meta.type} redirection for slot #{meta.slot} to " <>
+            meta.target_address
+        end)
+
+      _ ->
+        :ok
+    end
+  end
+
   def handle_event(event, _measurements, meta, :no_config) when is_list(event) do
     who = inspect(meta.connection_name || meta.connection)
 

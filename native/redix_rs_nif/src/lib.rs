@@ -6,6 +6,7 @@
 mod args;
 mod atoms;
 mod cache;
+mod cluster;
 mod cluster_pubsub;
 mod config;
 mod handle;
