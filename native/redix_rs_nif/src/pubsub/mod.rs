@@ -156,6 +156,30 @@ impl Recipients {
             Recipients::Many { all, range } => &all[range.clone()],
         }
     }
+
+    /// The part of its list a message to many goes to.
+    fn range(&self) -> std::ops::Range<usize> {
+        match self {
+            Recipients::One(_) => 0..1,
+            Recipients::Many { range, .. } => range.clone(),
+        }
+    }
+}
+
+/// The one list all of a batch's deliveries go to parts of, if they do (messages to the subscribers
+/// of one channel, the usual batch of a fan-out).
+fn one_list(batch: &[Delivery]) -> Option<Arc<[Subscriber]>> {
+    let Some(Delivery {
+        to: Recipients::Many { all, .. },
+        ..
+    }) = batch.first()
+    else {
+        return None;
+    };
+    batch
+        .iter()
+        .all(|d| matches!(&d.to, Recipients::Many { all: other, .. } if Arc::ptr_eq(other, all)))
+        .then(|| all.clone())
 }
 
 /// Deliveries sent per `drain` call, so that one call stays short.
@@ -342,8 +366,7 @@ impl PubSubFanout {
         // The props of one event are built once for all its subscribers.
         let mut props_cache: Option<(*const Props, Term)> = None;
         let mut props = Vec::with_capacity(batch.len());
-        let mut sends = Vec::new();
-        for (i, delivery) in batch.iter().enumerate() {
+        for delivery in &batch {
             let term = match props_cache {
                 Some((ptr, term)) if ptr == Arc::as_ptr(&delivery.props) => term,
                 _ => {
@@ -353,42 +376,81 @@ impl PubSubFanout {
                 }
             };
             props.push(term);
-            for to in delivery.to.as_slice() {
-                let pid = to.pid.encode(env);
-                sends.push((pid.as_c_arg(), i, pid, to));
-            }
         }
-        // Subscriber by subscriber: each gets its messages of the batch in a row, in queue order (a
-        // stable sort on the pid term, equal for one local pid), so that it is woken once for them.
-        sends.sort_by_key(|send| send.0);
-        // Each subscriber's reference is the one in the owner's map of subscribers, already a term;
-        // it is decoded from its stored form only for a subscriber the owner has already let go.
-        let mut last: Option<(rustler::sys::ErlNifTerm, Term)> = None;
-        for (key, i, pid, to) in &sends {
-            let reference = match last {
-                Some((k, reference)) if k == *key => reference,
-                _ => {
-                    let reference = held
-                        .map_get(*pid)
-                        .ok()
-                        .or_else(|| env.binary_to_term(&to.reference).map(|(term, _)| term))
-                        .unwrap_or_else(|| atoms::nil().encode(env));
-                    last = Some((*key, reference));
-                    reference
-                }
-            };
-            let delivery = &batch[*i];
+        // Subscriber by subscriber: each gets its messages of the batch in a row, in queue order, so
+        // that it is woken once for them (and its reference is looked up once).
+        let mut sent = 0;
+        let mut send = |to: &Subscriber, reference: Term<'a>, i: usize| {
+            let delivery = &batch[i];
             let message = (
                 atoms::redix_pubsub(),
                 self.owner,
                 reference,
                 delivery.type_,
-                props[*i],
-            );
+                props[i],
+            )
+                .encode(env);
             // A subscriber that died meanwhile is the PubSub process's to clean up, on its DOWN.
-            let _ = env.send(&to.pid, message);
+            // (`Env::send` would check first that this is a scheduler thread: a NIF's always is.)
+            unsafe {
+                rustler::sys::enif_send(
+                    env.as_c_arg(),
+                    to.pid.as_c_arg(),
+                    std::ptr::null_mut(),
+                    message.as_c_arg(),
+                )
+            };
+            sent += 1;
+        };
+        if let Some(all) = one_list(&batch) {
+            // The usual batch: messages to the subscribers of one channel, as parts of one list.
+            let ranges: Vec<_> = batch.iter().map(|d| d.to.range()).collect();
+            let from = ranges.iter().map(|r| r.start).min().unwrap_or(0);
+            let to = ranges.iter().map(|r| r.end).max().unwrap_or(0);
+            for index in from..to {
+                let subscriber = &all[index];
+                let mut reference = None;
+                for (i, range) in ranges.iter().enumerate() {
+                    if range.contains(&index) {
+                        let reference =
+                            *reference.get_or_insert_with(|| self.reference(env, held, subscriber));
+                        send(subscriber, reference, i);
+                    }
+                }
+            }
+        } else {
+            // Any mix: a stable sort on the pid term (equal for one local pid) keeps each
+            // subscriber's messages in queue order.
+            let mut sends: Vec<_> = batch
+                .iter()
+                .enumerate()
+                .flat_map(|(i, d)| d.to.as_slice().iter().map(move |to| (to, i)))
+                .map(|(to, i)| (to.pid.encode(env).as_c_arg(), i, to))
+                .collect();
+            sends.sort_by_key(|send| send.0);
+            let mut last: Option<(rustler::sys::ErlNifTerm, Term)> = None;
+            for (key, i, to) in sends {
+                let reference = match last {
+                    Some((k, reference)) if k == key => reference,
+                    _ => {
+                        let reference = self.reference(env, held, to);
+                        last = Some((key, reference));
+                        reference
+                    }
+                };
+                send(to, reference, i);
+            }
         }
-        Some((more, sends.len()))
+        Some((more, sent))
+    }
+
+    /// A subscriber's reference: the one in the sender's map of subscribers (`held`, the
+    /// `RedixRs.PubSub` process's own), already a term; else decoded from its stored form.
+    fn reference<'a>(&self, env: Env<'a>, held: Term<'a>, to: &Subscriber) -> Term<'a> {
+        held.map_get(to.pid.encode(env))
+            .ok()
+            .or_else(|| env.binary_to_term(&to.reference).map(|(term, _)| term))
+            .unwrap_or_else(|| atoms::nil().encode(env))
     }
 
     /// Queues a prepared message for every subscriber of its channel (or pattern), as one entry; its
