@@ -99,10 +99,12 @@ defmodule RedixRs.Bench.Svg do
       end
 
     series =
-      for client <- clients do
+      for {client, i} <- Enum.with_index(clients) do
         pts = Enum.sort_by(points[client], & &1.n)
         color = colors[client]
-        xy = Enum.map(pts, &{x_of(&1.n, ns, @left_x), y_of.(&1.median)})
+        # Clients side by side around each x, so that their range bars do not hide each other.
+        shift = (i - (length(clients) - 1) / 2) * 7
+        xy = Enum.map(pts, &{x_of(&1.n, ns, @left_x) + shift, y_of.(&1.median)})
 
         [
           polyline(xy, color, nil),
