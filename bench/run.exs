@@ -54,6 +54,11 @@ progress = fn name, by_client ->
   IO.puts("  #{name}: #{line} (#{elapsed.()})")
 end
 
+# m first: its memory growth is the whole VM's, which later scenarios' garbage would blur.
+m = Scenarios.noreply_memory(port)
+m_row = {"m: noreply_pipeline of 1,000,000 SET", %{redix_rs: [m]}}
+progress.(elem(m_row, 0), elem(m_row, 1))
+
 # {name, fun, ceiling args or nil, processes on one connection (the picture's x) or nil}
 scenarios = [
   {"a: 1 process, 20,000 GET (32 B)", &Scenarios.sequential_get(&1, port),
@@ -114,10 +119,6 @@ tls =
   {"a over TLS (rustls) and plain TCP, same run", Enum.group_by(tls, &elem(&1, 0), &elem(&1, 1))}
 
 progress.(elem(tls, 0), elem(tls, 1))
-
-m = Scenarios.noreply_memory(port)
-m_row = {"m: noreply_pipeline of 1,000,000 SET", %{redix_rs: [m]}}
-progress.(elem(m_row, 0), elem(m_row, 1))
 
 fan_name = "fan-out: 100 subscribers, 10,000 messages (deliveries/s)"
 Enum.each(clients, &Fanout.run(&1, port))

@@ -254,12 +254,12 @@ defmodule RedixRs.Bench.Svg do
   defp decade_floor(v), do: :math.pow(10, Float.floor(:math.log10(v)))
   defp decade_ceil(v), do: :math.pow(10, Float.ceil(:math.log10(v) + 1.0e-9))
 
-  # 1, 2 or 5 times a power of ten, at least `v`.
+  # A round multiple of a power of ten, at least `v`.
   defp nice_ceiling(v) when v <= 0, do: 1
 
   defp nice_ceiling(v) do
     base = :math.pow(10, Float.floor(:math.log10(v)))
-    Enum.find([1, 2, 2.5, 5, 10], &(&1 * base >= v)) * base
+    Enum.find([1, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10], &(&1 * base >= v)) * base
   end
 
   defp f(x), do: :erlang.float_to_binary(x / 1, decimals: 1)
