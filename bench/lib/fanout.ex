@@ -3,9 +3,10 @@ defmodule RedixRs.Bench.Fanout do
   # Pub/sub fan-out: 1 publisher, `subs` subscriber processes on ONE pub/sub connection, `n` messages.
   # redix_rs delivers from Rust straight to each subscriber; eredis_sub delivers to one controlling
   # process, which acks each message and relays it to the subscribers (what a pub/sub process does).
-  # The publisher is the same (a redix_rs connection, pipelined) for both, so only delivery differs.
+  # Redix.PubSub (when REDIX_PATH is set) sends each subscriber its messages from its connection process.
+  # The publisher is the same (a redix_rs connection, pipelined) for all, so only delivery differs.
 
-  @compile {:no_warn_undefined, [:eredis_sub]}
+  @compile {:no_warn_undefined, [:eredis_sub, Redix.PubSub]}
 
   @channel "bench:fanout"
 
@@ -35,6 +36,12 @@ defmodule RedixRs.Bench.Fanout do
     {:ok, pubsub} = RedixRs.PubSub.start_link(port: port, sync_connect: true)
     Enum.each(subscribers, &RedixRs.PubSub.subscribe(pubsub, @channel, &1))
     fn -> RedixRs.PubSub.stop(pubsub) end
+  end
+
+  defp subscribe(:redix, port, subscribers) do
+    {:ok, pubsub} = Redix.PubSub.start_link(host: "127.0.0.1", port: port, sync_connect: true)
+    Enum.each(subscribers, &Redix.PubSub.subscribe(pubsub, @channel, &1))
+    fn -> Redix.PubSub.stop(pubsub) end
   end
 
   defp subscribe(:eredis, port, subscribers) do

@@ -71,7 +71,8 @@ defmodule RedixRs.Native do
   @spec cancel(token()) :: :cancelled | :sent
   def cancel(_token), do: :erlang.nif_error(not_loaded())
 
-  @spec pubsub_op(handle(), pubsub_op()) :: non_neg_integer()
+  @spec pubsub_op(handle(), pubsub_op()) ::
+          non_neg_integer() | {pos_integer(), non_neg_integer()}
   def pubsub_op(_handle, _op), do: :erlang.nif_error(not_loaded())
 
   @spec pubsub_drain(handle(), %{optional(pid()) => reference()}) ::
@@ -133,6 +134,13 @@ defmodule RedixRs.Native do
 
   @spec cluster_info(handle()) :: {[String.t()], [{String.t(), boolean(), boolean()}]}
   def cluster_info(_handle), do: :erlang.nif_error(not_loaded())
+
+  @spec pubsub_lanes(handle(), pos_integer()) :: boolean()
+  def pubsub_lanes(_handle, _lanes), do: :erlang.nif_error(not_loaded())
+
+  @spec pubsub_drain_lane(handle(), %{optional(pid()) => reference()}, non_neg_integer()) ::
+          {:done | :more, non_neg_integer()}
+  def pubsub_drain_lane(_handle, _refs, _lane), do: :erlang.nif_error(not_loaded())
 
   # Raised by the stubs (`:erlang.nif_error/1` raises it as it is).
   defp not_loaded do

@@ -12,7 +12,7 @@ defmodule RedixRs.PubSub.Connection do
   require Logger
 
   alias RedixRs.{ConnectionError, Connector, Native}
-  alias RedixRs.PubSub.Subscriptions
+  alias RedixRs.PubSub.{Sender, Subscriptions}
 
   defstruct [
     :opts,
@@ -35,6 +35,8 @@ defmodule RedixRs.PubSub.Connection do
     retiring: %{},
     relay_monitors: %{},
     pings: %{},
+    # The senders of lanes 1.. (lane 0 is this process): one lane per scheduler, see `Sender`.
+    senders: {},
     # {:ping | :client_id, from}: calls made while connecting, or before the client id arrived
     waiting: [],
     connected_before: false
@@ -44,7 +46,8 @@ defmodule RedixRs.PubSub.Connection do
 
   @impl true
   def init(opts) do
-    state = %__MODULE__{opts: opts, status: :connecting}
+    senders = for _ <- 2..System.schedulers_online()//1, do: Sender.start_link()
+    state = %__MODULE__{opts: opts, status: :connecting, senders: List.to_tuple(senders)}
 
     if opts[:sync_connect] do
       connect_synchronously(state)
@@ -137,6 +140,15 @@ defmodule RedixRs.PubSub.Connection do
 
   def handle_info({:redix_rs_pubsub_drain, _stale_id}, state), do: {:noreply, state}
 
+  # The same for a lane another process sends: handed to that one.
+  def handle_info({:redix_rs_pubsub_drain, id, lane}, %{id: id, handle: handle} = state)
+      when handle != nil do
+    send(elem(state.senders, lane - 1), {:drain, handle, lane})
+    {:noreply, state}
+  end
+
+  def handle_info({:redix_rs_pubsub_drain, _stale_id, _lane}, state), do: {:noreply, state}
+
   def handle_info({ref, result, reply}, %{client_id_ref: ref} = state) do
     {:noreply, client_id_arrived(state, result, reply)}
   end
@@ -198,8 +210,10 @@ defmodule RedixRs.PubSub.Connection do
     Connector.emit(:disconnection, state.opts, %{reason: error})
     Enum.each(state.pings, fn {_, from} -> GenServer.reply(from, {:error, error}) end)
     state = answer_waiting(state, :all, {:error, %ConnectionError{reason: :closed}})
-    # What the connection owed subscribers (its last messages, then `:disconnected`) goes out now.
+    # What the connection owed subscribers (its last messages, then `:disconnected`) goes out now,
+    # in every lane, before anything of the next connection.
     Subscriptions.drain_all(state.handle, state.refs)
+    flush_lanes(state, :all)
     state = %{state | handle: nil, client_id: nil, pings: %{}}
 
     if state.opts[:exit_on_disconnection] do
@@ -272,6 +286,10 @@ defmodule RedixRs.PubSub.Connection do
   end
 
   defp connected(state) do
+    # One lane per sender, set before any subscription of this connection.
+    if tuple_size(state.senders) > 0,
+      do: Native.pubsub_lanes(state.handle, tuple_size(state.senders) + 1)
+
     Connector.emit(:connection, state.opts, %{reconnection: state.connected_before})
     state = %{state | status: :connected, backoff: nil, connected_before: true}
     state = fetch_client_id(state)
@@ -343,8 +361,10 @@ defmodule RedixRs.PubSub.Connection do
   # Applies a change natively, then sends what it owes subscribers (`:subscribed` for a channel Redis
   # already confirmed, `:unsubscribed`) before the caller gets its reply, as Redix does.
   defp op(state, action, kind, names, pid, ref, redis_names) do
-    queued = Native.pubsub_op(state.handle, {action, kind, names, pid, ref, redis_names})
-    drain(state, queued)
+    case Native.pubsub_op(state.handle, {action, kind, names, pid, ref, redis_names}) do
+      {lane, queued} -> Sender.flush(elem(state.senders, lane - 1), state.handle, lane, queued)
+      queued -> drain(state, queued)
+    end
   end
 
   # Sends at least `count` queued messages (those up to the op's own), however many keep arriving
@@ -355,6 +375,13 @@ defmodule RedixRs.PubSub.Connection do
       {:more, _sent} -> send(self(), {:redix_rs_pubsub_drain, state.id})
       {:done, _sent} -> :ok
     end
+  end
+
+  defp flush_lanes(state, count) do
+    state.senders
+    |> Tuple.to_list()
+    |> Enum.with_index(1)
+    |> Enum.each(fn {sender, lane} -> Sender.flush(sender, state.handle, lane, count) end)
   end
 end
 

@@ -170,10 +170,11 @@ fn close(handle: ResourceArc<ConnectionHandle>, why: rustler::Atom) -> NifResult
 /// or `:drop` (a dead subscriber, removed silently); `kind` is `:channel`, `:pattern` or `:shard`;
 /// `redis_names` are the names Redis must be told about. The messages it owes subscribers
 /// (`:subscribed`, `:unsubscribed`) are queued for `pubsub_drain/2`, which the caller runs next;
-/// returns how many messages are queued up to and including them. On a
-/// dirty scheduler: a call may carry tens of thousands of names.
+/// returns how many messages are queued up to and including them: an integer when they are in lane
+/// 0 (the caller's own), `{lane, count}` when the subscriber's messages go through another lane (see
+/// `pubsub_lanes/2`). On a dirty scheduler: a call may carry tens of thousands of names.
 #[rustler::nif(schedule = "DirtyCpu")]
-fn pubsub_op<'a>(handle: ResourceArc<ConnectionHandle>, op: Term<'a>) -> NifResult<usize> {
+fn pubsub_op<'a>(handle: ResourceArc<ConnectionHandle>, op: Term<'a>) -> NifResult<Term<'a>> {
     let Some(side) = &handle.pubsub else {
         return Err(Error::BadArg);
     };
@@ -209,7 +210,11 @@ fn pubsub_op<'a>(handle: ResourceArc<ConnectionHandle>, op: Term<'a>) -> NifResu
         subscriber: Subscriber::new(subscriber, reference),
         redis_names: to_bytes(redis_names),
     };
-    Ok(side.fanout.apply(op, &handle.mux))
+    let env = reference.get_env();
+    Ok(match side.fanout.apply(op, &handle.mux) {
+        (0, queued) => queued.encode(env),
+        (lane, queued) => (lane, queued).encode(env),
+    })
 }
 
 /// Sends a batch of queued pub/sub messages to their subscribers from the calling process (the
@@ -228,7 +233,7 @@ fn pubsub_drain<'a>(
     if !refs.is_map() {
         return Err(Error::BadArg);
     }
-    let (more, sent) = side.fanout.drain(env, refs);
+    let (more, sent) = side.fanout.drain(env, refs, 0).ok_or(Error::BadArg)?;
     Ok((if more { atoms::more() } else { atoms::done() }, sent))
 }
 
@@ -344,4 +349,37 @@ fn notify(owner: &LocalPid, id: u64, event: impl for<'a> FnOnce(Env<'a>) -> Term
     let _ = env.send_and_clear(owner, |env| {
         (atoms::redix_rs_native(), id, event(env)).encode(env)
     });
+}
+
+/// Splits a pub/sub connection's queue of messages for subscribers into `lanes` lanes (1 to 64), each
+/// emptied by its own process with `pubsub_drain_lane/3`, so that sending spreads over schedulers. A
+/// subscriber's messages all go into one lane (by its pid), so they keep their order. Only before
+/// the first subscription: `true`, or `false` (nothing changed) once there are subscribers.
+#[rustler::nif]
+fn pubsub_lanes(handle: ResourceArc<ConnectionHandle>, lanes: usize) -> NifResult<bool> {
+    let Some(side) = &handle.pubsub else {
+        return Err(Error::BadArg);
+    };
+    if !(1..=64).contains(&lanes) {
+        return Err(Error::BadArg);
+    }
+    Ok(side.fanout.set_lanes(lanes))
+}
+
+/// `pubsub_drain/2` for lane `lane`: `{:done | :more, sent}`. Only the lane's one sender calls it.
+#[rustler::nif]
+fn pubsub_drain_lane<'a>(
+    env: Env<'a>,
+    handle: ResourceArc<ConnectionHandle>,
+    refs: Term<'a>,
+    lane: usize,
+) -> NifResult<(rustler::Atom, usize)> {
+    let Some(side) = &handle.pubsub else {
+        return Err(Error::BadArg);
+    };
+    if !refs.is_map() {
+        return Err(Error::BadArg);
+    }
+    let (more, sent) = side.fanout.drain(env, refs, lane).ok_or(Error::BadArg)?;
+    Ok((if more { atoms::more() } else { atoms::done() }, sent))
 }

@@ -19,9 +19,14 @@ struct Entry<S> {
 
 /// The subscribers of one name, and the confirmed ones as one shared list: a message is queued for
 /// all of them by cloning that list's handle, not each subscriber (rebuilt only after a change).
+/// Subscribers split into lanes: one shared list per lane.
+pub type ByLane<S> = Arc<[Arc<[S]>]>;
+
 struct Subscribers<S> {
     entries: Vec<Entry<S>>,
     recipients: Option<Arc<[S]>>,
+    /// The same, split into lanes (one list per lane, by `lane_of`), for that many lanes.
+    by_lane: Option<(usize, ByLane<S>)>,
 }
 
 impl<S> Default for Subscribers<S> {
@@ -29,7 +34,16 @@ impl<S> Default for Subscribers<S> {
         Subscribers {
             entries: Vec::new(),
             recipients: None,
+            by_lane: None,
         }
+    }
+}
+
+impl<S> Subscribers<S> {
+    /// Drops the shared lists after a change (they are rebuilt on demand).
+    fn changed(&mut self) {
+        self.recipients = None;
+        self.by_lane = None;
     }
 }
 
@@ -59,7 +73,7 @@ impl<S: Clone + PartialEq> Registry<S> {
 
     fn add(&mut self, kind: Kind, name: Bytes, subscriber: S, confirmed: bool) {
         let subs = self.table.entry((kind, name)).or_default();
-        subs.recipients = None;
+        subs.changed();
         match subs.entries.iter_mut().find(|e| e.subscriber == subscriber) {
             Some(entry) => entry.confirmed |= confirmed,
             None => subs.entries.push(Entry {
@@ -74,7 +88,7 @@ impl<S: Clone + PartialEq> Registry<S> {
         let Some(subs) = self.table.get_mut(&(kind, name.clone())) else {
             return Vec::new();
         };
-        subs.recipients = None;
+        subs.changed();
         subs.entries
             .iter_mut()
             .filter(|e| !e.confirmed)
@@ -101,7 +115,7 @@ impl<S: Clone + PartialEq> Registry<S> {
         let before = subs.entries.len();
         subs.entries.retain(|e| &e.subscriber != subscriber);
         let removed = subs.entries.len() != before;
-        subs.recipients = None;
+        subs.changed();
         if subs.entries.is_empty() {
             self.table.remove(&key);
         }
@@ -132,6 +146,34 @@ impl<S: Clone + PartialEq> Registry<S> {
             subs.recipients = Some(confirmed.into());
         }
         subs.recipients.clone().filter(|list| !list.is_empty())
+    }
+
+    /// The confirmed subscribers of `name` split into `lanes` shared lists, subscriber `s` in list
+    /// `lane_of(s)` (which must be below `lanes`), each in the order of [`Self::shared_recipients`];
+    /// `None` when there are none. The same lists until the subscriptions of `name` change.
+    pub fn shared_recipients_by_lane(
+        &mut self,
+        kind: Kind,
+        name: &Bytes,
+        lanes: usize,
+        lane_of: impl Fn(&S) -> usize,
+    ) -> Option<ByLane<S>> {
+        let subs = self.table.get_mut(&(kind, name.clone()))?;
+        match &subs.by_lane {
+            Some((n, lists)) if *n == lanes => {}
+            _ => {
+                let mut split: Vec<Vec<S>> = vec![Vec::new(); lanes];
+                for e in subs.entries.iter().filter(|e| e.confirmed) {
+                    split[lane_of(&e.subscriber)].push(e.subscriber.clone());
+                }
+                let lists: Vec<Arc<[S]>> = split.into_iter().map(Arc::from).collect();
+                subs.by_lane = Some((lanes, lists.into()));
+            }
+        }
+        subs.by_lane
+            .as_ref()
+            .map(|(_, lists)| lists.clone())
+            .filter(|lists| lists.iter().any(|list| !list.is_empty()))
     }
 }
 
@@ -220,6 +262,57 @@ mod tests {
         assert_eq!(&reg.shared_recipients(Kind::Channel, &a).unwrap()[..], &[2]);
         reg.remove(Kind::Channel, &a, &2);
         assert!(reg.shared_recipients(Kind::Channel, &a).is_none());
+    }
+
+    #[test]
+    fn recipients_by_lane_follow_every_change() {
+        let mut reg = Registry::default();
+        let a = name("a");
+        let odd = |s: &i32| (*s % 2) as usize;
+        assert!(reg
+            .shared_recipients_by_lane(Kind::Channel, &a, 2, odd)
+            .is_none());
+        for s in 1..=5 {
+            reg.add_confirmed(Kind::Channel, a.clone(), s);
+        }
+        reg.add_pending(Kind::Channel, a.clone(), 7);
+        let lanes = reg
+            .shared_recipients_by_lane(Kind::Channel, &a, 2, odd)
+            .unwrap();
+        assert_eq!(&lanes[0][..], &[2, 4]);
+        assert_eq!(
+            &lanes[1][..],
+            &[1, 3, 5],
+            "in order; the pending one left out"
+        );
+        let again = reg
+            .shared_recipients_by_lane(Kind::Channel, &a, 2, odd)
+            .unwrap();
+        assert!(Arc::ptr_eq(&lanes, &again), "the same lists until a change");
+        reg.remove(Kind::Channel, &a, &3);
+        let lanes = reg
+            .shared_recipients_by_lane(Kind::Channel, &a, 2, odd)
+            .unwrap();
+        assert_eq!(&lanes[1][..], &[1, 5]);
+        reg.confirm(Kind::Channel, &a);
+        let lanes = reg
+            .shared_recipients_by_lane(Kind::Channel, &a, 2, odd)
+            .unwrap();
+        assert_eq!(&lanes[1][..], &[1, 5, 7]);
+        let one = reg
+            .shared_recipients_by_lane(Kind::Channel, &a, 1, |_| 0)
+            .unwrap();
+        assert_eq!(
+            &one[0][..],
+            &[1, 2, 4, 5, 7],
+            "another lane count splits again"
+        );
+        for s in [1, 2, 4, 5, 7] {
+            reg.remove(Kind::Channel, &a, &s);
+        }
+        assert!(reg
+            .shared_recipients_by_lane(Kind::Channel, &a, 2, odd)
+            .is_none());
     }
 
     #[test]
