@@ -93,6 +93,9 @@ async fn role_changed(opts: &ConnectOptions, server: &Address, direct: Direct) -
     let mut opts = opts.clone();
     opts.address = server.clone();
     opts.sentinel = None;
+    // A plain connection: with the cache's tracking, its handshake would read COMMAND again and
+    // flush the cache of the connection it checks (`ClientCache::tracking_on`).
+    opts.tracking = None;
     let timeout = opts.timeout;
     let check = async {
         let (mut stream, leftover) = direct(opts).await?;
