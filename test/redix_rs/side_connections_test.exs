@@ -321,7 +321,9 @@ defmodule RedixRs.SideConnectionsTest do
   end
 
   test "side connections are reused, and closed once idle", %{name: name, key: key, admin: admin} do
-    conn = start(name, side_connection_idle_timeout: 300)
+    # Idle for 1.5 s: long enough that a stalled machine does not close it between the two calls,
+    # short enough for `eventually` (5 s) to see it closed.
+    conn = start(name, side_connection_idle_timeout: 1_500)
     RedixRs.command!(conn, ["RPUSH", key <> "q", "1", "2"])
     assert {:ok, [_, "1"]} = RedixRs.command(conn, ["BLPOP", key <> "q", 0])
     [main, side] = Enum.sort_by(clients(admin, name), &String.to_integer(&1["id"]))
