@@ -153,8 +153,13 @@ defmodule RedixRs.Connection do
     state = start_attempt(state)
 
     case Connector.await_connection(state.id, state.opts) do
-      {:connected, opts} -> {:ok, connected(%{state | opts: opts})}
-      {:error, error} -> {:stop, error}
+      {:connected, opts} ->
+        {:ok, connected(%{state | opts: opts})}
+
+      {:error, error} ->
+        # `terminate/2` does not run when `init/1` fails: what `init/1` published goes here.
+        RedixRs.Cache.forget(state.keys, state.opts)
+        {:stop, error}
     end
   end
 
