@@ -95,7 +95,8 @@ defmodule RedixRs.SentinelInterplayTest do
       old_admin: old_admin,
       new_admin: new_admin
     } do
-      conn = start_conn!(fake, side_connection_idle_timeout: :infinity)
+      name = "interplay#{System.unique_integer([:positive])}"
+      conn = start_conn!(fake, side_connection_idle_timeout: :infinity, client_name: name)
       attach_telemetry(conn)
 
       # A BLPOP answered on the old primary leaves an idle side connection there.
@@ -109,6 +110,10 @@ defmodule RedixRs.SentinelInterplayTest do
       FakeSentinel.announce(fake, new.port, [])
       address = "127.0.0.1:#{new.port}"
       assert_receive {:telemetry, :connection, %{address: ^address}}, 5_000
+
+      # The side connection's own watcher closes it (each follows the announcement on its own, so
+      # a blocking call made in between may still land there, and get :disconnected).
+      assert eventually(fn -> named_clients(old_admin, name) == 0 end)
 
       # The next BLPOP waits on the new primary.
       blpop = Task.async(fn -> RedixRs.command(conn, ["BLPOP", "q", "0"], timeout: 10_000) end)
@@ -172,6 +177,11 @@ defmodule RedixRs.SentinelInterplayTest do
     {:ok, info} = RedixRs.command(admin, ["INFO", "clients"])
     [_, n] = Regex.run(~r/blocked_clients:(\d+)/, info)
     String.to_integer(n)
+  end
+
+  defp named_clients(admin, name) do
+    {:ok, list} = RedixRs.command(admin, ["CLIENT", "LIST"])
+    list |> String.split("\n", trim: true) |> Enum.count(&String.contains?(&1, " name=#{name} "))
   end
 
   defp role_calls(admin) do
