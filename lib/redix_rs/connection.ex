@@ -258,12 +258,13 @@ defmodule RedixRs.Connection do
       {:ok, _token} ->
         %{state | remote_calls: Map.put(state.remote_calls, ref, from)}
 
-      # A blocking command: run on a side connection by a process of its own, not this one.
+      # A blocking command: run on a side connection by a process of its own, not this one (with
+      # no telemetry event here: the caller emits the call's events on its node).
       {:side, _pool} ->
         conn = self()
 
         spawn(fn ->
-          GenServer.reply(from, RedixRs.Call.run(conn, commands, kind, timeout: timeout))
+          GenServer.reply(from, RedixRs.Call.run_untraced(conn, commands, kind, timeout))
         end)
 
         state

@@ -415,4 +415,20 @@ defmodule RedixRs.SideConnectionsRemoteTest do
     RedixRs.command!(conn, ["RPUSH", q, "x"])
     assert Task.await(task) == {:ok, [q, "x"]}
   end
+
+  test "a blocking call from another node emits its events on the caller's node only" do
+    {_peer, node} = RedixRs.Test.PeerNode.start!()
+    spec = Map.put(RedixRs.child_spec(port: Servers.port(), sync_connect: true), :id, make_ref())
+    {:ok, conn} = :erpc.call(node, Supervisor, :start_child, [RedixRs.Supervisor, spec])
+    q = "sideremote:events:#{System.unique_integer([:positive])}"
+    events = [[:redix_rs, :pipeline, :start], [:redix_rs, :pipeline, :stop]]
+    forward = &RedixRs.Test.PeerNode.forward_event/4
+    :ok = :erpc.call(node, :telemetry, :attach_many, [make_ref(), events, forward, self()])
+
+    RedixRs.command!(conn, ["RPUSH", q, "x"])
+    assert RedixRs.command(conn, ["BLPOP", q, 0], timeout: 10_000) == {:ok, [q, "x"]}
+    # On the connection's node, the process that ran the call would have sent its events here
+    # before its reply (one sender, one receiver: in order).
+    refute_received {:peer_telemetry, _, _}
+  end
 end
