@@ -24,7 +24,19 @@ defmodule RedixRs.Call do
     {timeout, metadata} = call_options!(opts)
     # `nil`: no events.
     trace = if Telemetry.enabled?(), do: Telemetry.begin_pipeline(metadata)
+    run_traced(conn, commands, kind, timeout, trace)
+  end
 
+  @doc """
+  `run/4` with `timeout` and no telemetry event: what a connection process runs for a caller on
+  another node, which emits the call's events on its own node.
+  """
+  @spec run_untraced(GenServer.server(), term(), kind(), timeout()) ::
+          {:ok, [term()]} | {:error, ConnectionError.t() | %ArgumentError{}}
+  def run_untraced(conn, commands, kind, timeout),
+    do: run_traced(conn, commands, kind, timeout, nil)
+
+  defp run_traced(conn, commands, kind, timeout, trace) do
     case lookup(conn) do
       {:ok, handle, owner} -> run_fast(conn, handle, owner, commands, kind, timeout, trace)
       :error -> not_published(conn, commands, kind, timeout, trace)

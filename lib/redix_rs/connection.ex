@@ -153,8 +153,13 @@ defmodule RedixRs.Connection do
     state = start_attempt(state)
 
     case Connector.await_connection(state.id, state.opts) do
-      {:connected, opts} -> {:ok, connected(%{state | opts: opts})}
-      {:error, error} -> {:stop, error}
+      {:connected, opts} ->
+        {:ok, connected(%{state | opts: opts})}
+
+      {:error, error} ->
+        # `terminate/2` does not run when `init/1` fails: what `init/1` published goes here.
+        RedixRs.Cache.forget(state.keys, state.opts)
+        {:stop, error}
     end
   end
 
@@ -253,12 +258,13 @@ defmodule RedixRs.Connection do
       {:ok, _token} ->
         %{state | remote_calls: Map.put(state.remote_calls, ref, from)}
 
-      # A blocking command: run on a side connection by a process of its own, not this one.
+      # A blocking command: run on a side connection by a process of its own, not this one (with
+      # no telemetry event here: the caller emits the call's events on its node).
       {:side, _pool} ->
         conn = self()
 
         spawn(fn ->
-          GenServer.reply(from, RedixRs.Call.run(conn, commands, kind, timeout: timeout))
+          GenServer.reply(from, RedixRs.Call.run_untraced(conn, commands, kind, timeout))
         end)
 
         state

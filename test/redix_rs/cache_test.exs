@@ -226,6 +226,24 @@ defmodule RedixRs.CacheTest do
     end
   end
 
+  describe "lifecycle" do
+    test "a named connection that fails to start (sync_connect) leaves no cache published" do
+      Process.flag(:trap_exit, true)
+      name = :"cache_failed_start_#{System.unique_integer([:positive])}"
+
+      assert {:error, _} =
+               RedixRs.start_link(
+                 name: name,
+                 port: RedixRs.Test.Helpers.closed_port(),
+                 protocol: :resp3,
+                 client_cache: [],
+                 sync_connect: true
+               )
+
+      assert :persistent_term.get({RedixRs.Cache, name}, nil) == nil
+    end
+  end
+
   defp named_clients(conn, name) do
     {:ok, list} = RedixRs.command(conn, ["CLIENT", "LIST"])
     list |> String.split("\n", trim: true) |> Enum.count(&String.contains?(&1, " name=#{name} "))

@@ -321,7 +321,9 @@ defmodule RedixRs.SideConnectionsTest do
   end
 
   test "side connections are reused, and closed once idle", %{name: name, key: key, admin: admin} do
-    conn = start(name, side_connection_idle_timeout: 300)
+    # Idle for 1.5 s: long enough that a stalled machine does not close it between the two calls,
+    # short enough for `eventually` (5 s) to see it closed.
+    conn = start(name, side_connection_idle_timeout: 1_500)
     RedixRs.command!(conn, ["RPUSH", key <> "q", "1", "2"])
     assert {:ok, [_, "1"]} = RedixRs.command(conn, ["BLPOP", key <> "q", 0])
     [main, side] = Enum.sort_by(clients(admin, name), &String.to_integer(&1["id"]))
@@ -412,5 +414,21 @@ defmodule RedixRs.SideConnectionsRemoteTest do
     assert RedixRs.command(conn, ["PING"], timeout: 1_000) == {:ok, "PONG"}
     RedixRs.command!(conn, ["RPUSH", q, "x"])
     assert Task.await(task) == {:ok, [q, "x"]}
+  end
+
+  test "a blocking call from another node emits its events on the caller's node only" do
+    {_peer, node} = RedixRs.Test.PeerNode.start!()
+    spec = Map.put(RedixRs.child_spec(port: Servers.port(), sync_connect: true), :id, make_ref())
+    {:ok, conn} = :erpc.call(node, Supervisor, :start_child, [RedixRs.Supervisor, spec])
+    q = "sideremote:events:#{System.unique_integer([:positive])}"
+    events = [[:redix_rs, :pipeline, :start], [:redix_rs, :pipeline, :stop]]
+    forward = &RedixRs.Test.PeerNode.forward_event/4
+    :ok = :erpc.call(node, :telemetry, :attach_many, [make_ref(), events, forward, self()])
+
+    RedixRs.command!(conn, ["RPUSH", q, "x"])
+    assert RedixRs.command(conn, ["BLPOP", q, 0], timeout: 10_000) == {:ok, [q, "x"]}
+    # On the connection's node, the process that ran the call would have sent its events here
+    # before its reply (one sender, one receiver: in order).
+    refute_received {:peer_telemetry, _, _}
   end
 end

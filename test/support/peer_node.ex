@@ -17,6 +17,10 @@ defmodule RedixRs.Test.PeerNode do
     :ok
   end
 
+  @doc "A telemetry handler for a peer node: sends `{:peer_telemetry, event, metadata}` to `pid`."
+  def forward_event(event, _measurements, metadata, pid),
+    do: send(pid, {:peer_telemetry, event, metadata})
+
   @doc "A peer node linked to the caller (it goes away with the test), redix_rs started: `{peer, node}`."
   def start! do
     distribute!()

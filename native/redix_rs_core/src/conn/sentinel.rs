@@ -121,14 +121,25 @@ async fn ask(one: &Sentinel, sentinel: &SentinelOptions) -> Result<Address, Conn
     ask_as(one, sentinel, sentinel.role).await
 }
 
-/// How to connect to one sentinel.
-fn sentinel_connect_options(one: &Sentinel, sentinel: &SentinelOptions) -> ConnectOptions {
-    ConnectOptions {
+/// Connects to one sentinel, authenticating when a password is set: the stream, and what was read
+/// past the `AUTH` reply (for the next `Exchange`).
+async fn open_sentinel(
+    one: &Sentinel,
+    sentinel: &SentinelOptions,
+) -> Result<(Stream, BytesMut), ConnectError> {
+    let opts = ConnectOptions {
         tcp: sentinel.tcp.clone(),
         tls: sentinel.tls.clone(),
         timeout: sentinel.timeout,
         ..ConnectOptions::tcp(one.host.clone(), one.port)
+    };
+    let mut stream = connect(&opts).await?;
+    let mut io = Exchange::new(&mut stream, BytesMut::new());
+    if let Some(password) = one.password.as_ref().or(sentinel.password.as_ref()) {
+        io.auth(None, password).await?;
     }
+    let leftover = io.into_leftover();
+    Ok((stream, leftover))
 }
 
 /// Asks one sentinel where the server with `role` is.
@@ -137,13 +148,9 @@ async fn ask_as(
     sentinel: &SentinelOptions,
     role: Role,
 ) -> Result<Address, ConnectError> {
-    let opts = sentinel_connect_options(one, sentinel);
     let query = async {
-        let mut stream = connect(&opts).await?;
-        let mut io = Exchange::new(&mut stream, BytesMut::new());
-        if let Some(password) = one.password.as_ref().or(sentinel.password.as_ref()) {
-            io.auth(None, password).await?;
-        }
+        let (mut stream, leftover) = open_sentinel(one, sentinel).await?;
+        let mut io = Exchange::new(&mut stream, leftover);
         match role {
             Role::Primary => primary(&mut io, &sentinel.group).await,
             Role::Replica => replica(&mut io, &sentinel.group).await,

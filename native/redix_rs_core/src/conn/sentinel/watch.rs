@@ -27,13 +27,12 @@
 use std::future::Future;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::io::AsyncReadExt;
 
-use super::{ask_as, confirm_role, sentinel_connect_options, text, Direct, Role, Sentinel};
+use super::{ask_as, confirm_role, open_sentinel, text, Direct, Role, Sentinel};
 use super::{Address, ConnectError, ConnectOptions, Reason, SentinelOptions};
 use crate::conn::handshake::Exchange;
-use crate::conn::transport::connect;
 use crate::resp::{Frame, Limits, Parsed, Parser};
 
 /// The wait after a round in which no sentinel could be subscribed to, doubled each round...
@@ -93,6 +92,9 @@ async fn role_changed(opts: &ConnectOptions, server: &Address, direct: Direct) -
     let mut opts = opts.clone();
     opts.address = server.clone();
     opts.sentinel = None;
+    // A plain connection: with the cache's tracking, its handshake would read COMMAND again and
+    // flush the cache of the connection it checks (`ClientCache::tracking_on`).
+    opts.tracking = None;
     let timeout = opts.timeout;
     let check = async {
         let (mut stream, leftover) = direct(opts).await?;
@@ -142,13 +144,9 @@ async fn listen(
     sentinel: &SentinelOptions,
     server: &Address,
 ) -> Result<Reason, Subscribed> {
-    let opts = sentinel_connect_options(one, sentinel);
     let subscribe = async {
-        let mut stream = connect(&opts).await?;
-        let mut io = Exchange::new(&mut stream, BytesMut::new());
-        if let Some(password) = one.password.as_ref().or(sentinel.password.as_ref()) {
-            io.auth(None, password).await?;
-        }
+        let (mut stream, leftover) = open_sentinel(one, sentinel).await?;
+        let mut io = Exchange::new(&mut stream, leftover);
         match io
             .request(&[b"SUBSCRIBE".as_slice(), SWITCH_MASTER])
             .await?
