@@ -95,13 +95,9 @@ defmodule RedixRs.Options.Cluster do
     end
 
     refuse!(opts, @refused[mode])
-    # Before the node options are validated, so that the valid options listed are a cluster's.
-    node_mode = if mode == :cluster, do: :plain, else: :pubsub
-
-    Options.known!(
-      opts,
-      Enum.uniq(@own_keys[mode] ++ (Options.keys(node_mode) -- @refused[mode]))
-    )
+    # Checked here, before the node options are, so that the valid options listed are a cluster's.
+    node_keys = Options.keys(if mode == :cluster, do: :plain, else: :pubsub) -- @refused[mode]
+    Options.known!(opts, Enum.uniq(@own_keys[mode] ++ node_keys))
 
     {own, node} = Keyword.split(opts, @own_keys[mode])
 
@@ -127,10 +123,18 @@ defmodule RedixRs.Options.Cluster do
   end
 
   defp refuse!(opts, keys) do
-    case Enum.filter(keys, &Keyword.has_key?(opts, &1)) do
-      [] -> :ok
-      [key | _] = given when key in [:host, :port] -> raise ArgumentError, refused(given)
-      [key | _] -> raise ArgumentError, refused(key)
+    given = Enum.filter(keys, &Keyword.has_key?(opts, &1))
+
+    case Enum.split_with(given, &(&1 in [:host, :port])) do
+      {[], []} ->
+        :ok
+
+      {[_ | _] = address, _} ->
+        raise ArgumentError,
+              "#{inspect(address)} cannot be given to a cluster: list the seed nodes in :nodes"
+
+      {[], [key | _]} ->
+        raise ArgumentError, refused(key)
     end
   end
 
@@ -144,11 +148,6 @@ defmodule RedixRs.Options.Cluster do
   defp refused(:fetch_client_id_on_connect) do
     "the :fetch_client_id_on_connect option is not supported in cluster mode: a cluster pub/sub " <>
       "has one connection per node"
-  end
-
-  defp refused(host_or_port) do
-    "#{inspect(Enum.filter(host_or_port, &(&1 in [:host, :port])))} cannot be given to a " <>
-      "cluster: list the seed nodes in :nodes"
   end
 
   defp check!(:cluster_name, _key, name) when is_atom(name) and name not in [nil, true, false],
