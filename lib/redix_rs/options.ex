@@ -1,6 +1,7 @@
 defmodule RedixRs.Options do
   # The one place where start options are declared and validated. The schema also writes the option
-  # docs shown in `RedixRs.start_link/1`.
+  # docs shown in `RedixRs.start_link/1`. The options of a Redis Cluster client (`RedixRs.Cluster`,
+  # `RedixRs.PubSub` with `:nodes`) are in `RedixRs.Options.Cluster`, reached through this module.
   @moduledoc false
 
   @reply_limits [
@@ -213,9 +214,17 @@ defmodule RedixRs.Options do
 
   defp schema(:pubsub_only), do: @pubsub_schema
 
+  @doc "The options a `:plain` or `:pubsub` connection takes."
+  @spec keys(:plain | :pubsub) :: [atom()]
+  def keys(mode), do: Keyword.keys(schema(mode))
+
   @doc "Markdown describing every start option of a `:plain` or `:pubsub` connection."
-  def docs(mode \\ :plain) do
-    Enum.map_join(schema(mode), "\n", fn {key, spec} ->
+  def docs(mode \\ :plain), do: schema_docs(schema(mode))
+
+  @doc "Markdown describing the options of `schema` (entries as in the schema above)."
+  @spec schema_docs(keyword()) :: String.t()
+  def schema_docs(schema) do
+    Enum.map_join(schema, "\n", fn {key, spec} ->
       default =
         if spec[:default] in [nil, []], do: "", else: " Defaults to `#{inspect(spec[:default])}`."
 
@@ -238,16 +247,7 @@ defmodule RedixRs.Options do
     end
 
     schema = schema(mode)
-    keys = Keyword.keys(schema)
-
-    case Keyword.keys(opts) -- keys do
-      [] ->
-        :ok
-
-      unknown ->
-        raise ArgumentError,
-              "unknown options #{inspect(Enum.uniq(unknown))}, valid options are: #{inspect(keys)}"
-    end
+    known!(opts, Keyword.keys(schema))
 
     validated =
       Enum.map(schema, fn {key, spec} ->
@@ -265,6 +265,26 @@ defmodule RedixRs.Options do
   def validate!(other, _mode) do
     raise ArgumentError,
           "expected a keyword list of options, got: #{inspect(RedixRs.Redact.term(other))}"
+  end
+
+  @doc """
+  Checks `value`, given as option `key`, against `type` (a type of the schema above): returns it
+  normalised or raises `ArgumentError`. For `RedixRs.Options.Cluster`, whose own options use them.
+  """
+  @spec check!(atom(), atom(), term()) :: term()
+  def check!(type, key, value), do: check!(type, key, value, :no_default)
+
+  @doc "Raises `ArgumentError` if `opts` has keys other than `keys` (the valid options)."
+  @spec known!(keyword(), [atom()]) :: :ok
+  def known!(opts, keys) do
+    case Keyword.keys(opts) -- keys do
+      [] ->
+        :ok
+
+      unknown ->
+        raise ArgumentError,
+              "unknown options #{inspect(Enum.uniq(unknown))}, valid options are: #{inspect(keys)}"
+    end
   end
 
   # A default value is always valid (nil means "not set").
@@ -355,22 +375,12 @@ defmodule RedixRs.Options do
     """
   end
 
-  defp valid(:cluster_name, name) when is_atom(name) and name not in [nil, true, false],
-    do: {:ok, name}
-
-  defp valid(:cluster_name, nil), do: {:error, "an atom (the option is required)"}
-  defp valid(:cluster_name, _), do: {:error, "an atom"}
-
-  defp valid(:cluster_nodes, [_ | _] = nodes),
-    do: {:ok, nodes |> Enum.map(&seed!/1) |> Enum.unzip()}
-
-  defp valid(:cluster_nodes, _),
-    do: {:error, "a non-empty list of URIs or [host: host, port: port] keyword lists"}
-
   defp valid(:socket_opts, opts), do: {:ok, RedixRs.Options.Socket.validate!(opts)}
   defp valid(:client_cache, opts), do: RedixRs.Cache.validate(opts)
 
-  defp invalid!(key, expected, value) do
+  @doc "Raises the `ArgumentError` of an invalid option value (for `RedixRs.Options.Cluster` too)."
+  @spec invalid!(atom(), String.t(), term()) :: no_return()
+  def invalid!(key, expected, value) do
     shown = if key == :password, do: RedixRs.Redact.describe(value), else: inspect(value)
 
     raise ArgumentError,
@@ -435,173 +445,17 @@ defmodule RedixRs.Options do
     end
   end
 
-  ## Redis Cluster (`RedixRs.Cluster`): its own options, then those of every node connection.
+  ## Redis Cluster: `RedixRs.Options.Cluster` holds the cluster's own options and the seed nodes.
 
-  @cluster_schema [
-    name: [
-      type: :cluster_name,
-      default: nil,
-      doc:
-        "(required) the atom the cluster is registered and addressed under " <>
-          "(`RedixRs.Cluster.command(:name, ...)`, `RedixRs.command(:name, ...)`)"
-    ],
-    nodes: [
-      type: :cluster_nodes,
-      default: nil,
-      doc:
-        "(required) a non-empty list of seed nodes, each a URI (`\"redis://host:port\"`, " <>
-          "`\"rediss://host:port\"` for TLS on every node) or `[host: host, port: port]`; one " <>
-          "reachable seed is enough, the rest of the cluster is discovered"
-    ],
-    sync_connect: [
-      type: :boolean,
-      default: false,
-      doc:
-        "discover the topology inside `start_link/1` (which fails if no seed answers) instead " <>
-          "of in the background; calls made before the first discovery ends wait for it within " <>
-          "their `:timeout`, and get `:closed` once it has failed"
-    ],
-    topology_refresh_interval: [
-      type: :timeout,
-      default: 30_000,
-      doc:
-        "milliseconds between topology refreshes (also refreshed after a `MOVED`, a node " <>
-          "failure or `CLUSTERDOWN`, at most once a second)"
-    ],
-    read_from_replicas: [
-      type: :boolean,
-      default: false,
-      doc:
-        "also connect to every replica (with `READONLY`), so that `route: :replica` and " <>
-          "`route: :prefer_replica` can read from them"
-    ]
-  ]
-
-  @doc "Markdown describing the cluster options."
-  def cluster_docs do
-    Enum.map_join(@cluster_schema, "\n", fn {key, spec} ->
-      default =
-        if spec[:default] in [nil, []], do: "", else: " Defaults to `#{inspect(spec[:default])}`."
-
-      "  * `#{inspect(key)}` - #{spec[:doc]}.#{default}"
-    end)
-  end
+  @doc "Markdown describing the cluster options of `RedixRs.Cluster` (`:cluster`) or `RedixRs.PubSub` (`:pubsub`)."
+  @spec cluster_docs(:cluster | :pubsub) :: String.t()
+  def cluster_docs(mode \\ :cluster), do: RedixRs.Options.Cluster.docs(mode)
 
   @doc """
-  Validates the options of `RedixRs.Cluster.start_link/1`. Returns `{cluster_opts, node_opts}`:
-  the cluster's own (`:nodes` as `{host, port}` seeds) and the options of every node connection,
-  validated as `validate!/2` does. Raises `ArgumentError`.
+  Validates the options of `RedixRs.Cluster.start_link/1` (`:cluster`: returns `{cluster_opts,
+  node_opts}`) or of `RedixRs.PubSub.start_link/1` with `:nodes` (`:pubsub`: returns the options).
+  See `RedixRs.Options.Cluster.validate!/2`.
   """
-  @spec validate_cluster!(keyword()) :: {keyword(), keyword()}
-  def validate_cluster!(opts) when is_list(opts) do
-    unless Keyword.keyword?(opts) do
-      raise ArgumentError,
-            "expected a keyword list of options, got: #{inspect(RedixRs.Redact.term(opts))}"
-    end
-
-    if Keyword.has_key?(opts, :sentinel) do
-      raise ArgumentError, "Sentinel connections are not supported in cluster mode"
-    end
-
-    if Keyword.has_key?(opts, :exit_on_disconnection) do
-      raise ArgumentError,
-            "the :exit_on_disconnection option is not supported in cluster mode: node " <>
-              "connections are supervised by the cluster, which handles disconnections itself"
-    end
-
-    case Enum.filter([:host, :port], &Keyword.has_key?(opts, &1)) do
-      [] ->
-        :ok
-
-      given ->
-        raise ArgumentError,
-              "#{inspect(given)} cannot be given to a cluster: list the seed nodes in :nodes"
-    end
-
-    {cluster, node} = Keyword.split(opts, Keyword.keys(@cluster_schema))
-
-    cluster =
-      Enum.map(@cluster_schema, fn {key, spec} ->
-        value = Keyword.get(cluster, key, spec[:default])
-        {key, check!(spec[:type], key, value, :no_default)}
-      end)
-
-    {seeds, seed_opts} = cluster[:nodes]
-    node = merge_seed_options!(node, seed_opts)
-
-    case Keyword.fetch(node, :database) do
-      {:ok, db} when db in [0, "0", nil] ->
-        :ok
-
-      {:ok, db} ->
-        raise ArgumentError, "Redis Cluster only supports database 0, got: #{inspect(db)}"
-
-      :error ->
-        :ok
-    end
-
-    node = node |> Keyword.delete(:database) |> Keyword.put(:name, nil)
-    node = validate!(node, :plain)
-    {Keyword.put(cluster, :nodes, seeds), node}
-  end
-
-  def validate_cluster!(other) do
-    raise ArgumentError,
-          "expected a keyword list of options, got: #{inspect(RedixRs.Redact.term(other))}"
-  end
-
-  # `rediss://` seeds turn TLS on for every node (and cannot be combined with `ssl: false`).
-  defp merge_seed_options!(node, seed_opts) do
-    if Enum.any?(seed_opts, & &1[:ssl]) do
-      if Keyword.get(node, :ssl, true) == false do
-        raise ArgumentError,
-              "a rediss:// seed node needs TLS, but ssl: false was given: every node of a " <>
-                "cluster uses the same transport"
-      end
-
-      Keyword.put(node, :ssl, true)
-    else
-      node
-    end
-  end
-
-  defp seed!(uri) when is_binary(uri) do
-    parsed = RedixRs.URI.to_start_options(uri)
-
-    if Keyword.has_key?(parsed, :password) or Keyword.has_key?(parsed, :username) do
-      raise ArgumentError,
-            "credentials in a seed node URI are not supported (#{inspect(RedixRs.Redact.uri(uri))}): " <>
-              "every node is authenticated alike, so pass :username and :password as options"
-    end
-
-    if parsed[:database] not in [nil, 0] do
-      raise ArgumentError,
-            "Redis Cluster only supports database 0, got a seed node URI with database " <>
-              "#{inspect(parsed[:database])}"
-    end
-
-    {{parsed[:host] || "localhost", parsed[:port] || 6379}, Keyword.take(parsed, [:ssl])}
-  end
-
-  defp seed!(kw) when is_list(kw) do
-    unless Keyword.keyword?(kw) and Keyword.keys(kw) -- [:host, :port] == [] do
-      raise ArgumentError,
-            "expected a seed node as [host: host, port: port], got: #{inspect(kw)}"
-    end
-
-    host = Keyword.get(kw, :host, "localhost")
-    port = Keyword.get(kw, :port, 6379)
-
-    unless is_binary(host) and is_integer(port) and port in 0..65_535 do
-      raise ArgumentError,
-            "expected a seed node as [host: string, port: 0..65535], got: #{inspect(kw)}"
-    end
-
-    {{host, port}, []}
-  end
-
-  defp seed!(other) do
-    raise ArgumentError,
-          "expected a seed node as a URI or [host: host, port: port], got: #{inspect(other)}"
-  end
+  @spec validate_cluster!(keyword(), :cluster | :pubsub) :: {keyword(), keyword()} | keyword()
+  def validate_cluster!(opts, mode \\ :cluster), do: RedixRs.Options.Cluster.validate!(opts, mode)
 end

@@ -90,10 +90,11 @@ defmodule RedixRs.PubSub do
       `{:error, %RedixRs.ConnectionError{reason: :client_id_not_stored}}` (there is one connection
       per node).
 
-  Every other option applies to each node connection. `:host`, `:port`, `:sentinel`,
-  `:exit_on_disconnection`, `:fetch_client_id_on_connect` and a `:database` other than 0 raise
-  `ArgumentError`, as do credentials or a database in a seed URI; a `rediss://` seed turns TLS on for
-  every node. Subscribers may be on other nodes, as with one server. With `sync_connect: true`, `start_link/1`
+  Every other option applies to each node connection. The seeds and options are checked as
+  `RedixRs.Cluster` checks them: `:host`, `:port`, `:sentinel`, `:exit_on_disconnection` and
+  `:fetch_client_id_on_connect` raise `ArgumentError` when given (whatever their value), as do a
+  `:database` other than 0, credentials or a database in a seed URI and a `unix://` seed; a
+  `rediss://` seed turns TLS on for every node. Subscribers may be on other nodes, as with one server. With `sync_connect: true`, `start_link/1`
   returns once a seed gave the slot map, or `{:error, %RedixRs.ConnectionError{}}` when none did.
 
   ## Options
@@ -101,6 +102,7 @@ defmodule RedixRs.PubSub do
   The options of `RedixRs.start_link/1`, plus:
 
   #{RedixRs.Options.docs(:pubsub_only)}
+  #{RedixRs.Options.cluster_docs(:pubsub)}
 
   Unlike Redix, a failed `sync_connect: true` start returns `{:error, %RedixRs.ConnectionError{}}`
   (Redix returns the bare reason for pub/sub connections), as `RedixRs.start_link/1` does.
@@ -147,7 +149,7 @@ defmodule RedixRs.PubSub do
 
   def start_link(opts) do
     if is_list(opts) and Keyword.keyword?(opts) and Keyword.has_key?(opts, :nodes) do
-      opts = RedixRs.PubSub.Cluster.Options.validate!(opts)
+      opts = RedixRs.Options.validate_cluster!(opts, :pubsub)
       RedixRs.Native.ensure_loaded!()
       RedixRs.PubSub.Cluster.start_link(opts)
     else

@@ -592,32 +592,58 @@ defmodule RedixRs.PubSubClusterTest do
   end
 
   test "bad options raise ArgumentError" do
+    # The checks and messages of RedixRs.Cluster's options (RedixRs.Options.Cluster), plus
+    # :fetch_client_id_on_connect, which a pub/sub has.
+    node = ["redis://localhost:7000"]
+
     bad = [
-      [nodes: []],
-      [nodes: "redis://localhost:7000"],
-      [nodes: [:nope]],
-      [nodes: [[host: "localhost", port: 0]]],
-      [nodes: [[host: "localhost", port: 7000, password: "x"]]],
-      [nodes: ["redis://:secret@localhost:7000"]],
-      [nodes: ["redis://localhost:7000/2"]],
-      [nodes: ["http://localhost:7000"]],
-      [nodes: ["rediss://localhost:7000"], ssl: false],
-      [nodes: ["redis://localhost:7000"], host: "localhost"],
-      [nodes: ["redis://localhost:7000"], port: 7001],
-      [nodes: ["redis://localhost:7000"], database: 1],
-      [nodes: ["redis://localhost:7000"], exit_on_disconnection: true],
-      [nodes: ["redis://localhost:7000"], fetch_client_id_on_connect: true],
-      [
-        nodes: ["redis://localhost:7000"],
-        sentinel: [sentinels: ["redis://localhost:26379"], group: "g"]
-      ],
-      [nodes: ["redis://localhost:7000"], backoff_initial: -1],
-      [nodes: ["redis://localhost:7000"], unknown: 1]
+      {[nodes: []], ~r/:nodes/},
+      {[nodes: "redis://localhost:7000"], ~r/:nodes/},
+      {[nodes: [:nope]], ~r/seed node/},
+      {[nodes: [[host: "localhost", port: 0]]], ~r/seed node/},
+      {[nodes: ["redis://localhost:0"]], ~r/seed node/},
+      {[nodes: ["unix:///tmp/redis.sock"]], ~r/TCP address/},
+      {[nodes: [[host: "localhost", port: 7000, password: "s3cret"]]], ~r/seed node/},
+      {[nodes: ["redis://:s3cret@localhost:7000"]], ~r/credentials/},
+      {[nodes: ["redis://localhost:7000/2"]], ~r/database 0/},
+      {[nodes: ["http://localhost:7000"]], ~r/scheme/},
+      {[nodes: ["rediss://localhost:7000"], ssl: false], ~r/rediss/},
+      {[nodes: node, host: "localhost"], ~r/:nodes/},
+      {[nodes: node, port: 7001], ~r/:nodes/},
+      {[nodes: node, database: 1], ~r/database 0/},
+      {[nodes: node, exit_on_disconnection: true], ~r/exit_on_disconnection/},
+      # Refused when given at all, as :host and :port are.
+      {[nodes: node, exit_on_disconnection: false], ~r/exit_on_disconnection/},
+      {[nodes: node, fetch_client_id_on_connect: true], ~r/fetch_client_id_on_connect/},
+      {[nodes: node, fetch_client_id_on_connect: false], ~r/fetch_client_id_on_connect/},
+      {[nodes: node, sentinel: [sentinels: ["redis://localhost:26379"], group: "g"]],
+       ~r/Sentinel/},
+      {[nodes: node, backoff_initial: -1], ~r/backoff_initial/},
+      {[nodes: node, topology_refresh_interval: 1_000], ~r/unknown options/},
+      {[nodes: node, unknown: 1], ~r/unknown options/}
     ]
 
-    for opts <- bad do
-      assert_raise ArgumentError, fn -> PubSub.start_link(opts) end
+    for {opts, message} <- bad do
+      error = assert_raise ArgumentError, message, fn -> PubSub.start_link(opts) end
+      refute error.message =~ "s3cret"
     end
+
+    # database 0 is fine; a rediss:// seed turns TLS on for every node connection.
+    opts =
+      RedixRs.Options.validate_cluster!(
+        [
+          nodes: ["rediss://a.example:7000", [host: "b.example", port: 7001]],
+          database: "0",
+          socket_opts: [verify: :verify_none],
+          name: :cluster_pubsub_opts
+        ],
+        :pubsub
+      )
+
+    assert opts[:nodes] == [{"a.example", 7000}, {"b.example", 7001}]
+    assert opts[:ssl] == true and opts[:name] == :cluster_pubsub_opts
+    assert opts[:database] == nil
+    assert opts[:backlog_limit] == 256 * 1024 * 1024
   end
 
   test "key_slot is Redis's CLUSTER KEYSLOT", %{cluster: c} do

@@ -341,9 +341,17 @@ defmodule RedixRs.Cluster.RoutingTest do
           {[name: :x, nodes: ["rediss://localhost:7000"], ssl: false], ~r/rediss/},
           {[name: :x, nodes: [[host: "localhost", port: :nope]]], ~r/seed node/},
           {[name: :x, nodes: [:nope]], ~r/seed node/},
-          {[name: :x, nodes: ["http://localhost:7000"]], ~r/scheme/}
+          {[name: :x, nodes: ["http://localhost:7000"]], ~r/scheme/},
+          # The checks RedixRs.PubSub's cluster mode made too (RedixRs.Options.Cluster serves both).
+          {[name: :x, nodes: [[host: "localhost", port: 0]]], ~r/seed node/},
+          {[name: :x, nodes: ["unix:///tmp/redis.sock"]], ~r/TCP address/},
+          {[name: :x, nodes: [[host: "h", port: 7000, password: "s3cret"]]], ~r/seed node/},
+          {[name: :x, nodes: "redis://:s3cret@localhost:7000"], ~r/:nodes/},
+          {ok ++ [exit_on_disconnection: false], ~r/exit_on_disconnection/},
+          {ok ++ [fetch_client_id_on_connect: true], ~r/unknown options/}
         ] do
-      assert_raise ArgumentError, message, fn -> RedixRs.Cluster.start_link(opts) end
+      error = assert_raise ArgumentError, message, fn -> RedixRs.Cluster.start_link(opts) end
+      refute error.message =~ "s3cret"
     end
 
     # A rediss:// seed turns TLS on for every node; node options are validated as a connection's.
