@@ -13,10 +13,9 @@ use redix_rs_core::conn::{
     TcpOptions, TlsOptions,
 };
 use redix_rs_core::resp::Limits;
-use rustler::{Binary, Error, NifResult, ResourceArc, Term};
+use rustler::{Binary, Error, NifResult, Term};
 use std::sync::Arc;
 
-use crate::cache::CacheResource;
 use redix_rs_core::cache::{ClientCache, Tracking};
 
 use redix_rs_core::conn::{CertChain, KeyFormat, PrivateKey, TlsVersion};
@@ -72,9 +71,7 @@ pub fn decode(map: Term<'_>) -> NifResult<NativeConfig> {
         .ok()
         .and_then(|pid| pid.decode::<rustler::LocalPid>().ok());
     let cache = match get("cache") {
-        Ok(term) if !term.is_atom() => {
-            Some(term.decode::<ResourceArc<CacheResource>>()?.cache.clone())
-        }
+        Ok(term) if !term.is_atom() => Some(crate::cache::cache_of(term)?.cache.clone()),
         _ => None,
     };
     let mut connect = connect;

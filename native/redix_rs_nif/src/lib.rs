@@ -22,4 +22,9 @@ mod side;
 // be handed over to a second copy, so loading `RedixRs.Native` again in a running node makes
 // `erlang:load_nif/2` answer `{error, {upgrade, "Upgrade not supported by this NIF library."}}`, and the
 // module's `@on_load` then fails, which keeps the running version current. A new library needs a restart.
-rustler::init!("Elixir.RedixRs.Native");
+rustler::init!("Elixir.RedixRs.Native", load = load);
+
+/// After rustler's own resource types: the cache's, which it opens by hand (see `cache::open_type`).
+fn load(env: rustler::Env, _load_info: rustler::Term) -> bool {
+    cache::open_type(env)
+}

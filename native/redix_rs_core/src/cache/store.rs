@@ -315,14 +315,16 @@ impl Store {
     pub fn lookup_with<T>(&self, command: &[u8], f: impl FnOnce(&Reply) -> T) -> Option<T> {
         let hash = self.hash(command);
         let shard = self.shard(hash);
-        let found = shard.map.read().get(hash, command).map(|reply| {
+        // One thread-local read for the lock's stripe and the hit counter's.
+        let stripe = stripe();
+        let found = shard.map.read_at(stripe).get(hash, command).map(|reply| {
             reply.touch();
             f(reply)
         });
         if found.is_some() {
             // Counted per thread, not per shard: two threads reading hot keys of one shard would
             // otherwise bounce the counter's cache line between them on every hit.
-            self.hits[stripe()].0.fetch_add(1, Ordering::Relaxed);
+            self.hits[stripe].0.fetch_add(1, Ordering::Relaxed);
         }
         found
     }

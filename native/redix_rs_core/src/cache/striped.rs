@@ -58,8 +58,14 @@ impl<T> Striped<T> {
     }
 
     pub(super) fn read(&self) -> ReadGuard<'_, T> {
+        self.read_at(stripe())
+    }
+
+    /// [`Striped::read`] for a caller that already knows its thread's `stripe()` (any index below
+    /// `STRIPES` is correct; its own keeps the lock word in its core's cache).
+    pub(super) fn read_at(&self, stripe: usize) -> ReadGuard<'_, T> {
         // The locks guard no data of their own: a poisoned one is as good as any.
-        let stripe = self.locks[stripe()]
+        let stripe = self.locks[stripe % STRIPES]
             .0
             .read()
             .unwrap_or_else(|e| e.into_inner());
