@@ -182,10 +182,6 @@ impl ShardMap {
             entry.remove();
         }
     }
-
-    fn clear(&mut self) {
-        self.0.clear();
-    }
 }
 
 /// A counter on a cache line of its own.
@@ -415,15 +411,24 @@ impl Store {
     }
 
     /// Drops every entry and refuses every fill of a ticket taken before now.
+    ///
+    /// The maps are swapped for empty ones under their locks and freed after: freeing a large cache
+    /// entry by entry takes milliseconds, which hits (on scheduler threads) must not wait for.
     pub fn flush(&self) {
-        let mut book = self.lock_book();
-        self.epochs.bump_generation();
-        let dropped = book.policy.entries() as u64;
-        book.policy.clear();
-        book.by_key.clear();
-        for shard in self.shards.iter() {
-            shard.map.write().clear();
-        }
+        let (dropped, by_key, maps) = {
+            let mut book = self.lock_book();
+            self.epochs.bump_generation();
+            let dropped = book.policy.entries() as u64;
+            book.policy.clear();
+            let by_key = std::mem::take(&mut book.by_key);
+            let maps: Vec<ShardMap> = self
+                .shards
+                .iter()
+                .map(|shard| std::mem::take(&mut *shard.map.write()))
+                .collect();
+            (dropped, by_key, maps)
+        };
+        drop((by_key, maps));
         self.invalidations.fetch_add(dropped, Ordering::Relaxed);
     }
 
