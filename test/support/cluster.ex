@@ -195,6 +195,25 @@ defmodule RedixRs.Test.Cluster do
     for n <- all, n.primary_id == primary.id, do: by_port(cluster, n.port)
   end
 
+  @doc """
+  Sends the calling process `{:event, name, metadata}` for each `[:redix_rs, :cluster, event]` of
+  `events`, until its test ends.
+  """
+  def attach_events(events) do
+    parent = self()
+    id = "cluster-events-#{inspect(make_ref())}"
+    names = for e <- events, do: [:redix_rs, :cluster, e]
+
+    :telemetry.attach_many(
+      id,
+      names,
+      fn name, _, meta, _ -> send(parent, {:event, name, meta}) end,
+      nil
+    )
+
+    ExUnit.Callbacks.on_exit(fn -> :telemetry.detach(id) end)
+  end
+
   @doc "Polls `fun` every 50 ms for up to `timeout` ms; raises `what` when it never holds."
   def wait!(what, fun, timeout \\ 30_000) do
     deadline = System.monotonic_time(:millisecond) + timeout

@@ -39,6 +39,28 @@ defmodule RedixRs.Test.Helpers do
     dir
   end
 
+  @doc """
+  Sends the calling process `{:telemetry, :connection | :disconnection, monotonic_µs, metadata}`
+  for each of those events of the connection `conn`, until its test ends.
+  """
+  def attach_telemetry(conn) do
+    test = self()
+    id = make_ref()
+
+    :telemetry.attach_many(
+      id,
+      [[:redix_rs, :connection], [:redix_rs, :disconnection]],
+      fn [:redix_rs, event], _measurements, metadata, _config ->
+        if metadata.connection == conn do
+          send(test, {:telemetry, event, System.monotonic_time(:microsecond), metadata})
+        end
+      end,
+      nil
+    )
+
+    ExUnit.Callbacks.on_exit(fn -> :telemetry.detach(id) end)
+  end
+
   @doc "Polls `fun` every 20 ms until it returns true; false after `tries` attempts (5 s by default)."
   def eventually(fun, tries \\ 250) do
     cond do
