@@ -197,7 +197,7 @@ defmodule RedixRs.Test.Cluster do
 
   @doc """
   Sends the calling process `{:event, name, metadata}` for each `[:redix_rs, :cluster, event]` of
-  `events`, until its test ends.
+  `events`, until it exits.
   """
   def attach_events(events) do
     parent = self()
@@ -211,7 +211,7 @@ defmodule RedixRs.Test.Cluster do
       nil
     )
 
-    ExUnit.Callbacks.on_exit(fn -> :telemetry.detach(id) end)
+    RedixRs.Test.Helpers.detach_on_exit(id)
   end
 
   @doc "Polls `fun` every 50 ms for up to `timeout` ms; raises `what` when it never holds."

@@ -41,7 +41,7 @@ defmodule RedixRs.Test.Helpers do
 
   @doc """
   Sends the calling process `{:telemetry, :connection | :disconnection, monotonic_µs, metadata}`
-  for each of those events of the connection `conn`, until its test ends.
+  for each of those events of the connection `conn`, until it exits.
   """
   def attach_telemetry(conn) do
     test = self()
@@ -58,7 +58,22 @@ defmodule RedixRs.Test.Helpers do
       nil
     )
 
-    ExUnit.Callbacks.on_exit(fn -> :telemetry.detach(id) end)
+    detach_on_exit(id)
+  end
+
+  @doc "Detaches the telemetry handler `id` once the calling process (a test) has exited."
+  def detach_on_exit(id) do
+    test = self()
+
+    spawn(fn ->
+      ref = Process.monitor(test)
+
+      receive do
+        {:DOWN, ^ref, :process, _, _} -> :telemetry.detach(id)
+      end
+    end)
+
+    :ok
   end
 
   @doc "Polls `fun` every 20 ms until it returns true; false after `tries` attempts (5 s by default)."
