@@ -250,12 +250,8 @@ defmodule RedixRs do
       "PONG"
   """
   @spec command!(connection(), command(), keyword()) :: redis_value()
-  def command!(conn, command, opts \\ []) do
-    case command(conn, command, opts) do
-      {:ok, value} -> value
-      {:error, error} -> raise error
-    end
-  end
+  def command!(conn, command, opts \\ []),
+    do: RedixRs.Command.ok!(command(conn, command, opts))
 
   @doc """
   Sends several commands at once and returns their replies, in order.
@@ -289,12 +285,8 @@ defmodule RedixRs do
       ["PONG", "hi"]
   """
   @spec pipeline!(connection(), [command()], keyword()) :: [redis_value()]
-  def pipeline!(conn, commands, opts \\ []) do
-    case pipeline(conn, commands, opts) do
-      {:ok, values} -> values
-      {:error, error} -> raise error
-    end
-  end
+  def pipeline!(conn, commands, opts \\ []),
+    do: RedixRs.Command.ok!(pipeline(conn, commands, opts))
 
   @doc """
   Sends commands without waiting for their replies: Redis is told not to answer them
@@ -375,18 +367,8 @@ defmodule RedixRs do
   @spec transaction_pipeline(connection(), [command()], keyword()) ::
           {:ok, [redis_value()]} | {:error, RedixRs.Error.t() | ConnectionError.t()}
   def transaction_pipeline(conn, [_ | _] = commands, opts \\ []) do
-    case RedixRs.Call.run(conn, commands, :transaction, opts) do
-      {:ok, replies} ->
-        case List.last(replies) do
-          %RedixRs.Error{} = error -> {:error, error}
-          # A WATCHed key changed: Redis ran nothing (a null reply), as Redix reports it.
-          nil -> {:ok, nil}
-          exec_replies -> {:ok, exec_replies}
-        end
-
-      {:error, _} = error ->
-        error
-    end
+    RedixRs.Call.run(conn, commands, :transaction, opts)
+    |> RedixRs.Command.transaction_result()
   end
 
   @doc """
@@ -398,10 +380,6 @@ defmodule RedixRs do
       [0, 1]
   """
   @spec transaction_pipeline!(connection(), [command()], keyword()) :: [redis_value()] | nil
-  def transaction_pipeline!(conn, commands, opts \\ []) do
-    case transaction_pipeline(conn, commands, opts) do
-      {:ok, replies} -> replies
-      {:error, error} -> raise error
-    end
-  end
+  def transaction_pipeline!(conn, commands, opts \\ []),
+    do: RedixRs.Command.ok!(transaction_pipeline(conn, commands, opts))
 end

@@ -189,12 +189,8 @@ defmodule RedixRs.Cluster do
       "PONG"
   """
   @spec command!(atom(), RedixRs.command(), keyword()) :: RedixRs.redis_value()
-  def command!(cluster, command, opts \\ []) do
-    case command(cluster, command, opts) do
-      {:ok, value} -> value
-      {:error, error} -> raise error
-    end
-  end
+  def command!(cluster, command, opts \\ []),
+    do: RedixRs.Command.ok!(command(cluster, command, opts))
 
   @doc """
   Sends several commands, each to the node of its key, and returns the replies in order.
@@ -223,12 +219,8 @@ defmodule RedixRs.Cluster do
       ["PONG", "hi"]
   """
   @spec pipeline!(atom(), [RedixRs.command()], keyword()) :: [RedixRs.redis_value()]
-  def pipeline!(cluster, commands, opts \\ []) do
-    case pipeline(cluster, commands, opts) do
-      {:ok, values} -> values
-      {:error, error} -> raise error
-    end
-  end
+  def pipeline!(cluster, commands, opts \\ []),
+    do: RedixRs.Command.ok!(pipeline(cluster, commands, opts))
 
   @doc """
   Runs commands in `MULTI`/`EXEC` on the primary of their slot and returns `EXEC`'s replies.
@@ -249,17 +241,8 @@ defmodule RedixRs.Cluster do
           {:ok, [RedixRs.redis_value()]}
           | {:error, RedixRs.Error.t() | RedixRs.ConnectionError.t()}
   def transaction_pipeline(cluster, [_ | _] = commands, opts \\ []) when is_atom(cluster) do
-    case Call.run(cluster, commands, :transaction, opts) do
-      {:ok, replies} ->
-        case List.last(replies) do
-          %RedixRs.Error{} = error -> {:error, error}
-          nil -> {:ok, nil}
-          exec_replies -> {:ok, exec_replies}
-        end
-
-      {:error, _} = error ->
-        error
-    end
+    Call.run(cluster, commands, :transaction, opts)
+    |> RedixRs.Command.transaction_result()
   end
 
   @doc """
@@ -272,12 +255,8 @@ defmodule RedixRs.Cluster do
   """
   @spec transaction_pipeline!(atom(), [RedixRs.command()], keyword()) ::
           [RedixRs.redis_value()] | nil
-  def transaction_pipeline!(cluster, commands, opts \\ []) do
-    case transaction_pipeline(cluster, commands, opts) do
-      {:ok, replies} -> replies
-      {:error, error} -> raise error
-    end
-  end
+  def transaction_pipeline!(cluster, commands, opts \\ []),
+    do: RedixRs.Command.ok!(transaction_pipeline(cluster, commands, opts))
 
   @doc """
   A lazy `Stream` of the keys of every primary (`SCAN` runs per node, one node after another).

@@ -2,6 +2,9 @@ defmodule RedixRs.Command do
   # The slow path of command validation. The NIF accepts binaries, integers and atoms and refuses
   # everything else with `:normalize`; then this module either raises Redix's `ArgumentError` or turns
   # every element into a binary through `String.Chars`, so the NIF can take it on the second try.
+  #
+  # Also the shaping of results that `RedixRs` and `RedixRs.Cluster` share: a transaction's result
+  # from the replies of its MULTI ... EXEC, and the bang functions' value or raise.
   @moduledoc false
 
   @pubsub ~w(SUBSCRIBE PSUBSCRIBE UNSUBSCRIBE PUNSUBSCRIBE SSUBSCRIBE SUNSUBSCRIBE)
@@ -76,4 +79,26 @@ defmodule RedixRs.Command do
         :ok
     end
   end
+
+  @doc """
+  The result of a transaction from the result of its MULTI ... EXEC: `{:ok, replies}` with EXEC's
+  replies, `{:ok, nil}` when a WATCHed key changed (Redis ran nothing: a null reply, as Redix
+  reports it), `{:error, error}` when Redis aborted it (EXECABORT) or the call failed.
+  """
+  @spec transaction_result({:ok, [term()]} | {:error, term()}) ::
+          {:ok, [term()] | nil} | {:error, term()}
+  def transaction_result({:ok, replies}) do
+    case List.last(replies) do
+      %RedixRs.Error{} = error -> {:error, error}
+      nil -> {:ok, nil}
+      exec_replies -> {:ok, exec_replies}
+    end
+  end
+
+  def transaction_result({:error, _} = error), do: error
+
+  @doc "The value of `{:ok, value}`; raises the error of `{:error, error}` (the bang functions)."
+  @spec ok!({:ok, value} | {:error, Exception.t()}) :: value when value: term()
+  def ok!({:ok, value}), do: value
+  def ok!({:error, error}), do: raise(error)
 end

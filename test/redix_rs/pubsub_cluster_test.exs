@@ -423,7 +423,7 @@ defmodule RedixRs.PubSubClusterTest do
     {:ok, ^ref} = PubSub.subscribe(pubsub, "everyone", self())
     assert_receive {:redix_pubsub, ^pubsub, ^ref, :subscribed, %{channel: "everyone"}}
 
-    server = Enum.find(c.servers, &(&1.port == victim))
+    server = RedixRs.Test.Cluster.by_port(c, victim)
     killed = System.monotonic_time(:millisecond)
     RedixRs.Test.RedisServer.os_kill(server, "KILL")
     assert_receive {:redix_pubsub, ^pubsub, ^ref, :disconnected, %{error: %ConnectionError{}}}

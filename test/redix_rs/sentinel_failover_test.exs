@@ -12,6 +12,9 @@ defmodule RedixRs.SentinelFailoverTest do
   alias RedixRs.ConnectionError
   alias RedixRs.Test.{FakeSentinel, RedisServer, SentinelSetup}
 
+  import RedixRs.Test.SentinelSetup, only: [role_of: 1, port_of: 1]
+  import RedixRs.Test.Helpers, only: [attach_telemetry: 1]
+
   @group "mymaster"
 
   setup do
@@ -327,32 +330,6 @@ defmodule RedixRs.SentinelFailoverTest do
       {RedixRs, sentinel: sentinel, sync_connect: true, backoff_initial: 100},
       id: make_ref()
     )
-  end
-
-  defp attach_telemetry(conn) do
-    test = self()
-    id = make_ref()
-
-    :telemetry.attach_many(
-      id,
-      [[:redix_rs, :connection], [:redix_rs, :disconnection]],
-      fn [:redix_rs, event], _measurements, metadata, _config ->
-        if metadata.connection == conn, do: send(test, {:telemetry, event, now_us(), metadata})
-      end,
-      nil
-    )
-
-    on_exit(fn -> :telemetry.detach(id) end)
-  end
-
-  defp role_of(conn) do
-    {:ok, [role | _]} = RedixRs.command(conn, ["ROLE"])
-    role
-  end
-
-  defp port_of(conn) do
-    {:ok, ["port", port]} = RedixRs.command(conn, ["CONFIG", "GET", "port"])
-    String.to_integer(port)
   end
 
   defp start_conn!(setup, sentinel_opts \\ [], opts \\ []) do

@@ -11,7 +11,7 @@ defmodule RedixRs.SentinelInterplayTest do
   alias RedixRs.ConnectionError
   alias RedixRs.Test.{FakeSentinel, RedisServer}
 
-  import RedixRs.Test.Helpers, only: [eventually: 1]
+  import RedixRs.Test.Helpers, only: [attach_telemetry: 1, eventually: 1]
 
   @group "mymaster"
 
@@ -49,12 +49,12 @@ defmodule RedixRs.SentinelInterplayTest do
 
       FakeSentinel.announce(fake, new.port, [])
 
-      assert_receive {:telemetry, :disconnection,
+      assert_receive {:telemetry, :disconnection, _,
                       %{reason: %ConnectionError{reason: :sentinel_failover}}},
                      5_000
 
       address = "127.0.0.1:#{new.port}"
-      assert_receive {:telemetry, :connection, %{address: ^address}}, 5_000
+      assert_receive {:telemetry, :connection, _, %{address: ^address}}, 5_000
       assert {:ok, "new"} = RedixRs.command(conn, ["GET", "k"], cache: true)
     end
 
@@ -109,7 +109,7 @@ defmodule RedixRs.SentinelInterplayTest do
 
       FakeSentinel.announce(fake, new.port, [])
       address = "127.0.0.1:#{new.port}"
-      assert_receive {:telemetry, :connection, %{address: ^address}}, 5_000
+      assert_receive {:telemetry, :connection, _, %{address: ^address}}, 5_000
 
       # The side connection's own watcher closes it (each follows the announcement on its own, so
       # a blocking call made in between may still land there, and get :disconnected).
@@ -150,22 +150,6 @@ defmodule RedixRs.SentinelInterplayTest do
       {RedixRs, [sentinel: sentinel, sync_connect: true, backoff_initial: 100] ++ opts},
       id: make_ref()
     )
-  end
-
-  defp attach_telemetry(conn) do
-    test = self()
-    id = make_ref()
-
-    :telemetry.attach_many(
-      id,
-      [[:redix_rs, :connection], [:redix_rs, :disconnection]],
-      fn [:redix_rs, event], _measurements, metadata, _config ->
-        if metadata.connection == conn, do: send(test, {:telemetry, event, metadata})
-      end,
-      nil
-    )
-
-    on_exit(fn -> :telemetry.detach(id) end)
   end
 
   defp wait_for_subscribers(fake, n) do

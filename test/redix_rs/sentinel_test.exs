@@ -15,6 +15,8 @@ defmodule RedixRs.SentinelTest do
   alias RedixRs.ConnectionError
   alias RedixRs.Test.{RedisServer, SentinelSetup}
 
+  import RedixRs.Test.SentinelSetup, only: [role_of: 1, port_of: 1]
+
   setup_all do
     setup = SentinelSetup.start()
     on_exit(fn -> SentinelSetup.stop(setup) end)
@@ -457,16 +459,6 @@ defmodule RedixRs.SentinelTest do
       {RedixRs, [sentinel: sentinel, sync_connect: true] ++ opts},
       id: make_ref()
     )
-  end
-
-  defp role_of(conn) do
-    {:ok, [role | _]} = RedixRs.command(conn, ["ROLE"])
-    role
-  end
-
-  defp port_of(conn) do
-    {:ok, ["port", port]} = RedixRs.command(conn, ["CONFIG", "GET", "port"])
-    String.to_integer(port)
   end
 
   defp now, do: System.monotonic_time(:millisecond)

@@ -41,8 +41,33 @@ defmodule RedixRs.Test.Cluster do
       Enum.all?(nodes, &(info(&1) =~ "cluster_state:ok"))
     end)
 
+    wait!("every node knows every node, and every primary its role", fn ->
+      Enum.all?(0..(length(nodes) - 1), fn observer ->
+        seen = nodes(cluster, observer)
+
+        length(seen) == length(nodes) and
+          Enum.count(seen, &(&1.primary? and not &1.failed?)) == primaries
+      end)
+    end)
+
     wait_in_sync!(cluster, primaries * replicas)
+
+    # A replica that never synced with its primary would not take over from it (its data would be
+    # too old): each must say its link is up.
+    wait!("every replica in sync with its primary", fn ->
+      linked = for node <- nodes, ["slave" | _] = role <- [role(node)], do: role
+
+      length(linked) == primaries * replicas and
+        Enum.all?(linked, &(Enum.at(&1, 3) == "connected"))
+    end)
+
     cluster
+  end
+
+  defp role(node) do
+    command!(node, ["ROLE"])
+  rescue
+    _ -> nil
   end
 
   @doc "Stops every node."
@@ -50,6 +75,9 @@ defmodule RedixRs.Test.Cluster do
 
   @doc "Seed URIs for `RedixRs.Cluster.start_link/1`."
   def uris(%__MODULE__{nodes: nodes}), do: Enum.map(nodes, &"redis://127.0.0.1:#{&1.port}")
+
+  @doc "Every node's port."
+  def ports(%__MODULE__{nodes: nodes}), do: Enum.map(nodes, & &1.port)
 
   defp create!(cluster, replicas) do
     args =
@@ -85,6 +113,14 @@ defmodule RedixRs.Test.Cluster do
     RedisServer.redis_cli(node, args, timeout: 2_000)
   rescue
     _ -> nil
+  end
+
+  @doc "A command on a node, its reply parsed; raises on an error reply or when it cannot be reached."
+  def command!(node, args) do
+    case RedixRs.Protocol.parse(RedisServer.redis_cli(node, args, timeout: 2_000)) do
+      {:ok, %RedixRs.Error{} = error, ""} -> raise error
+      {:ok, value, ""} -> value
+    end
   end
 
   @doc "The text of a bulk-string reply."
@@ -157,6 +193,25 @@ defmodule RedixRs.Test.Cluster do
     all = nodes(cluster)
     primary = Enum.find(all, &(&1.port == port))
     for n <- all, n.primary_id == primary.id, do: by_port(cluster, n.port)
+  end
+
+  @doc """
+  Sends the calling process `{:event, name, metadata}` for each `[:redix_rs, :cluster, event]` of
+  `events`, until it exits.
+  """
+  def attach_events(events) do
+    parent = self()
+    id = "cluster-events-#{inspect(make_ref())}"
+    names = for e <- events, do: [:redix_rs, :cluster, e]
+
+    :telemetry.attach_many(
+      id,
+      names,
+      fn name, _, meta, _ -> send(parent, {:event, name, meta}) end,
+      nil
+    )
+
+    RedixRs.Test.Helpers.detach_on_exit(id)
   end
 
   @doc "Polls `fun` every 50 ms for up to `timeout` ms; raises `what` when it never holds."

@@ -200,6 +200,20 @@ defmodule RedixRs.Test.SentinelSetup do
     role
   end
 
+  @doc ~S'The first element of `ROLE` on the server a `RedixRs` connection `conn` is on.'
+  @spec role_of(GenServer.server()) :: String.t()
+  def role_of(conn) do
+    {:ok, [role | _]} = RedixRs.command(conn, ["ROLE"])
+    role
+  end
+
+  @doc "The port of the server a `RedixRs` connection `conn` is on (its `CONFIG GET port`)."
+  @spec port_of(GenServer.server()) :: :inet.port_number()
+  def port_of(conn) do
+    {:ok, ["port", port]} = RedixRs.command(conn, ["CONFIG", "GET", "port"])
+    String.to_integer(port)
+  end
+
   @doc """
   Forces a failover with `SENTINEL FAILOVER mymaster` (sent to the first sentinel, retried
   while it answers an error such as NOGOODSLAVE or INPROG) and waits until every sentinel

@@ -39,6 +39,43 @@ defmodule RedixRs.Test.Helpers do
     dir
   end
 
+  @doc """
+  Sends the calling process `{:telemetry, :connection | :disconnection, monotonic_µs, metadata}`
+  for each of those events of the connection `conn`, until it exits.
+  """
+  def attach_telemetry(conn) do
+    test = self()
+    id = make_ref()
+
+    :telemetry.attach_many(
+      id,
+      [[:redix_rs, :connection], [:redix_rs, :disconnection]],
+      fn [:redix_rs, event], _measurements, metadata, _config ->
+        if metadata.connection == conn do
+          send(test, {:telemetry, event, System.monotonic_time(:microsecond), metadata})
+        end
+      end,
+      nil
+    )
+
+    detach_on_exit(id)
+  end
+
+  @doc "Detaches the telemetry handler `id` once the calling process (a test) has exited."
+  def detach_on_exit(id) do
+    test = self()
+
+    spawn(fn ->
+      ref = Process.monitor(test)
+
+      receive do
+        {:DOWN, ^ref, :process, _, _} -> :telemetry.detach(id)
+      end
+    end)
+
+    :ok
+  end
+
   @doc "Polls `fun` every 20 ms until it returns true; false after `tries` attempts (5 s by default)."
   def eventually(fun, tries \\ 250) do
     cond do

@@ -14,21 +14,6 @@ defmodule RedixRs.Cluster.FailoverTest do
     %{cluster: cluster}
   end
 
-  defp attach(events) do
-    parent = self()
-    id = "failover-test-#{inspect(make_ref())}"
-    names = for e <- events, do: [:redix_rs, :cluster, e]
-
-    :telemetry.attach_many(
-      id,
-      names,
-      fn name, _, meta, _ -> send(parent, {:event, name, meta}) end,
-      nil
-    )
-
-    on_exit(fn -> :telemetry.detach(id) end)
-  end
-
   # Writes unique keys until told to stop; reports every acknowledged SET and the longest call.
   defp writer(parent, name, p) do
     spawn_link(fn -> write(parent, name, p, 0, [], 0) end)
@@ -74,7 +59,7 @@ defmodule RedixRs.Cluster.FailoverTest do
 
   test "CLUSTER FAILOVER under a 20-process SET stream: every acknowledged SET is readable, no call hangs",
        %{cluster: cluster} do
-    attach([:topology_change])
+    Cluster.attach_events([:topology_change])
 
     # Replicas connected too, to see each node reconnected in its new role.
     {:ok, _} =
@@ -149,7 +134,7 @@ defmodule RedixRs.Cluster.FailoverTest do
 
   test "SIGKILL of a primary: its commands fail inline, then succeed within 10 s of the promotion",
        %{cluster: cluster} do
-    attach([:topology_change, :node_connection_failed])
+    Cluster.attach_events([:topology_change, :node_connection_failed])
 
     {:ok, _} =
       RedixRs.Cluster.start_link(name: :killed, nodes: Cluster.uris(cluster), sync_connect: true)

@@ -18,21 +18,6 @@ defmodule RedixRs.Cluster.RedirectTest do
     %{cluster: cluster}
   end
 
-  defp attach(events) do
-    parent = self()
-    id = "redirect-test-#{inspect(make_ref())}"
-    names = for e <- events, do: [:redix_rs, :cluster, e]
-
-    :telemetry.attach_many(
-      id,
-      names,
-      fn name, _, meta, _ -> send(parent, {:event, name, meta}) end,
-      nil
-    )
-
-    on_exit(fn -> :telemetry.detach(id) end)
-  end
-
   defp node_id(cluster, server) do
     Enum.find(Cluster.nodes(cluster), &(&1.port == server.port)).id
   end
@@ -85,7 +70,7 @@ defmodule RedixRs.Cluster.RedirectTest do
   test "a live slot migration under 20 processes: every call succeeds (ASK, then MOVED)", %{
     cluster: cluster
   } do
-    attach([:redirection])
+    Cluster.attach_events([:redirection])
     slot = Cluster.slot(cluster, "{live}")
     source = Cluster.owner(cluster, slot)
     target = other_primary(cluster, source)
@@ -166,7 +151,7 @@ defmodule RedixRs.Cluster.RedirectTest do
   end
 
   test "ASK for a key already migrated out of a MIGRATING slot", %{cluster: cluster} do
-    attach([:redirection])
+    Cluster.attach_events([:redirection])
     slot = Cluster.slot(cluster, "{asked}")
     source = Cluster.owner(cluster, slot)
     target = other_primary(cluster, source)
@@ -222,7 +207,7 @@ defmodule RedixRs.Cluster.RedirectTest do
   test "the topology is refreshed periodically, with no redirect to prompt it", %{
     cluster: cluster
   } do
-    attach([:topology_change])
+    Cluster.attach_events([:topology_change])
 
     {:ok, _} =
       RedixRs.Cluster.start_link(

@@ -606,7 +606,7 @@ pub fn submit(node: &NodeConn, part: Part) {
 /// Sends commands answered `TRYAGAIN`/`CLUSTERDOWN` again after a pause, routed afresh; past the
 /// deadline, their error replies are their answers.
 fn retry_later(call: Arc<Call>, again: Vec<(Cmd, Frame)>, hops: u8, retries: u8) {
-    let pause = Duration::from_millis(10 << retries.min(5)).min(Duration::from_millis(250));
+    let pause = retry_pause(retries);
     let inner = call.inner.clone();
     inner.spawn(async move {
         let late = call.deadline.is_some_and(|d| Instant::now() + pause >= d);
@@ -633,17 +633,28 @@ fn retry_later(call: Arc<Call>, again: Vec<(Cmd, Frame)>, hops: u8, retries: u8)
         call.add_parts(groups.len());
         call.settle(failed);
         for (node, cmds) in groups {
-            let part = Part::with(
-                call.clone(),
-                cmds,
-                node.host.clone(),
-                false,
-                hops,
-                retries + 1,
-            );
-            submit(&node, part);
+            submit_again(&call, &node, cmds, hops, retries);
         }
     });
+}
+
+/// The pause before commands answered `TRYAGAIN`/`CLUSTERDOWN` go again: 10 ms, doubled at each
+/// retry, at most 250 ms.
+fn retry_pause(retries: u8) -> Duration {
+    Duration::from_millis(10 << retries.min(5)).min(Duration::from_millis(250))
+}
+
+/// Submits `cmds` to `node` again after a `TRYAGAIN`/`CLUSTERDOWN` (no `ASKING`; one more retry).
+fn submit_again(call: &Arc<Call>, node: &NodeConn, cmds: Vec<Cmd>, hops: u8, retries: u8) {
+    let part = Part::with(
+        call.clone(),
+        cmds,
+        node.host.clone(),
+        false,
+        hops,
+        retries + 1,
+    );
+    submit(node, part);
 }
 
 /// A transaction's replies: `OK`, one `QUEUED` (or error) per command, then `EXEC`'s. A `MOVED` or
@@ -675,23 +686,13 @@ fn complete_transaction(
             if down {
                 call.inner.trigger_refresh();
             }
-            let pause = Duration::from_millis(10 << retries.min(5)).min(Duration::from_millis(250));
+            let pause = retry_pause(retries);
             let inner = call.inner.clone();
             inner.spawn(async move {
                 tokio::time::sleep(pause).await;
                 let slot = cmds.iter().find_map(|c| c.slot);
                 match call.inner.node_for(slot, Route::Primary) {
-                    Ok(node) => {
-                        let part = Part::with(
-                            call.clone(),
-                            cmds,
-                            node.host.clone(),
-                            false,
-                            hops,
-                            retries + 1,
-                        );
-                        submit(&node, part);
-                    }
+                    Ok(node) => submit_again(&call, &node, cmds, hops, retries),
                     Err(reason) => call.fail(Vec::new(), reason),
                 }
             });
