@@ -259,6 +259,21 @@ defmodule RedixRs.SentinelFailoverTest do
       assert {:error, %ConnectionError{reason: :closed}} = RedixRs.command(conn, ["PING"])
     end
 
+    test "a sentinel that drops each subscription at once is retried with a backoff (fake sentinel)",
+         %{setup: setup} do
+      fake = FakeSentinel.start(setup.primary.port, [setup.replica.port])
+      FakeSentinel.drop_on_subscribe(fake, true)
+      conn = start_fake_conn!(fake)
+      assert {:ok, "PONG"} = RedixRs.command(conn, ["PING"])
+      wait_until(10_000, "a first subscription", fn -> FakeSentinel.subscribes(fake) >= 1 end)
+
+      # Retried in a loop, the watcher would subscribe thousands of times in two seconds; with the
+      # backoff (200 ms, doubling) a handful. The connection is left alone meanwhile.
+      Process.sleep(2_000)
+      assert FakeSentinel.subscribes(fake) <= 12
+      assert {:ok, "PONG"} = RedixRs.command(conn, ["PING"])
+    end
+
     test "an announcement missed while the watcher had no subscription is caught up on", %{
       setup: setup
     } do

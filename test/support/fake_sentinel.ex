@@ -26,7 +26,7 @@ defmodule RedixRs.Test.FakeSentinel do
       :gen_tcp.listen(0, [:binary, ip: {127, 0, 0, 1}, active: false, reuseaddr: true])
 
     {:ok, port} = :inet.port(listener)
-    state = %{primary: primary, replicas: replicas, subscribers: %{}}
+    state = %{primary: primary, replicas: replicas, subscribers: %{}, subscribes: 0, drop?: false}
     pid = spawn_link(fn -> controller(state) end)
     :ok = :gen_tcp.controlling_process(listener, pid)
     send(pid, {:listen, listener})
@@ -47,6 +47,14 @@ defmodule RedixRs.Test.FakeSentinel do
   @doc "From now on names `primary` and `replicas`, without announcing it."
   @spec change(t(), :inet.port_number(), [:inet.port_number()]) :: :ok
   def change(fake, primary, replicas), do: call(fake, {:announce, primary, replicas, false})
+
+  @doc "From now on closes each connection right after confirming its subscription (if `drop?`)."
+  @spec drop_on_subscribe(t(), boolean()) :: :ok
+  def drop_on_subscribe(fake, drop?), do: call(fake, {:drop_on_subscribe, drop?})
+
+  @doc "How many subscriptions it has confirmed since it started."
+  @spec subscribes(t()) :: non_neg_integer()
+  def subscribes(fake), do: call(fake, :subscribes)
 
   @doc "Closes every subscribed connection."
   @spec drop_subscribers(t()) :: :ok
@@ -80,8 +88,14 @@ defmodule RedixRs.Test.FakeSentinel do
         send(handler, {:state, state.primary, state.replicas})
         controller(state)
 
+      {:subscribe, handler} when state.drop? ->
+        # The handler sends the confirmation before it reads this.
+        send(handler, :close)
+        controller(%{state | subscribes: state.subscribes + 1})
+
       {:subscribe, handler} ->
-        controller(%{state | subscribers: Map.put(state.subscribers, handler, true)})
+        subscribers = Map.put(state.subscribers, handler, true)
+        controller(%{state | subscribers: subscribers, subscribes: state.subscribes + 1})
 
       {:DOWN, _ref, :process, handler, _reason} ->
         controller(%{state | subscribers: Map.delete(state.subscribers, handler)})
@@ -89,6 +103,14 @@ defmodule RedixRs.Test.FakeSentinel do
       {:call, from, ref, :subscribers} ->
         send(from, {ref, map_size(state.subscribers)})
         controller(state)
+
+      {:call, from, ref, :subscribes} ->
+        send(from, {ref, state.subscribes})
+        controller(state)
+
+      {:call, from, ref, {:drop_on_subscribe, drop?}} ->
+        send(from, {ref, :ok})
+        controller(%{state | drop?: drop?})
 
       {:call, from, ref, :drop_subscribers} ->
         Enum.each(Map.keys(state.subscribers), &send(&1, :close))

@@ -39,6 +39,9 @@ use crate::resp::{Frame, Limits, Parsed, Parser};
 const RETRY_INITIAL: Duration = Duration::from_millis(200);
 /// ... up to this.
 const RETRY_MAX: Duration = Duration::from_secs(5);
+/// A subscription that lasted this long ended because its sentinel went away, not because the
+/// sentinel drops subscriptions at once.
+const STEADY: Duration = Duration::from_secs(1);
 /// At most one `ROLE` check per this interval, however many `-READONLY` replies arrive.
 const ROLE_CHECK_INTERVAL: Duration = Duration::from_millis(100);
 /// The channel on which sentinels announce a new primary.
@@ -117,13 +120,17 @@ async fn announcements(sentinel: &SentinelOptions, first: usize, server: &Addres
             // No sentinel at all (not reachable: options require one): never move.
             return std::future::pending().await;
         };
+        let started = tokio::time::Instant::now();
         match listen(one, sentinel, server).await {
             Ok(reason) => return reason,
-            Err(Subscribed(true)) => {
+            // A subscription that held for a while: the sentinel went away, try the next at once.
+            Err(Subscribed(true)) if started.elapsed() >= STEADY => {
                 failed_in_a_row = 0;
                 retry = RETRY_INITIAL;
             }
-            Err(Subscribed(false)) => failed_in_a_row += 1,
+            // Refused, or confirmed and dropped at once (a sentinel doing so again and again would
+            // otherwise be retried in a tight loop): a failure, so a round of them backs off.
+            Err(Subscribed(_)) => failed_in_a_row += 1,
         }
         index = index.wrapping_add(1);
         if failed_in_a_row >= count {
