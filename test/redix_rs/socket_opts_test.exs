@@ -152,14 +152,21 @@ defmodule RedixRs.SocketOptsTest do
   describe "what the TCP options do" do
     test "the local address and port (ip, ifaddr, port) are what Redis sees" do
       server = Servers.get(:password)
-      base = [port: server.port, password: "s3cret", sync_connect: true]
+      # Not sync_connect: a port taken meanwhile then shows as a failed PING, which connect_bound
+      # retries (a failed sync_connect would exit this linked test process).
+      base = [port: server.port, password: "s3cret"]
 
-      for socket_opts <- [
-            [ip: {127, 0, 0, 2}, port: free_port()],
-            [ifaddr: %{family: :inet, addr: {127, 0, 0, 3}, port: free_port()}],
-            [ifaddr: {127, 0, 0, 4}]
+      for make_opts <- [
+            fn -> [ip: {127, 0, 0, 2}, port: free_port()] end,
+            fn -> [ifaddr: %{family: :inet, addr: {127, 0, 0, 3}, port: free_port()}] end,
+            fn -> [ifaddr: {127, 0, 0, 4}] end
           ] do
-        {:ok, conn} = RedixRs.start_link([host: "127.0.0.1", socket_opts: socket_opts] ++ base)
+        {conn, socket_opts} =
+          connect_bound(
+            make_opts,
+            &RedixRs.start_link([host: "127.0.0.1", socket_opts: &1] ++ base)
+          )
+
         {:ok, info} = RedixRs.command(conn, ["CLIENT", "INFO"])
         [_, address] = Regex.run(~r/ addr=(\S+) /, info)
         {ip, port} = local(socket_opts)
@@ -182,32 +189,10 @@ defmodule RedixRs.SocketOptsTest do
     end
 
     test "every mapped TCP option at once, read back with ss where it shows them" do
-      local_port = free_port()
-
-      socket_opts = [
-        {:raw, 6, 4, <<33::native-32>>},
-        {:raw, 6, 5, <<11::native-32>>},
-        {:raw, 6, 6, <<4::native-32>>},
-        :inet,
-        port: local_port,
-        keepalive: true,
-        delay_send: true,
-        linger: {true, 0},
-        tos: 0x10,
-        priority: 5,
-        ttl: 64,
-        dontroute: false,
-        bind_to_device: "lo",
-        sndbuf: 128 * 1024,
-        recbuf: 128 * 1024,
-        send_timeout: 5_000,
-        send_timeout_close: true
-      ]
-
-      {:ok, conn} =
-        RedixRs.start_link(host: "127.0.0.1", port: Servers.port(), socket_opts: socket_opts)
-
-      assert RedixRs.command(conn, ["PING"]) == {:ok, "PONG"}
+      make_opts = fn -> every_mapped_option(free_port()) end
+      start = &RedixRs.start_link(host: "127.0.0.1", port: Servers.port(), socket_opts: &1)
+      {_conn, socket_opts} = connect_bound(make_opts, start)
+      local_port = socket_opts[:port]
 
       if ss = System.find_executable("ss") do
         {out, 0} =
@@ -271,6 +256,54 @@ defmodule RedixRs.SocketOptsTest do
       [ifaddr: %{addr: ip, port: port}] -> {to_string(:inet.ntoa(ip)), port}
       [ifaddr: ip] -> {to_string(:inet.ntoa(ip)), nil}
     end
+  end
+
+  # A local port picked by free_port/0 may be taken by another socket before the connection binds
+  # it (test runs side by side open many): a connection that cannot answer is retried with options
+  # made afresh. Returns the connection and the options it was started with.
+  defp connect_bound(make_opts, start, attempts \\ 5) do
+    socket_opts = make_opts.()
+
+    answer =
+      case start.(socket_opts) do
+        {:ok, conn} -> {conn, RedixRs.command(conn, ["PING"])}
+        error -> {nil, error}
+      end
+
+    case answer do
+      {conn, {:ok, "PONG"}} ->
+        {conn, socket_opts}
+
+      {conn, _not_connected} when attempts > 1 ->
+        if conn, do: GenServer.stop(conn)
+        connect_bound(make_opts, start, attempts - 1)
+
+      {_conn, other} ->
+        flunk("no connection with #{inspect(socket_opts)}: #{inspect(other)}")
+    end
+  end
+
+  # Every TCP option the socket-option table maps, binding the connection to `local_port`.
+  defp every_mapped_option(local_port) do
+    [
+      {:raw, 6, 4, <<33::native-32>>},
+      {:raw, 6, 5, <<11::native-32>>},
+      {:raw, 6, 6, <<4::native-32>>},
+      :inet,
+      port: local_port,
+      keepalive: true,
+      delay_send: true,
+      linger: {true, 0},
+      tos: 0x10,
+      priority: 5,
+      ttl: 64,
+      dontroute: false,
+      bind_to_device: "lo",
+      sndbuf: 128 * 1024,
+      recbuf: 128 * 1024,
+      send_timeout: 5_000,
+      send_timeout_close: true
+    ]
   end
 
   defp free_port do
