@@ -150,19 +150,25 @@ fn check_command(
         if len > max_elements {
             return Err(EncodeStop::OverBudget);
         }
-        if scanning {
-            scanning = crate::side::scan_element(&mut scan, element);
-        }
+        // The blocking-command scan reads the bytes this check decodes anyway (no second decode).
+        let mut look = |payload: &[u8]| {
+            if scanning {
+                scanning = scan.element(payload);
+            }
+        };
         let size = if let Ok(bin) = element.decode::<Binary>() {
+            look(bin.as_slice());
             refusal.element(bin.as_slice())?;
             bin.len()
         } else if element.decode::<i64>().is_ok() {
+            look(b"");
             refusal.element(b"")?; // digits: never a refused name
             20
         } else if element.is_atom() {
             let name = element
                 .atom_to_string()
                 .map_err(|_| EncodeStop::Normalize)?;
+            look(name.as_bytes());
             refusal.element(name.as_bytes())?;
             name.len()
         } else {

@@ -9,24 +9,7 @@
 //! lending, closing when idle and watching callers are the pool process's job, since they are about
 //! processes, monitors and timers, and a blocking call can afford a message round trip.
 
-use redix_rs_core::conn::side::{self, Scan};
-use rustler::{Binary, Term};
-
-/// Feeds one element (a term not encoded yet) to `scan`, reading binaries and atoms as the encoder
-/// writes them; returns whether it wants more.
-#[inline]
-pub fn scan_element(scan: &mut Scan, element: Term<'_>) -> bool {
-    if let Ok(bin) = element.decode::<Binary>() {
-        scan.element(bin.as_slice())
-    } else if element.is_atom() {
-        match element.atom_to_string() {
-            Ok(name) => scan.element(name.as_bytes()),
-            Err(_) => scan.element(b""),
-        }
-    } else {
-        scan.element(b"")
-    }
-}
+use redix_rs_core::conn::side;
 
 /// The commands sent to side connections, and the blocking ones that stay on the shared connection:
 /// `{to_side, shared}`, upper-case names (for the test that compares them with `COMMAND INFO`).
