@@ -45,14 +45,17 @@ defmodule RedixRs.Call do
 
   # A cluster's name (`RedixRs.Cluster`), or a connection the slow path asks.
   defp not_published(conn, commands, kind, timeout, trace) do
-    if is_atom(conn) and RedixRs.Cluster.Call.cluster?(conn) do
-      if kind == :noreply do
-        raise ArgumentError, "noreply_* functions are not supported on a Redis Cluster"
-      end
+    case is_atom(conn) && RedixRs.Cluster.Manager.lookup(conn) do
+      {:ok, handle, owner} ->
+        if kind == :noreply do
+          raise ArgumentError, "noreply_* functions are not supported on a Redis Cluster"
+        end
 
-      RedixRs.Cluster.Call.run_on(conn, commands, kind, :primary, timeout, trace)
-    else
-      ask_connection(conn, commands, kind, timeout, trace)
+        cluster = {conn, handle, owner}
+        RedixRs.Cluster.Call.run_handle(cluster, commands, kind, :primary, timeout, trace)
+
+      _not_a_cluster ->
+        ask_connection(conn, commands, kind, timeout, trace)
     end
   end
 
@@ -190,8 +193,9 @@ defmodule RedixRs.Call do
   end
 
   # Either the answer will never be sent (cancelled), or it was sent just now and is taken out of the
-  # mailbox here: a caller that timed out never finds a stray reply later.
-  defp timed_out(ref, token) do
+  # mailbox here: a caller that timed out never finds a stray reply later. (Cluster calls too.)
+  @doc false
+  def timed_out(ref, token) do
     with :sent <- Native.cancel(token) do
       receive do
         {^ref, _, _} -> :ok
@@ -205,8 +209,9 @@ defmodule RedixRs.Call do
     {:error, %ConnectionError{reason: :timeout}}
   end
 
-  defp refusal(:full), do: :write_queue_full
-  defp refusal(reason), do: reason
+  @doc false
+  def refusal(:full), do: :write_queue_full
+  def refusal(reason), do: reason
 
   defp lookup(conn) when is_pid(conn) or is_atom(conn), do: Handles.lookup(conn)
 
@@ -351,7 +356,8 @@ defmodule RedixRs.Call do
   # The one place where the commands reported by telemetry are made: as Redis sees them (Redix
   # reports the wrapped list).
   # AUTH passwords are redacted (see "Secrets" in the README).
-  defp telemetry_commands(commands, kind) do
+  @doc false
+  def telemetry_commands(commands, kind) do
     wrapped =
       case kind do
         :noreply -> [~w(CLIENT REPLY OFF)] ++ commands ++ [~w(CLIENT REPLY ON)]

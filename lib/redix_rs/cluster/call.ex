@@ -8,10 +8,6 @@ defmodule RedixRs.Cluster.Call do
   @default_timeout 5_000
   @routes [:primary, :replica, :prefer_replica]
 
-  @doc "True when a cluster is registered under `name`."
-  def cluster?(name) when is_atom(name), do: RedixRs.Cluster.Manager.lookup(name) != :error
-  def cluster?(_), do: false
-
   @doc """
   Runs `commands` (`kind`: `:pipeline` or `:transaction`) on the cluster `name`; returns every
   reply (MULTI's and EXEC's included for a transaction). Options: `:timeout`, `:route`,
@@ -31,32 +27,31 @@ defmodule RedixRs.Cluster.Call do
   def run_on(name, commands, kind, route, timeout, trace \\ nil) do
     case RedixRs.Cluster.Manager.lookup(name) do
       {:ok, handle, owner} ->
-        ref = make_ref()
-        submitted = submit(handle, ref, commands, kind, route, timeout)
-        span = trace && start_event(trace, name, commands, kind)
-
-        result =
-          case submitted do
-            {:ok, token} -> await(ref, token, owner, timeout)
-            {:error, reason} -> refused(reason)
-          end
-
-        if span, do: Telemetry.pipeline_stop(span, result), else: result
+        run_handle({name, handle, owner}, commands, kind, route, timeout, trace)
 
       :error ->
         exit({:redix_exited_during_call, :noproc})
     end
   end
 
-  defp start_event(trace, name, commands, kind) do
-    commands = if kind == :transaction, do: [["MULTI"]] ++ commands ++ [["EXEC"]], else: commands
+  @doc "As `run_on/6`, for a cluster already looked up: `{name, handle, owner}`."
+  def run_handle({name, handle, owner}, commands, kind, route, timeout, trace) do
+    ref = make_ref()
+    submitted = submit(handle, ref, commands, kind, route, timeout)
+    span = trace && start_event(trace, name, commands, kind)
 
-    Telemetry.pipeline_start(
-      trace,
-      name,
-      GenServer.whereis(name),
-      RedixRs.Redact.commands(commands)
-    )
+    result =
+      case submitted do
+        {:ok, token} -> await(ref, token, owner, timeout)
+        {:error, reason} -> refused(reason)
+      end
+
+    if span, do: Telemetry.pipeline_stop(span, result), else: result
+  end
+
+  defp start_event(trace, name, commands, kind) do
+    commands = RedixRs.Call.telemetry_commands(commands, kind)
+    Telemetry.pipeline_start(trace, name, GenServer.whereis(name), commands)
   end
 
   defp submit(handle, ref, commands, kind, route, timeout) do
@@ -82,12 +77,11 @@ defmodule RedixRs.Cluster.Call do
   end
 
   defp refused({:redis_error, message}), do: {:error, %RedixRs.Error{message: message}}
-  defp refused(:full), do: {:error, %ConnectionError{reason: :write_queue_full}}
-  defp refused(reason), do: {:error, %ConnectionError{reason: reason}}
+  defp refused(reason), do: {:error, %ConnectionError{reason: RedixRs.Call.refusal(reason)}}
 
   defp await(ref, token, owner, timeout) do
     if timeout == 0 do
-      timed_out(ref, token)
+      RedixRs.Call.timed_out(ref, token)
     else
       receive do
         {^ref, :ok, replies} ->
@@ -99,21 +93,9 @@ defmodule RedixRs.Cluster.Call do
         {^ref, :error, reason} ->
           refused(reason)
       after
-        timeout -> timed_out(ref, token)
+        timeout -> RedixRs.Call.timed_out(ref, token)
       end
     end
-  end
-
-  defp timed_out(ref, token) do
-    with :sent <- Native.cancel(token) do
-      receive do
-        {^ref, _, _} -> :ok
-      after
-        1_000 -> :ok
-      end
-    end
-
-    {:error, %ConnectionError{reason: :timeout}}
   end
 
   defp options!(opts, kind) when is_list(opts) do
