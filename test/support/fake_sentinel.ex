@@ -184,12 +184,13 @@ defmodule RedixRs.Test.FakeSentinel do
 
   # Answers every complete command in `buffer`; returns the rest.
   defp answer(socket, controller, buffer) do
-    case parse(buffer) do
-      {command, rest} ->
+    # Commands are arrays of bulk strings: RedixRs.Protocol reads them (an empty buffer included).
+    case buffer != "" and RedixRs.Protocol.parse(buffer) do
+      {:ok, command, rest} ->
         :gen_tcp.send(socket, reply(Enum.map(command, &String.downcase/1), command, controller))
         answer(socket, controller, rest)
 
-      :incomplete ->
+      _incomplete ->
         buffer
     end
   end
@@ -232,29 +233,4 @@ defmodule RedixRs.Test.FakeSentinel do
   end
 
   defp bulk(value), do: ["$#{byte_size(value)}\r\n", value, "\r\n"]
-
-  # A command: an array of bulk strings.
-  defp parse("*" <> rest) do
-    with [count, rest] <- :binary.split(rest, "\r\n") do
-      bulks(String.to_integer(count), rest, [])
-    else
-      _incomplete -> :incomplete
-    end
-  end
-
-  defp parse(_incomplete), do: :incomplete
-
-  defp bulks(0, rest, acc), do: {Enum.reverse(acc), rest}
-
-  defp bulks(count, "$" <> rest, acc) do
-    with [length, rest] <- :binary.split(rest, "\r\n"),
-         length = String.to_integer(length),
-         <<arg::binary-size(length), "\r\n", rest::binary>> <- rest do
-      bulks(count - 1, rest, [arg | acc])
-    else
-      _incomplete -> :incomplete
-    end
-  end
-
-  defp bulks(_count, _incomplete, _acc), do: :incomplete
 end

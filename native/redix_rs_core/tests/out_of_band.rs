@@ -158,8 +158,9 @@ async fn on_a_command_connection_pubsub_arrays_are_replies() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn submit_unanswered_ignores_the_limit_but_not_close() {
     let (mux, _sink) = subscribed_mux(100);
-    let big = encoded(&["SUBSCRIBE", &"c".repeat(200)]);
-    mux.submit_unanswered(&big, confirmations(&["c"], true))
+    let name = "c".repeat(200);
+    let big = encoded(&["SUBSCRIBE", &name]);
+    mux.submit_unanswered(&big, confirmations(&[&name], true))
         .expect("a lone oversized submission must be accepted");
     // Pub/sub control commands are never refused for the limit: a dropped SUBSCRIBE would leave its
     // subscribers waiting for a confirmation forever.
